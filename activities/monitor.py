@@ -1,0 +1,61 @@
+"""Probe and watch activities: the only place the monitor touches the network.
+
+`watch_cluster` follows temporalio/samples-python `polling/frequent`: one long
+activity that loops, heartbeats each round and returns only when the view changed in
+a way the workflow cares about (`ClusterView.signature`) or after `watch_max_s`.
+History then grows with changes, not with time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import AbstractContextManager, nullcontext, suppress
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.adapter import Adapter
+from activities.zookeeper import ZooKeeperAdapter
+from models import ClusterSpec, ClusterView, Kind, WatchRequest
+
+
+def adapter_for(kind: Kind) -> Adapter:
+    if kind is Kind.ZOOKEEPER:
+        return ZooKeeperAdapter()
+    raise ApplicationError(f"no adapter for kind {kind.value!r} yet", non_retryable=True)
+
+
+@activity.defn
+async def probe_cluster(spec: ClusterSpec) -> ClusterView:
+    return await adapter_for(spec.kind).probe(spec)
+
+
+@activity.defn
+async def watch_cluster(request: WatchRequest) -> ClusterView:
+    spec = request.spec
+    adapter = adapter_for(spec.kind)
+    loop = asyncio.get_running_loop()
+    wake = asyncio.Event()
+
+    def on_link_change() -> None:
+        loop.call_soon_threadsafe(wake.set)
+
+    links: AbstractContextManager[None] = (
+        adapter.hold_links(spec, on_link_change) if spec.probe.hold_connections else nullcontext()
+    )
+    deadline = loop.time() + spec.probe.watch_max_s
+    last = request.last.signature() if request.last is not None else None
+    # Opening and closing links may block on client threads: keep that off the loop.
+    await asyncio.to_thread(links.__enter__)
+    try:
+        while True:
+            wake.clear()
+            view = await adapter.probe(spec)
+            if view.signature() != last or loop.time() >= deadline:
+                return view
+            activity.heartbeat()
+            wait = min(spec.probe.interval_s, max(deadline - loop.time(), 0.0))
+            with suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), timeout=wait)
+    finally:
+        await asyncio.to_thread(links.__exit__, None, None, None)

@@ -1,0 +1,157 @@
+"""`replicante`: the operator's command line. Thin: it parses, calls `client.api`,
+prints. Errors are one line on stderr; exit 2 for bad input, 1 for anything else."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import re
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+
+from client import dev, render
+from client.api import ReplicanteClient, UnknownClusterError
+from models import SpecError, load_spec
+from worker.core import run_core_worker
+from worker.settings import Settings
+
+DURATION = re.compile(r"^(\d+)([smhd])$")
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class UsageError(ValueError):
+    """Bad input on the command line: exit code 2, nothing changed."""
+
+
+def parse_since(text: str, now: datetime | None = None) -> datetime:
+    """`10m`, `2h`, `1d`, or an ISO-8601 time (UTC when no offset is given).
+
+    >>> parse_since("10m", datetime(2026, 1, 1, 12, 0, tzinfo=UTC)).isoformat()
+    '2026-01-01T11:50:00+00:00'
+    >>> parse_since("yesterday")
+    Traceback (most recent call last):
+    ...
+    client.cli.UsageError: --since: 'yesterday' is neither a duration like 10m nor an ISO time
+    """
+    match = DURATION.match(text)
+    if match:
+        return (now or datetime.now(UTC)) - timedelta(seconds=int(match[1]) * UNITS[match[2]])
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(
+            f"--since: {text!r} is neither a duration like 10m nor an ISO time"
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="replicante", description="Watch and heal ZooKeeper, Kafka and MongoDB clusters."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    cluster = commands.add_parser("cluster", help="apply and list cluster specs")
+    cluster_commands = cluster.add_subparsers(dest="cluster_command", required=True)
+    apply = cluster_commands.add_parser("apply", help="start watching a cluster or update its spec")
+    apply.add_argument("-f", "--file", required=True, help="cluster spec (YAML)")
+    listing = cluster_commands.add_parser("ls", help="list watched clusters")
+    listing.add_argument("--unhealthy", action="store_true", help="only clusters not healthy")
+    listing.add_argument("--json", action="store_true")
+
+    status = commands.add_parser("status", help="nodes, roles, health and findings of a cluster")
+    status.add_argument("cluster")
+    status.add_argument("--json", action="store_true")
+
+    events = commands.add_parser("events", help="what happened to a cluster")
+    events.add_argument("cluster")
+    events.add_argument("--since", help="10m, 2h, 1d or an ISO time (default: all)")
+    events.add_argument("--limit", type=int, default=200)
+    events.add_argument("--json", action="store_true", help="one JSON event per line")
+
+    for name, what in (("pause", "stop watching (maintenance)"), ("resume", "watch again")):
+        control = commands.add_parser(name, help=what)
+        control.add_argument("cluster")
+        control.add_argument("--reason", default="", help="recorded in the event")
+
+    commands.add_parser("worker", help="run the core worker (workflows and probes)")
+
+    dev = commands.add_parser("dev", help="the local stack: Temporal, a ZooKeeper playground")
+    dev_commands = dev.add_subparsers(dest="dev_command", required=True)
+    dev_commands.add_parser("up", help="start everything and watch the playground cluster")
+    dev_commands.add_parser("down", help="stop everything dev up started")
+    return parser
+
+
+async def run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "worker":
+        await run_core_worker(settings)
+        return 0
+    if args.command == "dev":
+        return await (dev.up(settings) if args.dev_command == "up" else dev.down(settings))
+    # Validate local input before connecting anywhere: bad input changes nothing.
+    spec = (
+        load_spec(args.file)
+        if args.command == "cluster" and args.cluster_command == "apply"
+        else None
+    )
+    since = parse_since(args.since) if getattr(args, "since", None) else None
+    api = await ReplicanteClient.connect(settings)
+    if spec is not None:
+        result = await api.apply(spec)
+        verb = "watching" if result.created else "updated"
+        print(f"{verb} cluster {result.cluster_id} (spec generation {result.spec_generation})")
+    elif args.command == "cluster":
+        found = await api.clusters(unhealthy=args.unhealthy)
+        if args.json:
+            print(json.dumps([c.__dict__ for c in found], default=str))
+        else:
+            print(render.clusters(found))
+    elif args.command == "status":
+        st = await api.status(args.cluster)
+        print(st.model_dump_json(indent=2) if args.json else render.status(st))
+    elif args.command == "events":
+        stored = await api.events(args.cluster, since, args.limit)
+        if not stored:
+            await api.status(args.cluster)  # raises if the cluster is unknown
+        if args.json:
+            for s in stored:
+                print(s.event.model_dump_json())
+        else:
+            print(render.events(stored))
+    elif args.command in ("pause", "resume"):
+        action: Callable[[str, str], Awaitable[None]] = getattr(api, args.command)
+        await action(args.cluster, args.reason)
+        print(
+            f"{args.command}d {args.cluster}"
+            if args.command == "pause"
+            else f"resumed {args.cluster}"
+        )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = Settings.from_env()
+    try:
+        return asyncio.run(run(args, settings))
+    except (SpecError, UsageError) as error:
+        print(f"replicante: error: {error}", file=sys.stderr)
+        return 2
+    except UnknownClusterError as error:
+        print(f"replicante: error: {error}", file=sys.stderr)
+        return 1
+    except RuntimeError as error:
+        # temporalio raises RuntimeError when it cannot connect.
+        print(
+            f"replicante: error: {error} (Temporal at {settings.temporal_address};"
+            " is it running? try `replicante dev up`)",
+            file=sys.stderr,
+        )
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,145 @@
+"""Detached server processes tracked by pid files, so any later shell or test can find them."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+# Popen objects of the servers this Python process spawned: polling them reaps a dead
+# child at once (a killed child otherwise stays a zombie, which still "exists" for
+# os.kill), and holding them silences Popen's "still running" warning at exit.
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def spawn(
+    argv: Sequence[str | Path],
+    *,
+    log_file: Path,
+    pid_file: Path,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> int:
+    """Start argv in its own session (so ^C in the caller's terminal does not reach it),
+    appending its output to log_file, and record its pid in pid_file."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("ab") as log:
+        proc = subprocess.Popen(
+            [str(a) for a in argv],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            env=env,
+            start_new_session=True,
+        )
+    _children[proc.pid] = proc
+    tmp = pid_file.with_suffix(".tmp")
+    tmp.write_text(f"{proc.pid}\n")
+    tmp.replace(pid_file)
+    return proc.pid
+
+
+def process_state(pid: int) -> str | None:
+    """The kernel's one-letter state (R, S, T for stopped, Z for zombie...), None if gone."""
+    child = _children.get(pid)
+    if child is not None and child.poll() is not None:
+        del _children[pid]
+        return None
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # The command name in parentheses may itself contain spaces or parentheses.
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
+def is_alive(pid: int) -> bool:
+    state = process_state(pid)
+    return state is not None and state not in ("Z", "X")
+
+
+def is_paused(pid: int) -> bool:
+    return process_state(pid) in ("T", "t")
+
+
+def read_pid(pid_file: Path, marker: str) -> int | None:
+    """The live pid recorded in pid_file, or None.
+
+    The process must have `marker` (e.g. its config file path) on its command line: after
+    a reboot or a crash the recorded pid may belong to an unrelated process by now.
+    """
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    if not is_alive(pid):
+        return None
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return pid if marker.encode() in cmdline else None
+
+
+def send_signal(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
+def wait_dead(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while is_alive(pid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def stop(pid: int, grace: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL if the process outlives `grace` seconds."""
+    send_signal(pid, signal.SIGTERM)
+    # A SIGSTOPped process keeps a SIGTERM pending until it is continued.
+    send_signal(pid, signal.SIGCONT)
+    if not wait_dead(pid, grace):
+        send_signal(pid, signal.SIGKILL)
+        wait_dead(pid, 5.0)
+    _children.pop(pid, None)
+
+
+def stop_recorded(pid_file: Path, marker: str, grace: float = 10.0) -> int | None:
+    """Stop the process recorded in pid_file, if it is still running; returns its pid."""
+    pid = read_pid(pid_file, marker)
+    if pid is not None:
+        stop(pid, grace)
+    pid_file.unlink(missing_ok=True)
+    return pid
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_for_port(
+    host: str,
+    port: int,
+    timeout: float,
+    alive: Callable[[], bool] | None = None,
+) -> None:
+    """Wait until host:port accepts; give up early once `alive` says the server died."""
+    deadline = time.monotonic() + timeout
+    while not port_open(host, port):
+        if alive is not None and not alive():
+            raise RuntimeError(f"server for {host}:{port} exited before listening")
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"{host}:{port} did not accept connections in {timeout:.0f} s")
+        time.sleep(0.1)

@@ -1,0 +1,148 @@
+"""Events: the append-only audit log, with stable dotted type names.
+
+`changes()` turns two consecutive views into events. It is pure, so the monitor
+workflow runs it deterministically and the watch activity uses the same notion of
+"changed" (via `ClusterView.signature`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from models.findings import Finding, Severity, health_of
+from models.view import ClusterView
+
+EVENT_SCHEMA_VERSION = 1
+
+
+class EventDraft(BaseModel):
+    """An event before the workflow gives it an id and a time."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: str
+    severity: Severity = Severity.INFO
+    node_id: str | None = None
+    message: str
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+
+class Event(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    event_id: str
+    """Deterministic in the workflow that emits it: a retried write never duplicates."""
+    cluster_id: str
+    type: str
+    at: datetime
+    severity: Severity = Severity.INFO
+    node_id: str | None = None
+    message: str
+    payload: dict[str, Any] = Field(default_factory=dict)
+    schema_version: int = EVENT_SCHEMA_VERSION
+
+
+def changes(
+    before: ClusterView | None,
+    after: ClusterView,
+    findings_before: list[Finding],
+    findings_after: list[Finding],
+) -> list[EventDraft]:
+    """Events that tell an operator what changed between two views.
+
+    The first view of a cluster emits only `cluster.health_changed` (from unknown),
+    not a `node.up` per node: nothing came up, we merely started looking.
+    """
+    drafts: list[EventDraft] = []
+    if before is not None:
+        drafts.extend(_node_changes(before, after))
+        if before.quorum is not False and after.quorum is False:
+            drafts.append(
+                EventDraft(
+                    type="cluster.quorum_lost",
+                    severity=Severity.CRITICAL,
+                    message=f"quorum lost: {after.voting_alive} of {after.voting_configured} "
+                    "voting members alive",
+                    payload={
+                        "voting_alive": after.voting_alive,
+                        "voting_configured": after.voting_configured,
+                    },
+                )
+            )
+        elif before.quorum is False and after.quorum:
+            drafts.append(
+                EventDraft(
+                    type="cluster.quorum_regained",
+                    message=f"quorum regained: {after.voting_alive} of "
+                    f"{after.voting_configured} voting members alive",
+                    payload={
+                        "voting_alive": after.voting_alive,
+                        "voting_configured": after.voting_configured,
+                    },
+                )
+            )
+    old_health = health_of(before, findings_before)
+    new_health = health_of(after, findings_after)
+    if old_health != new_health:
+        drafts.append(
+            EventDraft(
+                type="cluster.health_changed",
+                severity=max((f.severity for f in findings_after), default=Severity.INFO),
+                message=f"health {old_health} -> {new_health}",
+                payload={
+                    "from": old_health.value,
+                    "to": new_health.value,
+                    "findings": [f.key for f in findings_after],
+                },
+            )
+        )
+    return drafts
+
+
+def _node_changes(before: ClusterView, after: ClusterView) -> list[EventDraft]:
+    drafts: list[EventDraft] = []
+    for node in after.nodes:
+        old = before.node(node.node_id)
+        if old is None:
+            continue
+        if old.reachable and not node.reachable:
+            drafts.append(
+                EventDraft(
+                    type="node.down",
+                    severity=Severity.WARNING,
+                    node_id=node.node_id,
+                    message=f"{node.node_id} is down: {node.error}",
+                    payload={"address": node.address, "error": node.error, "was": old.role},
+                )
+            )
+        elif not old.reachable and node.reachable:
+            drafts.append(
+                EventDraft(
+                    type="node.up",
+                    node_id=node.node_id,
+                    message=f"{node.node_id} is up as {node.role}",
+                    payload={"address": node.address, "role": node.role},
+                )
+            )
+        elif old.role != node.role:
+            drafts.append(
+                EventDraft(
+                    type="node.role_changed",
+                    node_id=node.node_id,
+                    message=f"{node.node_id} is now {node.role} (was {old.role})",
+                    payload={"from": old.role, "to": node.role},
+                )
+            )
+    if before.leader != after.leader and after.leader is not None:
+        drafts.append(
+            EventDraft(
+                type="cluster.leader_changed",
+                node_id=after.leader,
+                message=f"new leader {after.leader} (was {before.leader or 'none'})",
+                payload={"from": before.leader, "to": after.leader},
+            )
+        )
+    return drafts

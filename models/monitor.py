@@ -1,0 +1,46 @@
+"""What crosses Temporal between the monitor workflow, its activities and clients."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict
+
+from models.events import Event
+from models.findings import Finding
+from models.spec import ClusterSpec
+from models.view import ClusterView, Health
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class MonitorInput(Message):
+    """Start (or continue-as-new) state of a `ClusterMonitorWorkflow`."""
+
+    spec: ClusterSpec
+    view: ClusterView | None = None
+    paused: bool = False
+    spec_generation: int = 1
+
+
+class WatchRequest(Message):
+    spec: ClusterSpec
+    last: ClusterView | None = None
+    """The view the workflow holds; the watch returns once what it sees differs from it."""
+
+
+class EventBatch(Message):
+    events: list[Event]
+
+
+class MonitorStatus(Message):
+    cluster_id: str
+    kind: str
+    paused: bool
+    health: Health
+    spec_generation: int
+    view: ClusterView | None
+    findings: list[Finding]
+    last_change_at: datetime | None

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Sets up a checkout: the venv with the project and its dev tools, and the server jars the
+# local stack runs. Safe to rerun, and quick when pyproject.toml and pom.xml are unchanged:
+# each step records a hash of its input in a stamp file and is skipped while it matches.
+set -euo pipefail
+cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
+
+# Same lookup as devstack/home.py.
+state_home=${REPLICANTE_HOME:-$PWD/.replicante}
+jars=${REPLICANTE_JARS:-$state_home/jars}/zookeeper
+
+digest() { sha256sum "$@" | sha256sum | cut -c1-16; }
+fresh() { [[ -f $1 && $(<"$1") == "$2" ]]; }
+
+if [[ ! -x .venv/bin/python ]]; then
+    python=${PYTHON:-python3}
+    "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+        || { echo "install.sh: $python is older than 3.11; set PYTHON=python3.11" >&2; exit 1; }
+    "$python" -m venv .venv
+    echo "created .venv"
+fi
+
+# The stamp lives inside what it describes, so deleting .venv or the jars redoes the step.
+stamp=.venv/.replicante-installed
+hash=$(digest pyproject.toml)
+if ! fresh "$stamp" "$hash"; then
+    .venv/bin/python -m pip install -q -e '.[dev]'
+    echo "$hash" >"$stamp"
+    echo "installed the project and its dev tools into .venv"
+fi
+
+stamp=$jars/.installed
+hash=$(digest scripts/jars/pom.xml)
+if ! fresh "$stamp" "$hash"; then
+    command -v mvn >/dev/null || { echo "install.sh: needs mvn (apt-get install maven)" >&2; exit 1; }
+    # Fetch next to the target and swap, so a failed run leaves the old jars intact and a
+    # dependency dropped from the pom does not linger on the classpath.
+    rm -rf "$jars.new"
+    # Maven's quiet mode still prints stray colour codes: show its output only on failure.
+    if ! out=$(mvn -q -B -f scripts/jars/pom.xml dependency:copy-dependencies \
+        -DoutputDirectory="$jars.new" 2>&1); then
+        echo "$out" >&2
+        exit 1
+    fi
+    echo "$hash" >"$jars.new/.installed"
+    rm -rf "$jars"
+    mv "$jars.new" "$jars"
+    echo "copied the ZooKeeper jars into $jars"
+fi
+
+command -v java >/dev/null || echo "install.sh: warning: no java on PATH; ZooKeeper needs Java 17" >&2
+echo "install.sh: up to date"

@@ -1,0 +1,58 @@
+"""The core worker: monitor workflows and the probe/watch/event activities."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Worker
+
+from activities.events import EventActivities
+from activities.monitor import probe_cluster, watch_cluster
+from store import EventStore, SQLiteEventStore
+from worker.settings import Settings
+from workflows.monitor import ClusterMonitorWorkflow
+
+log = logging.getLogger("replicante.worker")
+
+
+async def connect(settings: Settings) -> Client:
+    return await Client.connect(
+        settings.temporal_address,
+        namespace=settings.namespace,
+        data_converter=pydantic_data_converter,
+    )
+
+
+def core_worker(client: Client, task_queue: str, store: EventStore) -> Worker:
+    events = EventActivities(store)
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[ClusterMonitorWorkflow],
+        activities=[watch_cluster, probe_cluster, events.record_events],
+        # Each watched cluster holds one activity slot for as long as it is watched.
+        max_concurrent_activities=1000,
+    )
+
+
+async def run_core_worker(settings: Settings) -> None:
+    client = await connect(settings)
+    store = SQLiteEventStore(settings.store_path)
+    worker = core_worker(client, settings.task_queue, store)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    log.info(
+        "core worker on %s, task queue %s, store %s",
+        settings.temporal_address,
+        settings.task_queue,
+        settings.store_path,
+    )
+    async with worker:
+        await stop.wait()
+    store.close()

@@ -1,0 +1,32 @@
+"""Where things are: read once from the environment, shared by worker, agent and CLI."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Settings:
+    temporal_address: str = "127.0.0.1:7233"
+    namespace: str = "default"
+    task_queue: str = "replicante-core"
+    home: Path = REPO_ROOT / ".replicante"
+    store_path: Path = REPO_ROOT / ".replicante" / "events.db"
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        """REPLICANTE_TEMPORAL_ADDRESS, REPLICANTE_NAMESPACE, REPLICANTE_TASK_QUEUE,
+        REPLICANTE_HOME (state dir) and REPLICANTE_STORE (SQLite file)."""
+        env = os.environ
+        home = Path(env.get("REPLICANTE_HOME", cls.home))
+        return cls(
+            temporal_address=env.get("REPLICANTE_TEMPORAL_ADDRESS", cls.temporal_address),
+            namespace=env.get("REPLICANTE_NAMESPACE", cls.namespace),
+            task_queue=env.get("REPLICANTE_TASK_QUEUE", cls.task_queue),
+            home=home,
+            store_path=Path(env.get("REPLICANTE_STORE", home / "events.db")),
+        )

@@ -1,0 +1,241 @@
+"""`ClusterMonitorWorkflow`: one per cluster, id `monitor/<cluster_id>`, runs forever.
+
+It waits on the watch activity, turns each change into events, keeps the latest view
+and its findings, and continues-as-new before history grows large. The names of its
+signals, update and queries are a documented interface (README), used by the CLI and
+by anyone with a plain Temporal client.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import datetime, timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.events import EventActivities
+    from activities.monitor import watch_cluster
+    from models import (
+        ClusterSpec,
+        ClusterView,
+        Event,
+        EventBatch,
+        EventDraft,
+        Finding,
+        MonitorInput,
+        MonitorStatus,
+        WatchRequest,
+        changes,
+        evaluate,
+        health_of,
+    )
+    from workflows import search_attributes
+
+CHANGES_BEFORE_CONTINUE_AS_NEW = 500
+"""Also bounded by the server's own suggestion (`is_continue_as_new_suggested`)."""
+
+RETRY_FOREVER = RetryPolicy(
+    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30)
+)
+
+
+def workflow_id(cluster_id: str) -> str:
+    return f"monitor/{cluster_id}"
+
+
+@workflow.defn
+class ClusterMonitorWorkflow:
+    @workflow.init
+    def __init__(self, input: MonitorInput) -> None:
+        self._spec = input.spec
+        self._view = input.view
+        self._findings = evaluate(input.spec, input.view) if input.view is not None else []
+        self._paused = input.paused
+        self._generation = input.spec_generation
+        self._queued: list[Event] = []
+        self._interrupted = False
+        self._changes = 0
+        self._last_change_at = input.view.observed_at if input.view is not None else None
+        self._indexed: tuple[object, ...] = ()
+
+    @workflow.run
+    async def run(self, input: MonitorInput) -> None:
+        while True:
+            self._index()
+            await self._flush()
+            if self._paused:
+                await workflow.wait_condition(lambda: not self._paused or bool(self._queued))
+                continue
+            view = await self._watch()
+            if view is not None:
+                self._observe(view)
+            await self._flush()
+            if (
+                workflow.info().is_continue_as_new_suggested()
+                or self._changes >= CHANGES_BEFORE_CONTINUE_AS_NEW
+            ):
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                await self._flush()
+                workflow.continue_as_new(
+                    MonitorInput(
+                        spec=self._spec,
+                        view=self._view,
+                        paused=self._paused,
+                        spec_generation=self._generation,
+                    )
+                )
+
+    async def _watch(self) -> ClusterView | None:
+        """Run one watch; None if a pause or a new spec interrupted it."""
+        probe = self._spec.probe
+        self._interrupted = False
+        handle = workflow.start_activity(
+            watch_cluster,
+            WatchRequest(spec=self._spec, last=self._view),
+            start_to_close_timeout=timedelta(seconds=probe.watch_max_s + 4 * probe.timeout_s + 60),
+            # A dead worker is noticed after this long, and the watch resumes elsewhere.
+            heartbeat_timeout=timedelta(seconds=max(5.0, 2 * probe.interval_s + probe.timeout_s)),
+            retry_policy=RETRY_FOREVER,
+            summary=f"watch {self._spec.cluster_id}",
+        )
+        await workflow.wait_condition(lambda: handle.done() or self._interrupted)
+        if handle.done():
+            return handle.result()
+        handle.cancel()
+        with contextlib.suppress(ActivityError):
+            await handle
+        return None
+
+    def _observe(self, view: ClusterView) -> None:
+        findings = evaluate(self._spec, view)
+        drafts = changes(self._view, view, self._findings, findings)
+        self._view, self._findings = view, findings
+        if drafts:
+            self._changes += 1
+            self._last_change_at = view.observed_at
+            self._queue(drafts, at=view.observed_at)
+        for draft in drafts:
+            workflow.logger.info("%s: %s", draft.type, draft.message)
+
+    def _queue(self, drafts: list[EventDraft], at: datetime) -> None:
+        for draft in drafts:
+            self._queued.append(
+                Event(
+                    # Deterministic on replay, and the same on a retried write.
+                    event_id=f"{self._spec.cluster_id}/{workflow.uuid4()}",
+                    cluster_id=self._spec.cluster_id,
+                    at=at,
+                    **draft.model_dump(),
+                )
+            )
+
+    async def _flush(self) -> None:
+        if not self._queued:
+            return
+        batch, self._queued = self._queued, []
+        await workflow.execute_activity_method(
+            EventActivities.record_events,
+            EventBatch(events=batch),
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=RETRY_FOREVER,
+            summary=", ".join(sorted({e.type for e in batch})),
+        )
+
+    def _index(self) -> None:
+        """Keep the search attributes current; upsert only on change (each is an event)."""
+        health = health_of(self._view, self._findings)
+        wanted = (self._spec.cluster_id, self._spec.kind.value, health.value, len(self._findings))
+        if wanted == self._indexed:
+            return
+        self._indexed = wanted
+        workflow.upsert_search_attributes(
+            [
+                search_attributes.CLUSTER_ID.value_set(self._spec.cluster_id),
+                search_attributes.KIND.value_set(self._spec.kind.value),
+                search_attributes.HEALTH.value_set(health.value),
+                search_attributes.OPEN_FINDINGS.value_set(len(self._findings)),
+            ]
+        )
+
+    def _control_event(self, type: str, message: str, **payload: object) -> None:
+        self._queued.append(
+            Event(
+                event_id=f"{self._spec.cluster_id}/{workflow.uuid4()}",
+                cluster_id=self._spec.cluster_id,
+                type=type,
+                at=workflow.now(),
+                message=message,
+                payload=payload,
+            )
+        )
+
+    @workflow.signal
+    def pause(self, reason: str = "") -> None:
+        """Stop probing (maintenance). Events already stored stay; no new ones until resume."""
+        if self._paused:
+            return
+        self._paused = True
+        self._interrupted = True
+        self._control_event(
+            "monitor.paused", f"monitoring paused: {reason or 'no reason given'}", reason=reason
+        )
+
+    @workflow.signal
+    def resume(self, reason: str = "") -> None:
+        if not self._paused:
+            return
+        self._paused = False
+        self._control_event(
+            "monitor.resumed", f"monitoring resumed: {reason or 'no reason given'}", reason=reason
+        )
+
+    @workflow.update
+    def replace_spec(self, spec: ClusterSpec) -> int:
+        """Replace the desired state; returns the new spec generation."""
+        previous = self._findings
+        self._spec = spec
+        self._generation += 1
+        self._interrupted = True
+        if self._view is not None:
+            self._findings = evaluate(spec, self._view)
+            self._queue(changes(self._view, self._view, previous, self._findings), workflow.now())
+        self._control_event(
+            "cluster.spec_replaced",
+            f"spec generation {self._generation} applied",
+            generation=self._generation,
+        )
+        return self._generation
+
+    @replace_spec.validator
+    def _validate_spec(self, spec: ClusterSpec) -> None:
+        if spec.cluster_id != self._spec.cluster_id:
+            raise ValueError(
+                f"cluster_id: {spec.cluster_id!r} does not match this monitor's "
+                f"{self._spec.cluster_id!r}"
+            )
+        if spec.kind != self._spec.kind:
+            raise ValueError(f"kind: cannot change {self._spec.kind.value} to {spec.kind.value}")
+
+    @workflow.query
+    def view(self) -> ClusterView | None:
+        return self._view
+
+    @workflow.query
+    def findings(self) -> list[Finding]:
+        return self._findings
+
+    @workflow.query
+    def status(self) -> MonitorStatus:
+        return MonitorStatus(
+            cluster_id=self._spec.cluster_id,
+            kind=self._spec.kind.value,
+            paused=self._paused,
+            health=health_of(self._view, self._findings),
+            spec_generation=self._generation,
+            view=self._view,
+            findings=self._findings,
+            last_change_at=self._last_change_at,
+        )
