@@ -36,7 +36,6 @@ MODES = {
     "read-only": Role.LOOKING,
 }
 SERVING = frozenset({Role.LEADER, Role.FOLLOWER, Role.OBSERVER, Role.STANDALONE})
-VOTING_SERVING = frozenset({Role.LEADER, Role.FOLLOWER, Role.STANDALONE})
 # mntr has ~450 lines in 3.9.5, mostly histograms; these are the ones an operator looks at.
 MNTR_FACTS = (
     "zk_server_state",
@@ -52,7 +51,9 @@ MNTR_FACTS = (
 )
 # A whole mntr is ~18 KB; anything far bigger is not ZooKeeper talking.
 MAX_REPLY = 1 << 20
-LINK_STOP_WAIT_S = 1.0
+# Closing a healthy link takes 15-35 ms, one to a hung member up to its session timeout;
+# the watch hands its view over only after closing, so it waits for the healthy ones only.
+LINK_STOP_WAIT_S = 0.5
 
 # kazoo logs each reconnect attempt at WARNING, about once a second per link to a dead
 # member; the link's state changes already reach the watch through on_change.
@@ -77,11 +78,10 @@ class Srvr:
 def parse_srvr(reply: str) -> Srvr | None:
     r"""The `srvr` reply; None from a member that answers but does not serve.
 
-    >>> parse_srvr("Zookeeper version: 3.9.5-293c895a, built on 2026-02-11 20:18 UTC\n"
-    ...            "Outstanding: 0\nZxid: 0x100000010\nMode: follower\nNode count: 18\n")
-    ... # doctest: +NORMALIZE_WHITESPACE
-    Srvr(version='3.9.5', role=<Role.FOLLOWER: 'follower'>, zxid=4294967312,
-         outstanding=0, node_count=18)
+    >>> srvr = parse_srvr("Zookeeper version: 3.9.5-293c895a, built on 2026-02-11 20:18 UTC\n"
+    ...                   "Outstanding: 0\nZxid: 0x100000010\nMode: follower\nNode count: 18\n")
+    >>> srvr.version, srvr.role.value, hex(srvr.zxid), srvr.node_count
+    ('3.9.5', 'follower', '0x100000010', 18)
     >>> parse_srvr("This ZooKeeper instance is not currently serving requests\n") is None
     True
     >>> parse_srvr("SSH-2.0-OpenSSH_9.2p1\r\n")
@@ -297,7 +297,9 @@ class ZooKeeperAdapter(Adapter):
         voting_configured = (
             known[0] if known else sum(1 for n in nodes if n.role is not Role.OBSERVER)
         )
-        voting_alive = sum(1 for n in nodes if n.role in VOTING_SERVING)
+        # Alive, not necessarily serving: members electing a leader still make up a quorum,
+        # so a leader failover reads as `no_leader` for a moment, not as quorum lost.
+        voting_alive = sum(1 for n in nodes if n.reachable and n.role is not Role.OBSERVER)
         shards = tuple(
             ShardStatus(
                 shard_id=SHARD_ID,
@@ -316,7 +318,7 @@ class ZooKeeperAdapter(Adapter):
             nodes=nodes,
             shards=shards,
             leader=leader.status.node_id if leader else None,
-            quorum=leader is not None and voting_alive > voting_configured // 2,
+            quorum=voting_alive > voting_configured // 2,
             voting_alive=voting_alive,
             voting_configured=voting_configured,
         )
@@ -347,8 +349,8 @@ class ZooKeeperAdapter(Adapter):
         finally:
             for client in clients:
                 client.remove_listener(listener)
-            # Closing a session waits for the member's reply, for up to 10 s when it is hung
-            # (kazoo's floor): stop all at once and leave stragglers to finish on their own.
+            # stop() waits for the member to confirm the close; a hung member never does, and
+            # kazoo gives up only at its read timeout. Stop all at once, leave stragglers be.
             threads = [threading.Thread(target=_stop, args=(c,), daemon=True) for c in clients]
             for thread in threads:
                 thread.start()

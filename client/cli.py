@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import re
 import sys
 from collections.abc import Awaitable, Callable
@@ -155,3 +156,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def entrypoint() -> None:
+    """The console script. Skips interpreter teardown, where the Temporal client's Rust
+    threads can abort a finished short-lived process (PyGILState_Release at
+    finalization, temporalio/sdk-python#300; seen here on ~1 run in 6)."""
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)

@@ -50,7 +50,7 @@ def status(st: MonitorStatus) -> str:
     quorum = {True: "yes", False: "NO", None: "n/a"}[view.quorum]
     lines.append(
         f"leader: {view.leader or 'none'}  quorum: {quorum}"
-        f" ({view.voting_alive}/{view.voting_configured} voting members serving)"
+        f" ({view.voting_alive}/{view.voting_configured} voting members alive)"
         f"  as of {view.observed_at:%Y-%m-%d %H:%M:%S} UTC ({ago(view.observed_at)},"
         f" last change {ago(st.last_change_at)})"
     )

@@ -61,7 +61,14 @@ def process_state(pid: int) -> str | None:
 
 def is_alive(pid: int) -> bool:
     state = process_state(pid)
-    return state is not None and state not in ("Z", "X")
+    if state == "Z":
+        # A JVM's main thread turns zombie first; its other threads still hold the
+        # listening sockets for ~20 ms, so a connection then is reset, not refused.
+        try:
+            return len(list(Path(f"/proc/{pid}/task").iterdir())) > 1
+        except FileNotFoundError:
+            return False
+    return state is not None and state != "X"
 
 
 def is_paused(pid: int) -> bool:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from devstack import processes
 from devstack.home import jars_dir
+from devstack.slots import Slot, claim_slot
 
 SERVER_CLASS = "org.apache.zookeeper.server.quorum.QuorumPeerMain"
 FOUR_LETTER_WORDS = "srvr,mntr,conf,ruok,stat,cons,envi"
@@ -249,3 +250,37 @@ class ZooKeeperEnsemble:
         if processes.is_paused(pid):
             return f"paused (pid {pid})"
         return f"{self.mode(n) or 'not serving'} (pid {pid})"
+
+
+def slot_ips(slot: Slot) -> tuple[str, ...]:
+    """Slot n's members run on 127.0.0.(10n+11)-(10n+13), away from a developer's
+    playground on 127.0.0.1-3."""
+    return tuple(f"127.0.0.{10 * (slot.index + 1) + m}" for m in (1, 2, 3))
+
+
+def claim_ensemble(
+    home: Path, name: str, kind: str = "zk-test", jars: Path | None = None
+) -> tuple[ZooKeeperEnsemble, Slot]:
+    """A 3-member ensemble (not started) on the IPs of the lowest free, usable slot of `kind`.
+
+    Concurrent holders (two test sessions, a test session and a benchmark, or one process
+    that claims twice) get disjoint IPs. The caller stops the ensemble, then releases the
+    slot. A slot whose addresses answer (a server someone started by hand) is skipped.
+    """
+
+    def usable(slot: Slot) -> bool:
+        if slot.previous_owner:
+            # A holder killed before its teardown leaves its members holding the ports.
+            # Records written before the ensemble name was recorded hold only the home.
+            old_home, _, old_name = slot.previous_owner.partition("\n")
+            stale = ZooKeeperEnsemble(Path(old_home), old_name or "test", slot_ips(slot), jars=jars)
+            stale.stop()
+        return not any(
+            processes.port_open(ip, port, timeout=0.2)
+            for ip in slot_ips(slot)
+            for port in (2181, 2888, 3888)
+        )
+
+    slot = claim_slot(kind, usable)
+    slot.record(f"{home}\n{name}")
+    return ZooKeeperEnsemble(home, name, slot_ips(slot), jars=jars), slot

@@ -23,6 +23,8 @@ class MonitorInput(Message):
     view: ClusterView | None = None
     paused: bool = False
     spec_generation: int = 1
+    changes_per_run: int = 500
+    """Continue-as-new after this many changes (or earlier, when the server suggests it)."""
 
 
 class WatchRequest(Message):

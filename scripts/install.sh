@@ -12,6 +12,18 @@ jars=${REPLICANTE_JARS:-$state_home/jars}/zookeeper
 digest() { sha256sum "$@" | sha256sum | cut -c1-16; }
 fresh() { [[ -f $1 && $(<"$1") == "$2" ]]; }
 
+# Java runs ZooKeeper and Maven fetches its jars; on a bare Debian machine take both from
+# Debian's packages (as root, which CI and our machines are).
+if ! command -v java >/dev/null || ! command -v mvn >/dev/null; then
+    if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+        apt-get update -qq && apt-get install -y -qq default-jre-headless maven >/dev/null
+        echo "installed java and maven from Debian's packages"
+    else
+        echo "install.sh: needs java (17+) and mvn; e.g. apt-get install default-jre-headless maven" >&2
+        exit 1
+    fi
+fi
+
 if [[ ! -x .venv/bin/python ]]; then
     python=${PYTHON:-python3}
     "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -32,7 +44,6 @@ fi
 stamp=$jars/.installed
 hash=$(digest scripts/jars/pom.xml)
 if ! fresh "$stamp" "$hash"; then
-    command -v mvn >/dev/null || { echo "install.sh: needs mvn (apt-get install maven)" >&2; exit 1; }
     # Fetch next to the target and swap, so a failed run leaves the old jars intact and a
     # dependency dropped from the pom does not linger on the classpath.
     rm -rf "$jars.new"
@@ -48,5 +59,4 @@ if ! fresh "$stamp" "$hash"; then
     echo "copied the ZooKeeper jars into $jars"
 fi
 
-command -v java >/dev/null || echo "install.sh: warning: no java on PATH; ZooKeeper needs Java 17" >&2
 echo "install.sh: up to date"

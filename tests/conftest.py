@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -16,10 +15,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from devstack.home import jars_dir
-from devstack.processes import port_open
-from devstack.slots import Slot, claim_slot
 from devstack.temporal import temporal_binary
-from devstack.zookeeper import ZooKeeperEnsemble
+from devstack.zookeeper import ZooKeeperEnsemble, claim_ensemble
 from workflows import search_attributes
 
 INSTALL_HINT = "run scripts/install.sh from the repo root"
@@ -57,21 +54,7 @@ def zk_ensemble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ZooKeeperE
     if not any(jars.glob("zookeeper-*.jar")):
         pytest.fail(f"no ZooKeeper jars in {jars}: {INSTALL_HINT}")
 
-    def ips(slot: Slot) -> tuple[str, ...]:
-        return tuple(f"127.0.0.{10 * (slot.index + 1) + m}" for m in (1, 2, 3))
-
-    def usable(slot: Slot) -> bool:
-        if slot.previous_owner:
-            # A session killed before its teardown leaves its members holding the ports.
-            ZooKeeperEnsemble(Path(slot.previous_owner), "test", ips(slot), jars=jars).stop()
-        return not any(
-            port_open(ip, port, timeout=0.2) for ip in ips(slot) for port in (2181, 2888, 3888)
-        )
-
-    slot = claim_slot("zk-test", usable)
-    home = tmp_path_factory.mktemp("zk-home")
-    slot.record(str(home))
-    ensemble = ZooKeeperEnsemble(home, "test", ips(slot), jars=jars)
+    ensemble, slot = claim_ensemble(tmp_path_factory.mktemp("zk-home"), "test", jars=jars)
     try:
         ensemble.start()
         ensemble.wait_ready(timeout=60)

@@ -34,9 +34,6 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows import search_attributes
 
-CHANGES_BEFORE_CONTINUE_AS_NEW = 500
-"""Also bounded by the server's own suggestion (`is_continue_as_new_suggested`)."""
-
 RETRY_FOREVER = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30)
 )
@@ -75,7 +72,7 @@ class ClusterMonitorWorkflow:
             await self._flush()
             if (
                 workflow.info().is_continue_as_new_suggested()
-                or self._changes >= CHANGES_BEFORE_CONTINUE_AS_NEW
+                or self._changes >= input.changes_per_run
             ):
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 await self._flush()
@@ -85,6 +82,7 @@ class ClusterMonitorWorkflow:
                         view=self._view,
                         paused=self._paused,
                         spec_generation=self._generation,
+                        changes_per_run=input.changes_per_run,
                     )
                 )
 
