@@ -191,6 +191,10 @@ def _fact(value: str) -> FactValue:
     return value
 
 
+class NoReply(ConnectionError):
+    pass
+
+
 async def _ask(node: NodeSpec, word: str) -> str:
     """Each word takes a connection of its own: the server replies, then closes."""
     reader, writer = await asyncio.open_connection(node.host, node.port)
@@ -199,6 +203,9 @@ async def _ask(node: NodeSpec, word: str) -> str:
         reply = bytearray()
         while len(reply) <= MAX_REPLY and (chunk := await reader.read(65536)):
             reply += chunk
+        if not reply:
+            # A member that is dying (or not a ZooKeeper at all) accepts, then hangs up.
+            raise NoReply("closed the connection without a reply")
         return reply.decode(errors="replace")
     finally:
         writer.close()

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from temporalio.client import Client, WorkflowHandle
-from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.client import Client, WorkflowHandle, WorkflowQueryRejectedError
+from temporalio.common import QueryRejectCondition, WorkflowIDConflictPolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -24,10 +24,10 @@ from workflows.monitor import ClusterMonitorWorkflow, workflow_id
 
 
 class UnknownClusterError(LookupError):
-    def __init__(self, cluster_id: str) -> None:
+    def __init__(self, cluster_id: str, why: str = "no such workflow") -> None:
         super().__init__(
             f"unknown cluster {cluster_id!r}: no running monitor workflow "
-            f"{workflow_id(cluster_id)!r} (see `replicante cluster ls`)"
+            f"{workflow_id(cluster_id)!r}, {why} (see `replicante cluster ls`)"
         )
 
 
@@ -63,6 +63,11 @@ class ReplicanteClient:
         if self._store is None:
             self._store = SQLiteEventStore(self.settings.store_path)
         return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
 
     async def apply(self, spec: ClusterSpec) -> ApplyResult:
         """Start watching a cluster, or replace the spec of one already watched."""
@@ -104,7 +109,13 @@ class ReplicanteClient:
 
     async def status(self, cluster_id: str) -> MonitorStatus:
         try:
-            return await self._handle(cluster_id).query(ClusterMonitorWorkflow.status)
+            # A closed workflow still answers queries, with a view frozen at its end.
+            return await self._handle(cluster_id).query(
+                ClusterMonitorWorkflow.status, reject_condition=QueryRejectCondition.NOT_OPEN
+            )
+        except WorkflowQueryRejectedError as error:
+            state = error.status.name.lower() if error.status is not None else "closed"
+            raise UnknownClusterError(cluster_id, f"its monitor is {state}") from None
         except RPCError as error:
             if error.status == RPCStatusCode.NOT_FOUND:
                 raise UnknownClusterError(cluster_id) from None

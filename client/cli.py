@@ -7,7 +7,6 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import re
 import sys
 from collections.abc import Awaitable, Callable
@@ -15,7 +14,8 @@ from datetime import UTC, datetime, timedelta
 
 from client import dev, render
 from client.api import ReplicanteClient, UnknownClusterError
-from models import SpecError, load_spec
+from client.script import exit_now
+from models import ClusterSpec, SpecError, load_spec
 from worker.core import run_core_worker
 from worker.settings import Settings
 
@@ -101,6 +101,19 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     )
     since = parse_since(args.since) if getattr(args, "since", None) else None
     api = await ReplicanteClient.connect(settings)
+    try:
+        await command(api, args, spec, since)
+    finally:
+        api.close()
+    return 0
+
+
+async def command(
+    api: ReplicanteClient,
+    args: argparse.Namespace,
+    spec: ClusterSpec | None,
+    since: datetime | None,
+) -> None:
     if spec is not None:
         result = await api.apply(spec)
         verb = "watching" if result.created else "updated"
@@ -126,12 +139,13 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     elif args.command in ("pause", "resume"):
         action: Callable[[str, str], Awaitable[None]] = getattr(api, args.command)
         await action(args.cluster, args.reason)
-        print(
-            f"{args.command}d {args.cluster}"
-            if args.command == "pause"
-            else f"resumed {args.cluster}"
-        )
-    return 0
+        print(f"{'paused' if args.command == 'pause' else 'resumed'} {args.cluster}")
+
+
+def fail(message: str) -> None:
+    """One line per problem on stderr, each with the prefix, so each greps alone."""
+    for line in message.splitlines():
+        print(f"replicante: error: {line}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,17 +155,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return asyncio.run(run(args, settings))
     except (SpecError, UsageError) as error:
-        print(f"replicante: error: {error}", file=sys.stderr)
+        fail(str(error))
         return 2
     except UnknownClusterError as error:
-        print(f"replicante: error: {error}", file=sys.stderr)
+        fail(str(error))
         return 1
     except RuntimeError as error:
         # temporalio raises RuntimeError when it cannot connect.
-        print(
-            f"replicante: error: {error} (Temporal at {settings.temporal_address};"
-            " is it running? try `replicante dev up`)",
-            file=sys.stderr,
+        fail(
+            f"{error} (Temporal at {settings.temporal_address};"
+            " is it running? try `replicante dev up`)"
         )
         return 1
     except KeyboardInterrupt:
@@ -159,11 +172,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entrypoint() -> None:
-    """The console script. Skips interpreter teardown, where the Temporal client's Rust
-    threads can abort a finished short-lived process (PyGILState_Release at
-    finalization, temporalio/sdk-python#300; seen here on ~1 run in 6)."""
-    code = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    logging.shutdown()
-    os._exit(code)
+    """The console script; see client.script for why it exits the way it does."""
+    exit_now(main())

@@ -50,15 +50,19 @@ def changes(
     after: ClusterView,
     findings_before: list[Finding],
     findings_after: list[Finding],
+    last_leader: str | None = None,
 ) -> list[EventDraft]:
     """Events that tell an operator what changed between two views.
+
+    `last_leader` is the last leader seen before `before`, so that an election that went
+    through a leaderless view still reports whom the new leader replaced.
 
     The first view of a cluster emits only `cluster.health_changed` (from unknown),
     not a `node.up` per node: nothing came up, we merely started looking.
     """
     drafts: list[EventDraft] = []
     if before is not None:
-        drafts.extend(_node_changes(before, after))
+        drafts.extend(_node_changes(before, after, last_leader))
         if before.quorum is not False and after.quorum is False:
             drafts.append(
                 EventDraft(
@@ -102,7 +106,9 @@ def changes(
     return drafts
 
 
-def _node_changes(before: ClusterView, after: ClusterView) -> list[EventDraft]:
+def _node_changes(
+    before: ClusterView, after: ClusterView, last_leader: str | None
+) -> list[EventDraft]:
     drafts: list[EventDraft] = []
     for node in after.nodes:
         old = before.node(node.node_id)
@@ -136,13 +142,24 @@ def _node_changes(before: ClusterView, after: ClusterView) -> list[EventDraft]:
                     payload={"from": old.role, "to": node.role},
                 )
             )
-    if before.leader != after.leader and after.leader is not None:
+    if before.leader is not None and after.leader is None:
+        drafts.append(
+            EventDraft(
+                type="cluster.leader_lost",
+                severity=Severity.WARNING,
+                node_id=before.leader,
+                message=f"no leader: {before.leader} no longer leads",
+                payload={"was": before.leader},
+            )
+        )
+    elif after.leader is not None and after.leader != before.leader:
+        was = before.leader or last_leader
         drafts.append(
             EventDraft(
                 type="cluster.leader_changed",
                 node_id=after.leader,
-                message=f"new leader {after.leader} (was {before.leader or 'none'})",
-                payload={"from": before.leader, "to": after.leader},
+                message=f"{after.leader} leads (was {was or 'unknown'})",
+                payload={"from": was, "to": after.leader},
             )
         )
     return drafts

@@ -23,6 +23,7 @@ class MonitorInput(Message):
     view: ClusterView | None = None
     paused: bool = False
     spec_generation: int = 1
+    last_leader: str | None = None
     changes_per_run: int = 500
     """Continue-as-new after this many changes (or earlier, when the server suggests it)."""
 

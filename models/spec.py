@@ -6,14 +6,59 @@ enters a model, so it never reaches Temporal history, events or logs.
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-IDENTIFIER = r"^[a-z0-9][a-z0-9._-]{0,62}$"
+IDENTIFIER = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+HOST = re.compile(rf"{_LABEL}(?:\.{_LABEL})*|\[[0-9A-Fa-f:.]+\]")
+
+
+def _identifier(value: str) -> str:
+    """
+    >>> _identifier("Kafka Prod")
+    Traceback (most recent call last):
+    ...
+    ValueError: 'Kafka Prod' is not an id: use 1-63 of a-z 0-9 . _ -, starting with a-z or 0-9
+    """
+    if not IDENTIFIER.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not an id: use 1-63 of a-z 0-9 . _ -, starting with a-z or 0-9"
+        )
+    return value
+
+
+def _address(value: str) -> str:
+    """HOST:PORT with a hostname, an IPv4 address or a bracketed IPv6 address.
+
+    >>> _address("[::1]:2181")
+    '[::1]:2181'
+    >>> _address("::::2181")
+    Traceback (most recent call last):
+    ...
+    ValueError: expected HOST:PORT with a port 1-65535, got '::::2181'
+    """
+    host, colon, port = value.rpartition(":")
+    if not (colon and HOST.fullmatch(host) and port.isdigit() and 0 < int(port) < 65536):
+        raise ValueError(f"expected HOST:PORT with a port 1-65535, got {value!r}")
+    return value
+
+
+Identifier = Annotated[str, AfterValidator(_identifier)]
+Address = Annotated[str, AfterValidator(_address)]
 
 
 class Kind(StrEnum):
@@ -35,9 +80,9 @@ class Frozen(BaseModel):
 
 
 class NodeSpec(Frozen):
-    node_id: Annotated[str, Field(pattern=IDENTIFIER)]
-    address: Annotated[str, Field(pattern=r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")]
-    agent: Annotated[str | None, Field(pattern=IDENTIFIER)] = None
+    node_id: Identifier
+    address: Address
+    agent: Identifier | None = None
     """Node id of the agent that runs host-local actions for this node, if any."""
 
     @property
@@ -48,41 +93,43 @@ class NodeSpec(Frozen):
     def port(self) -> int:
         return int(self.address.rsplit(":", 1)[1])
 
-    @model_validator(mode="after")
-    def _port_in_range(self) -> Self:
-        if not 0 < self.port < 65536:
-            raise ValueError(f"port {self.port} is out of range 1-65535")
-        return self
+
+# Strict: YAML's `true` or "5" must not quietly become a number; NaN compares false to
+# every bound.
+Seconds = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+Count = Annotated[int, Field(strict=True)]
 
 
 class ProbeSettings(Frozen):
-    interval_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
-    timeout_s: Annotated[float, Field(gt=0, le=60)] = 2.0
-    watch_max_s: Annotated[float, Field(ge=10, le=3600)] = 600.0
+    interval_s: Annotated[Seconds, Field(gt=0, le=3600)] = 5.0
+    timeout_s: Annotated[Seconds, Field(gt=0, le=60)] = 2.0
+    watch_max_s: Annotated[Seconds, Field(ge=10, le=3600)] = 600.0
     """Longest a watch runs without a change before it reports anyway; bounds how stale
     the workflow's copy of the view may grow while keeping history small."""
-    hold_connections: bool = True
+    hold_connections: Annotated[bool, Field(strict=True)] = True
     """Keep one live connection per member so a crashed process is seen at once."""
 
     @model_validator(mode="after")
-    def _timeout_fits_interval(self) -> Self:
-        if self.timeout_s > self.watch_max_s:
-            raise ValueError("timeout_s must not exceed watch_max_s")
+    def _fits_watch_max(self) -> Self:
+        for name in ("interval_s", "timeout_s"):
+            if getattr(self, name) > self.watch_max_s:
+                raise ValueError(f"{name} must not exceed watch_max_s")
         return self
 
 
 class Expectations(Frozen):
     """What the operator expects beyond 'every listed node is up'."""
 
-    members: Annotated[int | None, Field(ge=1)] = None
-    replication_factor: Annotated[int | None, Field(ge=1)] = None
-    max_lag: Annotated[int | None, Field(ge=0)] = None
+    members: Annotated[Count | None, Field(ge=1)] = None
+    replication_factor: Annotated[Count | None, Field(ge=1)] = None
+    max_lag: Annotated[Count | None, Field(ge=0)] = None
 
 
 class SecretRef(Frozen):
     """Where a secret lives; exactly one of env or file."""
 
     env: Annotated[str | None, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] = None
+    """Name of an environment variable of the worker that holds the secret."""
     file: str | None = None
 
     @model_validator(mode="after")
@@ -93,7 +140,7 @@ class SecretRef(Frozen):
 
 
 class ClusterSpec(Frozen):
-    cluster_id: Annotated[str, Field(pattern=IDENTIFIER)]
+    cluster_id: Identifier
     kind: Kind
     nodes: Annotated[tuple[NodeSpec, ...], Field(min_length=1)]
     expect: Expectations = Expectations()
@@ -101,15 +148,22 @@ class ClusterSpec(Frozen):
     remediation: dict[str, Policy] = Field(default_factory=dict)
     secrets: dict[str, SecretRef] = Field(default_factory=dict)
 
-    @model_validator(mode="after")
-    def _nodes_unique(self) -> Self:
+    @field_validator("nodes")
+    @classmethod
+    def _nodes_unique(cls, nodes: tuple[NodeSpec, ...]) -> tuple[NodeSpec, ...]:
         for attr in ("node_id", "address"):
-            seen: set[str] = set()
-            for node in self.nodes:
+            first: dict[str, int] = {}
+            for index, node in enumerate(nodes):
                 value = getattr(node, attr)
-                if value in seen:
-                    raise ValueError(f"duplicate {attr} {value!r} in nodes")
-                seen.add(value)
+                if value in first:
+                    raise ValueError(
+                        f"{attr} {value!r} appears twice: nodes.{first[value]} and nodes.{index}"
+                    )
+                first[value] = index
+        return nodes
+
+    @model_validator(mode="after")
+    def _members_listed(self) -> Self:
         if self.expect.members is not None and self.expect.members > len(self.nodes):
             raise ValueError(
                 f"expect.members is {self.expect.members}"
@@ -154,14 +208,32 @@ def parse_spec(data: Any, source: str = "<spec>") -> ClusterSpec:
         raise SpecError(describe_validation_error(source, error)) from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe loader that refuses duplicate keys: plain YAML keeps the last silently, so a
+    second `cluster_id:` would quietly watch another cluster."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one mapping", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_spec(path: str | Path) -> ClusterSpec:
     source = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as error:
         raise SpecError(f"{source}: cannot read: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise SpecError(f"{source}: byte {error.start}: not UTF-8 text") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else "(yaml)"

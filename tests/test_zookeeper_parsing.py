@@ -246,11 +246,11 @@ async def test_probe_marks_garbage_down_and_bounds_dead_and_hung_members() -> No
     assert [(n.reachable, n.error) for n in view.nodes] == [
         (True, None),
         (False, "unparseable reply: 'SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\\r\\n'"),
-        (False, "unparseable reply: ''"),
+        (False, "closed the connection without a reply"),
         (False, "timeout after 0.3s"),
         (False, "connection refused"),
     ]
-    # Only the leader serves, and the leader's conf says 3 vote: 1 of 3 is no quorum.
+    # Only the leader answers, and the leader's conf says 3 vote: 1 of 3 is no quorum.
     assert (view.leader, view.voting_alive, view.voting_configured, view.quorum) == (
         "zk1",
         1,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from datetime import timedelta
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -36,6 +37,9 @@ def core_worker(client: Client, task_queue: str, store: EventStore) -> Worker:
         activities=[watch_cluster, probe_cluster, events.record_events],
         # Each watched cluster holds one activity slot for as long as it is watched.
         max_concurrent_activities=1000,
+        # A monitor's workflow task waits this long on the sticky queue of a worker that
+        # died before it moves on; the SDK's 10 s default doubled failover detection.
+        sticky_queue_schedule_to_start_timeout=timedelta(seconds=2),
     )
 
 

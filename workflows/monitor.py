@@ -52,6 +52,7 @@ class ClusterMonitorWorkflow:
         self._findings = evaluate(input.spec, input.view) if input.view is not None else []
         self._paused = input.paused
         self._generation = input.spec_generation
+        self._last_leader = input.last_leader
         self._queued: list[Event] = []
         self._interrupted = False
         self._changes = 0
@@ -82,6 +83,7 @@ class ClusterMonitorWorkflow:
                         view=self._view,
                         paused=self._paused,
                         spec_generation=self._generation,
+                        last_leader=self._last_leader,
                         changes_per_run=input.changes_per_run,
                     )
                 )
@@ -109,7 +111,9 @@ class ClusterMonitorWorkflow:
 
     def _observe(self, view: ClusterView) -> None:
         findings = evaluate(self._spec, view)
-        drafts = changes(self._view, view, self._findings, findings)
+        drafts = changes(self._view, view, self._findings, findings, self._last_leader)
+        if self._view is not None and self._view.leader is not None:
+            self._last_leader = self._view.leader
         self._view, self._findings = view, findings
         if drafts:
             self._changes += 1

@@ -1,0 +1,218 @@
+"""The `replicante` CLI against the real Temporal dev server and ZooKeeper ensemble.
+
+`client.cli.main` runs `asyncio.run`, which cannot nest in the session loop the async
+fixtures (and the in-process core worker) use, so each call runs in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from temporalio.client import WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
+from temporalio.testing import WorkflowEnvironment
+
+from client.cli import main
+from devstack.zookeeper import ZooKeeperEnsemble
+from models import Event, MonitorStatus
+from store import EventQuery, SQLiteEventStore
+from tests.helpers import of_type, wait_for_event
+from worker.core import core_worker
+from workflows.monitor import workflow_id
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+
+
+@dataclass
+class Cli:
+    capsys: pytest.CaptureFixture[str]
+    store: SQLiteEventStore
+    spec_file: Path
+    cluster_id: str
+
+    async def __call__(self, *argv: str) -> Run:
+        self.capsys.readouterr()  # drop whatever came before
+        code = await asyncio.to_thread(main, list(argv))
+        out, err = self.capsys.readouterr()
+        return Run(code, out, err)
+
+    async def until(self, type_: str, after: float) -> Event:
+        return await wait_for_event(self.store, self.cluster_id, of_type(type_), 30.0, after)
+
+
+def write_spec(path: Path, cluster_id: str, ensemble: ZooKeeperEnsemble) -> None:
+    spec = {
+        "cluster_id": cluster_id,
+        "kind": "zookeeper",
+        "nodes": [
+            {"node_id": f"zk{n}", "address": address}
+            for n, address in enumerate(ensemble.addresses, start=1)
+        ],
+        "probe": {"interval_s": 1, "timeout_s": 1, "watch_max_s": 600},
+    }
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+
+
+@pytest.fixture
+async def cli(
+    temporal_env: WorkflowEnvironment,
+    zk_healthy: ZooKeeperEnsemble,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> AsyncIterator[Cli]:
+    cluster_id = f"cli-{uuid.uuid4().hex[:8]}"
+    queue = f"q-{cluster_id}"
+    store_path = tmp_path / "events.db"
+    monkeypatch.setenv(
+        "REPLICANTE_TEMPORAL_ADDRESS", temporal_env.client.service_client.config.target_host
+    )
+    monkeypatch.setenv("REPLICANTE_NAMESPACE", temporal_env.client.namespace)
+    monkeypatch.setenv("REPLICANTE_TASK_QUEUE", queue)
+    monkeypatch.setenv("REPLICANTE_STORE", str(store_path))
+    monkeypatch.setenv("REPLICANTE_HOME", str(tmp_path / "home"))
+    spec_file = tmp_path / "spec.yaml"
+    write_spec(spec_file, cluster_id, zk_healthy)
+    store = SQLiteEventStore(store_path)
+    try:
+        async with core_worker(temporal_env.client, queue, SQLiteEventStore(store_path)):
+            yield Cli(capsys, store, spec_file, cluster_id)
+            handle = temporal_env.client.get_workflow_handle(workflow_id(cluster_id))
+            try:
+                description = await handle.describe()
+            except RPCError as error:
+                # Tests of unknown clusters never start one.
+                assert error.status == RPCStatusCode.NOT_FOUND
+            else:
+                if description.status == WorkflowExecutionStatus.RUNNING:
+                    await handle.terminate("test over")
+    finally:
+        store.close()
+
+
+async def test_apply_ls_status_events_pause_resume_and_reapply(
+    cli: Cli, zk_healthy: ZooKeeperEnsemble
+) -> None:
+    cid = cli.cluster_id
+    started = time.time()
+    run = await cli("cluster", "apply", "-f", str(cli.spec_file))
+    assert (run.code, run.err) == (0, "")
+    assert run.out == f"watching cluster {cid} (spec generation 1)\n"
+    first = await cli.until("cluster.health_changed", started)
+    assert first.payload["to"] == "healthy"
+
+    # ls: visibility is eventually consistent, and the health attribute follows the probe.
+    deadline = time.monotonic() + 15
+    while True:
+        run = await cli("cluster", "ls")
+        assert (run.code, run.err) == (0, "")
+        row = next((line.split() for line in run.out.splitlines() if line.startswith(cid)), None)
+        if (row is not None and row[2] == "healthy") or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.3)
+    assert run.out.splitlines()[0].split()[:4] == ["CLUSTER", "KIND", "HEALTH", "FINDINGS"]
+    assert row is not None and row[:4] == [cid, "zookeeper", "healthy", "0"], run.out
+    run = await cli("cluster", "ls", "--json")
+    listed = {c["cluster_id"]: c for c in json.loads(run.out)}
+    assert listed[cid]["kind"] == "zookeeper"
+    assert listed[cid]["health"] == "healthy"
+
+    # status: three nodes, their roles, the leader.
+    leader = zk_healthy.leader()
+    assert leader is not None
+    run = await cli("status", cid)
+    assert (run.code, run.err) == (0, ""), run.err
+    lines = run.out.splitlines()
+    assert lines[0].startswith(f"cluster {cid} (zookeeper)  health: healthy  monitor: watching")
+    assert lines[0].endswith("spec generation 1")
+    assert lines[1].startswith(f"leader: zk{leader}  quorum: yes (3/3 voting members")
+    nodes = {line.split()[0]: line.split() for line in lines if line.startswith("zk")}
+    assert sorted(nodes) == ["zk1", "zk2", "zk3"]
+    for n, address in enumerate(zk_healthy.addresses, start=1):
+        shown_address, up, role = nodes[f"zk{n}"][1:4]
+        assert (shown_address, up) == (address, "yes")
+        assert role == ("leader" if n == leader else "follower")
+    assert lines[-1] == "no findings: the cluster matches its spec"
+    run = await cli("status", cid, "--json")
+    status = MonitorStatus.model_validate_json(run.out)
+    assert status.view is not None and status.view.leader == f"zk{leader}"
+
+    # events
+    run = await cli("events", cid, "--since", "10m")
+    assert (run.code, run.err) == (0, "")
+    assert run.out.splitlines()[0].split()[:4] == ["TIME", "(UTC)", "TYPE", "SEVERITY"]
+    assert [line for line in run.out.splitlines() if "cluster.health_changed" in line]
+    assert "health unknown -> healthy" in run.out
+    run = await cli("events", cid, "--json")
+    assert [Event.model_validate_json(line).type for line in run.out.splitlines()] == [
+        "cluster.health_changed"
+    ]
+
+    # pause / resume
+    mark = time.time()
+    run = await cli("pause", cid, "--reason", "disk swap")
+    assert (run.code, run.out, run.err) == (0, f"paused {cid}\n", "")
+    paused = await cli.until("monitor.paused", mark)
+    assert paused.payload == {"reason": "disk swap"}
+    run = await cli("status", cid)
+    assert "monitor: PAUSED" in run.out.splitlines()[0]
+    mark = time.time()
+    run = await cli("resume", cid)
+    assert (run.code, run.out, run.err) == (0, f"resumed {cid}\n", "")
+    await cli.until("monitor.resumed", mark)
+    run = await cli("events", cid, "--since", "10m")
+    shown = [line.split()[2] for line in run.out.splitlines()[1:]]
+    assert shown == ["cluster.health_changed", "monitor.paused", "monitor.resumed"]
+
+    # apply again: an update, not a second monitor
+    mark = time.time()
+    run = await cli("cluster", "apply", "-f", str(cli.spec_file))
+    assert (run.code, run.err) == (0, "")
+    assert run.out == f"updated cluster {cid} (spec generation 2)\n"
+    replaced = await cli.until("cluster.spec_replaced", mark)
+    assert replaced.payload == {"generation": 2}
+    run = await cli("status", cid)
+    assert run.out.splitlines()[0].endswith("spec generation 2")
+
+    ids = [s.event.event_id for s in cli.store.query(EventQuery(cluster_id=cid))]
+    assert len(ids) == len(set(ids)) == 4
+
+
+async def test_status_of_unknown_cluster(cli: Cli) -> None:
+    run = await cli("status", "nosuch")
+    assert run.code == 1
+    assert run.out == ""
+    assert len(run.err.splitlines()) == 1, run.err
+    assert run.err.startswith("replicante: error: unknown cluster 'nosuch'")
+    assert "monitor/nosuch" in run.err
+
+
+async def test_events_and_pause_of_unknown_cluster(cli: Cli) -> None:
+    for argv in (["events", "nosuch"], ["pause", "nosuch"], ["resume", "nosuch"]):
+        run = await cli(*argv)
+        assert run.code == 1, argv
+        assert run.out == ""
+        assert len(run.err.splitlines()) == 1, run.err
+        assert run.err.startswith("replicante: error: unknown cluster 'nosuch'"), run.err
+
+
+async def test_events_since_yesterday_is_a_usage_error(cli: Cli) -> None:
+    run = await cli("events", cli.cluster_id, "--since", "yesterday")
+    assert run.code == 2
+    assert run.out == ""
+    assert run.err == (
+        "replicante: error: --since: 'yesterday' is neither a duration like 10m nor an ISO time\n"
+    )
