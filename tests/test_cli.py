@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -26,6 +28,7 @@ from models import Event, MonitorStatus
 from store import EventQuery, SQLiteEventStore
 from tests.helpers import of_type, wait_for_event
 from worker.core import core_worker
+from worker.settings import REPO_ROOT
 from workflows.monitor import workflow_id
 
 
@@ -216,3 +219,44 @@ async def test_events_since_yesterday_is_a_usage_error(cli: Cli) -> None:
     assert run.err == (
         "replicante: error: --since: 'yesterday' is neither a duration like 10m nor an ISO time\n"
     )
+
+
+async def run_example(name: str, *args: str) -> tuple[int, str]:
+    """Run examples/NAME as an operator would, with the environment the fixture set."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(REPO_ROOT / "examples" / name),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode is not None
+    return process.returncode, out.decode()
+
+
+async def test_readme_scripts_run(cli: Cli, zk_healthy: ZooKeeperEnsemble) -> None:
+    """The two scripts the README shows are these files, and they work against the stack."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    for name in ("unhealthy_clusters.py", "plain_temporal_client.py"):
+        script = (REPO_ROOT / "examples" / name).read_text().split('"""\n\n', 1)[1]
+        assert script in readme, f"README's copy of examples/{name} has drifted"
+
+    started = time.time()
+    assert (await cli("cluster", "apply", "-f", str(cli.spec_file))).code == 0
+    await cli.until("cluster.health_changed", started)
+    follower = next(n for n in zk_healthy.members if n != zk_healthy.leader())
+    zk_healthy.kill_member(follower)
+    await cli.until("node.down", started)
+
+    status, out = await run_example("unhealthy_clusters.py")
+    assert status == 0, out
+    mine = [line for line in out.splitlines() if line.startswith(cli.cluster_id)]
+    assert mine == [f"{cli.cluster_id} degraded ['node_down']"], out
+    assert f"node.down zk{follower} is down" in out
+
+    status, out = await run_example("plain_temporal_client.py", cli.cluster_id)
+    assert status == 0, out
+    assert out == f"degraded True zk{zk_healthy.leader()}\n"
+    await cli.until("monitor.resumed", started)
