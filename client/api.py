@@ -37,7 +37,8 @@ class ClusterSummary:
     kind: str
     health: str
     open_findings: int
-    started_at: datetime | None
+    run_started_at: datetime | None
+    """Start of the current run: it moves at every continue-as-new."""
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,7 @@ class ReplicanteClient:
                     kind=attrs.get(search_attributes.KIND) or "?",
                     health=attrs.get(search_attributes.HEALTH) or "unknown",
                     open_findings=attrs.get(search_attributes.OPEN_FINDINGS) or 0,
-                    started_at=execution.start_time,
+                    run_started_at=execution.start_time,
                 )
             )
         return sorted(found, key=lambda c: c.cluster_id)

@@ -33,8 +33,11 @@ def clusters(summaries: Sequence[ClusterSummary]) -> str:
     if not summaries:
         return "no clusters are watched; add one with `replicante cluster apply -f SPEC.yaml`"
     return table(
-        ("CLUSTER", "KIND", "HEALTH", "FINDINGS", "WATCHED SINCE"),
-        [(c.cluster_id, c.kind, c.health, c.open_findings, ago(c.started_at)) for c in summaries],
+        ("CLUSTER", "KIND", "HEALTH", "FINDINGS", "RUN STARTED"),
+        [
+            (c.cluster_id, c.kind, c.health, c.open_findings, ago(c.run_started_at))
+            for c in summaries
+        ],
     )
 
 

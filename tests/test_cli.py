@@ -26,7 +26,7 @@ from client.cli import main
 from devstack.zookeeper import ZooKeeperEnsemble
 from models import Event, MonitorStatus
 from store import EventQuery, SQLiteEventStore
-from tests.helpers import of_type, wait_for_event
+from tests.helpers import of_type, wait_for_event, zk_spec
 from worker.core import core_worker
 from worker.settings import REPO_ROOT
 from workflows.monitor import workflow_id
@@ -57,16 +57,7 @@ class Cli:
 
 
 def write_spec(path: Path, cluster_id: str, ensemble: ZooKeeperEnsemble) -> None:
-    spec = {
-        "cluster_id": cluster_id,
-        "kind": "zookeeper",
-        "nodes": [
-            {"node_id": f"zk{n}", "address": address}
-            for n, address in enumerate(ensemble.addresses, start=1)
-        ],
-        "probe": {"interval_s": 1, "timeout_s": 1, "watch_max_s": 600},
-    }
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    path.write_text(yaml.safe_dump(zk_spec(ensemble, cluster_id).model_dump(mode="json")))
 
 
 @pytest.fixture
