@@ -58,4 +58,6 @@ async def watch_cluster(request: WatchRequest) -> ClusterView:
             with suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), timeout=wait)
     finally:
-        await asyncio.to_thread(links.__exit__, None, None, None)
+        # Closing a dead member's link takes ~75 ms: not worth delaying the news for.
+        # Every link is closed by the adapter within its own bound.
+        loop.run_in_executor(None, links.__exit__, None, None, None)

@@ -197,7 +197,12 @@ class ZooKeeperEnsemble:
             processes.wait_dead(pid, 10.0)
 
     def pause_member(self, n: int) -> None:
+        """SIGSTOP member n and wait until the kernel shows it stopped (every thread is)."""
         self.kill_member(n, signal.SIGSTOP)
+        pid = self.member_pid(n)
+        deadline = time.monotonic() + 5.0
+        while pid is not None and not processes.is_paused(pid) and time.monotonic() < deadline:
+            time.sleep(0.005)
 
     def resume_member(self, n: int) -> None:
         self.kill_member(n, signal.SIGCONT)
