@@ -121,6 +121,8 @@ class Expectations(Frozen):
     """What the operator expects beyond 'every listed node is up'."""
 
     members: Annotated[Count | None, Field(ge=1)] = None
+    replication_factor: Annotated[Count | None, Field(ge=1)] = None
+    max_lag: Annotated[Count | None, Field(ge=0)] = None
 
 
 class SecretRef(Frozen):
