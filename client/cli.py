@@ -169,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`replicante status X | head`): nothing left to tell it.
+        return 141
 
 
 def entrypoint() -> None:

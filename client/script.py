@@ -9,6 +9,7 @@ about 1 run in 4 of a plain connect-signal-query script. Skipping teardown avoid
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -19,8 +20,9 @@ from typing import Any, NoReturn
 
 def exit_now(code: int) -> NoReturn:
     """Flush what was printed and exit without interpreter teardown."""
-    sys.stdout.flush()
-    sys.stderr.flush()
+    with contextlib.suppress(BrokenPipeError):
+        sys.stdout.flush()
+        sys.stderr.flush()
     logging.shutdown()
     os._exit(code)
 

@@ -57,10 +57,10 @@ class ClusterMonitorWorkflow:
         self._interrupted = False
         self._changes = 0
         self._last_change_at = input.view.observed_at if input.view is not None else None
-        # What the run already carries (set at start, or kept across continue-as-new), so
-        # the first _index() writes nothing when nothing changed.
-        attrs = workflow.info().typed_search_attributes
-        self._indexed: tuple[object, ...] = tuple(attrs.get(key) for key in search_attributes.ALL)
+        # Starts empty, so every run upserts once. Seeding it from the attributes set at
+        # start would save that event, but monitors started before would then replay
+        # without it: a nondeterminism error (seen on a CLI-started monitor).
+        self._indexed: tuple[object, ...] = ()
 
     @workflow.run
     async def run(self, input: MonitorInput) -> None:
