@@ -166,16 +166,7 @@ class ClusterMonitorWorkflow:
         )
 
     def _control_event(self, type: str, message: str, **payload: object) -> None:
-        self._queued.append(
-            Event(
-                event_id=f"{self._spec.cluster_id}/{workflow.uuid4()}",
-                cluster_id=self._spec.cluster_id,
-                type=type,
-                at=workflow.now(),
-                message=message,
-                payload=payload,
-            )
-        )
+        self._queue([EventDraft(type=type, message=message, payload=payload)], workflow.now())
 
     @workflow.signal
     def pause(self, reason: str = "") -> None:
