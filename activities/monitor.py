@@ -16,13 +16,20 @@ from temporalio.exceptions import ApplicationError
 
 from activities.adapter import Adapter
 from activities.zookeeper import ZooKeeperAdapter
-from models import ClusterSpec, ClusterView, Kind, WatchRequest
+from models import ClusterSpec, ClusterView, Kind, WatchRequest, evaluate
 
 
 def adapter_for(kind: Kind) -> Adapter:
     if kind is Kind.ZOOKEEPER:
         return ZooKeeperAdapter()
     raise ApplicationError(f"no adapter for kind {kind.value!r} yet", non_retryable=True)
+
+
+def _wake_key(spec: ClusterSpec, view: ClusterView) -> tuple[object, ...]:
+    """What the workflow cares about: the view's signature, and which findings are open
+    (a secondary that falls behind the spec's lag threshold changes no role, yet it is
+    news)."""
+    return view.signature(), tuple(f.key for f in evaluate(spec, view))
 
 
 @activity.defn
@@ -44,14 +51,14 @@ async def watch_cluster(request: WatchRequest) -> ClusterView:
         adapter.hold_links(spec, on_link_change) if spec.probe.hold_connections else nullcontext()
     )
     deadline = loop.time() + spec.probe.watch_max_s
-    last = request.last.signature() if request.last is not None else None
+    last = _wake_key(spec, request.last) if request.last is not None else None
     # Opening and closing links may block on client threads: keep that off the loop.
     await asyncio.to_thread(links.__enter__)
     try:
         while True:
             wake.clear()
             view = await adapter.probe(spec)
-            if view.signature() != last or loop.time() >= deadline:
+            if _wake_key(spec, view) != last or loop.time() >= deadline:
                 return view
             activity.heartbeat()
             wait = min(spec.probe.interval_s, max(deadline - loop.time(), 0.0))

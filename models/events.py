@@ -51,11 +51,16 @@ def changes(
     findings_before: list[Finding],
     findings_after: list[Finding],
     last_leader: str | None = None,
+    finding_events: bool = True,
 ) -> list[EventDraft]:
     """Events that tell an operator what changed between two views.
 
     `last_leader` is the last leader seen before `before`, so that an election that went
     through a leaderless view still reports whom the new leader replaced.
+
+    Each finding that appears or clears is a `finding.opened` / `finding.resolved` event,
+    so alerting can follow findings alone. `finding_events=False` gives the events of
+    monitors started before those existed (their histories must replay unchanged).
 
     The first view of a cluster emits only `cluster.health_changed` (from unknown),
     not a `node.up` per node: nothing came up, we merely started looking.
@@ -88,6 +93,8 @@ def changes(
                     },
                 )
             )
+    if finding_events:
+        drafts.extend(_finding_changes(after.cluster_id, findings_before, findings_after))
     old_health = health_of(before, findings_before)
     new_health = health_of(after, findings_after)
     if old_health != new_health:
@@ -162,4 +169,35 @@ def _node_changes(
                 payload={"from": was, "to": after.leader},
             )
         )
+    return drafts
+
+
+def _finding_changes(
+    cluster_id: str, before: list[Finding], after: list[Finding]
+) -> list[EventDraft]:
+    """A finding whose message changes (more partitions under-replicated) stays open: the
+    key names it, the message only describes it."""
+    old = {f.key: f for f in before}
+    new = {f.key: f for f in after}
+    drafts = [
+        EventDraft(
+            type="finding.opened",
+            severity=f.severity,
+            node_id=f.subject if f.subject != cluster_id else None,
+            message=f.message,
+            payload={"finding": key, "code": f.code, "subject": f.subject},
+        )
+        for key, f in new.items()
+        if key not in old
+    ]
+    drafts += [
+        EventDraft(
+            type="finding.resolved",
+            node_id=f.subject if f.subject != cluster_id else None,
+            message=f"resolved: {f.message}",
+            payload={"finding": key, "code": f.code, "subject": f.subject},
+        )
+        for key, f in old.items()
+        if key not in new
+    ]
     return drafts

@@ -56,11 +56,26 @@ class NodeStatus(Observed):
 
 
 class ShardStatus(Observed):
+    """One copy of the data as a node holds it (a ZooKeeper member's tree, a MongoDB
+    member's oplog), or for Kafka one partition as its leader serves it."""
+
     shard_id: str
-    node_id: str
+    """`zk`; a MongoDB replica set's name; a Kafka `topic/partition`."""
+    node_id: str | None
+    """The node holding this copy; for a Kafka partition its actual leader, None when
+    the partition is offline."""
     role: Role
     commit_offset: int | None = None
+    """ZooKeeper zxid, MongoDB optime (seconds), Kafka high watermark."""
     lag: int | None = None
+    """How far behind the leader/primary this copy is, in the kind's unit (zxid count,
+    seconds), where the datastore lets us observe it."""
+    replicas: tuple[str, ...] = ()
+    """Assigned replicas in preference order (the first is the preferred leader)."""
+    in_sync: tuple[str, ...] = ()
+    min_in_sync: int | None = None
+    """Fewest in-sync replicas the datastore accepts writes with (Kafka
+    `min.insync.replicas`)."""
 
 
 class ClusterView(Observed):
@@ -93,4 +108,5 @@ class ClusterView(Observed):
             tuple((n.node_id, n.reachable, n.role) for n in self.nodes),
             self.leader,
             self.quorum,
+            tuple((s.shard_id, s.node_id, s.role, s.in_sync) for s in self.shards),
         )

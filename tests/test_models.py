@@ -94,14 +94,20 @@ HEALTHY = view(L, F, F)
 
 
 def step(
-    before: ClusterView | None, after: ClusterView, s: ClusterSpec | None = None
+    before: ClusterView | None,
+    after: ClusterView,
+    s: ClusterSpec | None = None,
+    finding_events: bool = False,
 ) -> list[EventDraft]:
+    """The events between two views; without finding events unless asked, so each test
+    reads the node and cluster events it is about."""
     s = s or spec()
     return changes(
         before,
         after,
         evaluate(s, before) if before is not None else [],
         evaluate(s, after),
+        finding_events=finding_events,
     )
 
 
@@ -186,7 +192,12 @@ def test_leader_killed_then_a_new_leader() -> None:
 
     findings = evaluate(spec(), electing)
     regained = changes(
-        electing, view(None, F, L), findings, evaluate(spec(), view(None, F, L)), "zk1"
+        electing,
+        view(None, F, L),
+        findings,
+        evaluate(spec(), view(None, F, L)),
+        "zk1",
+        finding_events=False,
     )
     assert types(regained) == [
         ("node.role_changed", "zk2"),
@@ -211,6 +222,26 @@ def test_two_followers_down_loses_quorum_once() -> None:
     back = step(lost_view, view(L, F, None))
     assert ("cluster.quorum_regained", None) in types(back)
     assert ("cluster.quorum_lost", None) not in types(back)
+
+
+def test_findings_open_and_resolve_as_events() -> None:
+    down = step(HEALTHY, view(L, F, None), finding_events=True)
+    assert types(down) == [
+        ("node.down", "zk3"),
+        ("finding.opened", "zk3"),
+        ("cluster.health_changed", None),
+    ]
+    assert down[1].payload == {"finding": "node_down/zk3", "code": "node_down", "subject": "zk3"}
+    assert down[1].severity is Severity.WARNING
+    lost = step(view(L, F, None), view(LOOKING, None, None), finding_events=True)
+    opened = [d.payload["finding"] for d in lost if d.type == "finding.opened"]
+    assert opened == ["node_not_serving/zk1", "node_down/zk2", "quorum_lost/c1"]
+    # Cluster-wide findings name no node.
+    assert [d.node_id for d in lost if d.type == "finding.opened"][-1] is None
+    back = step(view(LOOKING, None, None), HEALTHY, finding_events=True)
+    resolved = [d.payload["finding"] for d in back if d.type == "finding.resolved"]
+    assert resolved == ["node_not_serving/zk1", "node_down/zk2", "node_down/zk3", "quorum_lost/c1"]
+    assert all(d.severity is Severity.INFO for d in back if d.type == "finding.resolved")
 
 
 def test_node_missing_from_the_earlier_view_is_not_reported() -> None:
@@ -279,7 +310,8 @@ def test_evaluate_quorum_without_leader() -> None:
     ("findings", "expected"),
     [
         ([], Health.HEALTHY),
-        ([Severity.INFO], Health.DEGRADED),
+        # An INFO finding (a leader not on its preferred replica) is no degradation.
+        ([Severity.INFO], Health.HEALTHY),
         ([Severity.WARNING, Severity.INFO], Health.DEGRADED),
         ([Severity.WARNING, Severity.CRITICAL], Health.UNAVAILABLE),
     ],
@@ -324,7 +356,7 @@ def test_signature_sees_role_reachability_leader_and_quorum(other: ClusterView) 
 
 DOCTEST_MODULES = [
     "models.events",
-    "models.findings",
+    "models.findings.base",
     "models.monitor",
     "models.spec",
     "models.view",

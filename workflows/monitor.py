@@ -39,6 +39,10 @@ RETRY_FOREVER = RetryPolicy(
 )
 
 
+# Monitors started before finding events existed replay without them.
+FINDING_EVENTS = "finding-events"
+
+
 def workflow_id(cluster_id: str) -> str:
     return f"monitor/{cluster_id}"
 
@@ -114,7 +118,14 @@ class ClusterMonitorWorkflow:
 
     def _observe(self, view: ClusterView) -> None:
         findings = evaluate(self._spec, view)
-        drafts = changes(self._view, view, self._findings, findings, self._last_leader)
+        drafts = changes(
+            self._view,
+            view,
+            self._findings,
+            findings,
+            self._last_leader,
+            finding_events=workflow.patched(FINDING_EVENTS),
+        )
         if self._view is not None and self._view.leader is not None:
             self._last_leader = self._view.leader
         self._view, self._findings = view, findings
@@ -197,7 +208,14 @@ class ClusterMonitorWorkflow:
         self._interrupted = True
         if self._view is not None:
             self._findings = evaluate(spec, self._view)
-            self._queue(changes(self._view, self._view, previous, self._findings), workflow.now())
+            drafts = changes(
+                self._view,
+                self._view,
+                previous,
+                self._findings,
+                finding_events=workflow.patched(FINDING_EVENTS),
+            )
+            self._queue(drafts, workflow.now())
         self._control_event(
             "cluster.spec_replaced",
             f"spec generation {self._generation} applied",

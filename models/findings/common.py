@@ -1,38 +1,27 @@
-"""Findings: each way in which a view differs from its spec.
-
-Pure functions of (spec, view), so the monitor workflow can compute them
-deterministically and an operator can recompute them from any stored view.
-"""
+"""Rules every kind shares (nodes down or not serving, quorum, leader, member count),
+then the kind's own rules."""
 
 from __future__ import annotations
 
-from enum import IntEnum
+from collections.abc import Callable
 
-from pydantic import BaseModel, ConfigDict
-
-from models.spec import ClusterSpec
+from models.findings import kafka
+from models.findings.base import Finding, Severity
+from models.spec import ClusterSpec, Kind
 from models.view import ClusterView, Health, Role
 
+Rules = Callable[[ClusterSpec, ClusterView], list[Finding]]
 
-class Severity(IntEnum):
-    INFO = 10
-    WARNING = 20
-    CRITICAL = 30
+KIND_RULES: dict[Kind, Rules] = {
+    Kind.KAFKA: kafka.evaluate,
+}
 
-
-class Finding(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    code: str
-    """Stable name, also the remediation key: `node_down`, `quorum_lost`, ..."""
-    severity: Severity
-    subject: str
-    """What the finding is about: a node id, or the cluster id for cluster-wide ones."""
-    message: str
-
-    @property
-    def key(self) -> str:
-        return f"{self.code}/{self.subject}"
+# What "a quorum but nobody in charge" is called for each kind.
+NO_LEADER = {
+    Kind.ZOOKEEPER: ("no_leader", "a quorum of members is alive but none is the leader"),
+    Kind.KAFKA: ("no_controller", "a quorum of controllers is alive but none is active"),
+    Kind.MONGODB: ("no_primary", "a majority of members is alive but none is primary"),
+}
 
 
 def evaluate(spec: ClusterSpec, view: ClusterView) -> list[Finding]:
@@ -69,13 +58,9 @@ def evaluate(spec: ClusterSpec, view: ClusterView) -> list[Finding]:
             )
         )
     elif view.quorum and view.leader is None:
+        code, message = NO_LEADER[spec.kind]
         findings.append(
-            Finding(
-                code="no_leader",
-                severity=Severity.CRITICAL,
-                subject=spec.cluster_id,
-                message="a quorum of members is alive but none is the leader",
-            )
+            Finding(code=code, severity=Severity.CRITICAL, subject=spec.cluster_id, message=message)
         )
     alive = sum(1 for n in view.nodes if n.reachable and n.role is not Role.LOOKING)
     if spec.expect.members is not None and alive < spec.expect.members:
@@ -87,15 +72,18 @@ def evaluate(spec: ClusterSpec, view: ClusterView) -> list[Finding]:
                 message=f"{alive} members serving, {spec.expect.members} expected",
             )
         )
+    rules = KIND_RULES.get(spec.kind)
+    if rules is not None:
+        findings.extend(rules(spec, view))
     return findings
 
 
 def health_of(view: ClusterView | None, findings: list[Finding]) -> Health:
     if view is None:
         return Health.UNKNOWN
-    worst = max((f.severity for f in findings), default=None)
-    if worst is None:
-        return Health.HEALTHY
+    worst = max((f.severity for f in findings), default=Severity.INFO)
     if worst >= Severity.CRITICAL:
         return Health.UNAVAILABLE
-    return Health.DEGRADED
+    if worst >= Severity.WARNING:
+        return Health.DEGRADED
+    return Health.HEALTHY
