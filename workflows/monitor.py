@@ -12,7 +12,6 @@ import contextlib
 from datetime import datetime, timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
@@ -33,10 +32,7 @@ with workflow.unsafe.imports_passed_through():
         health_of,
     )
     from workflows import search_attributes
-
-RETRY_FOREVER = RetryPolicy(
-    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30)
-)
+    from workflows.policies import RETRY_FOREVER
 
 
 # Monitors started before finding events existed replay without them.
