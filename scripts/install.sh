@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
 # Sets up a checkout: the venv with the project and its dev tools, and the server jars the
-# local stack runs. Safe to rerun, and quick when pyproject.toml and pom.xml are unchanged:
+# local stack runs. Safe to rerun, and quick when pyproject.toml and the poms are unchanged:
 # each step records a hash of its input in a stamp file and is skipped while it matches.
 set -euo pipefail
 cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
 
 # Same lookup as devstack/home.py.
 state_home=${REPLICANTE_HOME:-$PWD/.replicante}
-jars=${REPLICANTE_JARS:-$state_home/jars}/zookeeper
+jars_root=${REPLICANTE_JARS:-$state_home/jars}
 
 digest() { sha256sum "$@" | sha256sum | cut -c1-16; }
 fresh() { [[ -f $1 && $(<"$1") == "$2" ]]; }
 
-# Java runs ZooKeeper and Maven fetches its jars; on a bare Debian machine take both from
-# Debian's packages (as root, which CI and our machines are).
+# Java runs ZooKeeper and Kafka, and Maven fetches their jars; on a bare Debian machine take
+# both from Debian's packages (as root, which CI and our machines are).
 if ! command -v java >/dev/null || ! command -v mvn >/dev/null; then
     if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
         apt-get update -qq && apt-get install -y -qq default-jre-headless maven >/dev/null
@@ -41,14 +41,18 @@ if ! fresh "$stamp" "$hash"; then
     echo "installed the project and its dev tools into .venv"
 fi
 
-stamp=$jars/.installed
-hash=$(digest scripts/jars/pom.xml)
-if ! fresh "$stamp" "$hash"; then
+# Copies the jars one pom pins (with their dependencies) into $jars_root/<server>, where
+# devstack.home.jars_dir(<server>) finds them.
+install_jars() {
+    local server=$1 pom=$2 label=$3
+    local jars=$jars_root/$server hash out
+    hash=$(digest "$pom")
+    fresh "$jars/.installed" "$hash" && return
     # Fetch next to the target and swap, so a failed run leaves the old jars intact and a
     # dependency dropped from the pom does not linger on the classpath.
     rm -rf "$jars.new"
     # Maven's quiet mode still prints stray colour codes: show its output only on failure.
-    if ! out=$(mvn -q -B -f scripts/jars/pom.xml dependency:copy-dependencies \
+    if ! out=$(mvn -q -B -f "$pom" dependency:copy-dependencies \
         -DoutputDirectory="$jars.new" 2>&1); then
         echo "$out" >&2
         exit 1
@@ -56,7 +60,9 @@ if ! fresh "$stamp" "$hash"; then
     echo "$hash" >"$jars.new/.installed"
     rm -rf "$jars"
     mv "$jars.new" "$jars"
-    echo "copied the ZooKeeper jars into $jars"
-fi
+    echo "copied the $label jars into $jars"
+}
+install_jars zookeeper scripts/jars/pom.xml ZooKeeper
+install_jars kafka scripts/jars/kafka/pom.xml Kafka
 
 echo "install.sh: up to date"
