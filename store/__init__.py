@@ -1,6 +1,6 @@
 """Where events are kept: the audit log. SQLite is the embedded default."""
 
-from store.base import EventQuery, EventStore, StoredEvent
+from store.base import EventQuery, EventStore, StoredEvent, StoreError
 from store.sqlite import SQLiteEventStore
 
-__all__ = ["EventQuery", "EventStore", "SQLiteEventStore", "StoredEvent"]
+__all__ = ["EventQuery", "EventStore", "SQLiteEventStore", "StoreError", "StoredEvent"]

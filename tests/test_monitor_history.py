@@ -82,6 +82,15 @@ class GatedStore(EventStore):
     def query(self, query: EventQuery) -> list[StoredEvent]:
         return self.inner.query(query)
 
+    def unpublished(self, limit: int) -> list[Event]:
+        return self.inner.unpublished(limit)
+
+    def mark_published(self, event_ids: Sequence[str]) -> int:
+        return self.inner.mark_published(event_ids)
+
+    def unpublished_count(self) -> int:
+        return self.inner.unpublished_count()
+
     def close(self) -> None:
         self.inner.close()
 
