@@ -16,7 +16,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from models import ClusterSpec, MonitorInput, MonitorStatus
-from store import EventQuery, EventStore, SQLiteEventStore, StoredEvent
+from store import EventQuery, EventStore, StoredEvent, open_store
 from worker.core import connect
 from worker.settings import Settings
 from workflows import search_attributes
@@ -62,7 +62,7 @@ class ReplicanteClient:
     @property
     def store(self) -> EventStore:
         if self._store is None:
-            self._store = SQLiteEventStore(self.settings.store_path)
+            self._store = open_store(self.settings)
         return self._store
 
     def close(self) -> None:

@@ -13,7 +13,7 @@ from temporalio.worker import Worker
 
 from activities.events import EventActivities
 from activities.monitor import probe_cluster, watch_cluster
-from store import EventStore, SQLiteEventStore
+from store import EventStore, open_store
 from worker.settings import Settings
 from workflows.monitor import ClusterMonitorWorkflow
 
@@ -45,7 +45,7 @@ def core_worker(client: Client, task_queue: str, store: EventStore) -> Worker:
 
 async def run_core_worker(settings: Settings) -> None:
     client = await connect(settings)
-    store = SQLiteEventStore(settings.store_path)
+    store = open_store(settings)
     worker = core_worker(client, settings.task_queue, store)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -55,7 +55,7 @@ async def run_core_worker(settings: Settings) -> None:
         "core worker on %s, task queue %s, store %s",
         settings.temporal_address,
         settings.task_queue,
-        settings.store_path,
+        store,  # its str names hosts and files, never a connection string's password
     )
     async with worker:
         await stop.wait()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -16,11 +16,15 @@ class Settings:
     task_queue: str = "replicante-core"
     home: Path = REPO_ROOT / ".replicante"
     store_path: Path = REPO_ROOT / ".replicante" / "events.db"
+    # Out of repr: a connection string may hold a password.
+    store_mongodb_uri: str | None = field(default=None, repr=False)
+    """When set, events go to MongoDB (database `replicante`) instead of `store_path`."""
 
     @classmethod
     def from_env(cls) -> Settings:
         """REPLICANTE_TEMPORAL_ADDRESS, REPLICANTE_NAMESPACE, REPLICANTE_TASK_QUEUE,
-        REPLICANTE_HOME (state dir) and REPLICANTE_STORE (SQLite file)."""
+        REPLICANTE_HOME (state dir), REPLICANTE_STORE (SQLite file) and
+        REPLICANTE_STORE_MONGODB_URI (MongoDB instead of the file)."""
         env = os.environ
         home = Path(env.get("REPLICANTE_HOME", cls.home))
         return cls(
@@ -29,4 +33,7 @@ class Settings:
             task_queue=env.get("REPLICANTE_TASK_QUEUE", cls.task_queue),
             home=home,
             store_path=Path(env.get("REPLICANTE_STORE", home / "events.db")),
+            # Empty counts as unset, so `REPLICANTE_STORE_MONGODB_URI=` in a compose file
+            # or an env file selects the embedded default.
+            store_mongodb_uri=env.get("REPLICANTE_STORE_MONGODB_URI") or None,
         )
