@@ -8,7 +8,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 # Popen objects of the servers this Python process spawned: polling them reaps a dead
@@ -110,13 +110,26 @@ def wait_dead(pid: int, timeout: float) -> bool:
 
 def stop(pid: int, grace: float = 10.0) -> None:
     """SIGTERM, then SIGKILL if the process outlives `grace` seconds."""
-    send_signal(pid, signal.SIGTERM)
-    # A SIGSTOPped process keeps a SIGTERM pending until it is continued.
-    send_signal(pid, signal.SIGCONT)
-    if not wait_dead(pid, grace):
-        send_signal(pid, signal.SIGKILL)
-        wait_dead(pid, 5.0)
-    _children.pop(pid, None)
+    stop_all([pid], grace)
+
+
+def stop_all(pids: Iterable[int], grace: float = 10.0) -> None:
+    """SIGTERM every process at once, then SIGKILL those that outlive `grace` seconds.
+
+    At once, because members of one cluster may wait on each other while they shut down:
+    a Kafka broker stopped after the other two waits 5 minutes for a controller quorum.
+    """
+    pids = list(pids)
+    for pid in pids:
+        send_signal(pid, signal.SIGTERM)
+        # A SIGSTOPped process keeps a SIGTERM pending until it is continued.
+        send_signal(pid, signal.SIGCONT)
+    deadline = time.monotonic() + grace
+    for pid in pids:
+        if not wait_dead(pid, max(0.0, deadline - time.monotonic())):
+            send_signal(pid, signal.SIGKILL)
+            wait_dead(pid, 5.0)
+        _children.pop(pid, None)
 
 
 def stop_recorded(pid_file: Path, marker: str, grace: float = 10.0) -> int | None:

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
-import signal
 import socket
-import time
 from pathlib import Path
 
-from devstack import processes
-from devstack.home import jars_dir
-from devstack.slots import Slot, claim_slot
+from devstack.jvm import JvmCluster, claim_cluster
+from devstack.slots import Slot
 
 SERVER_CLASS = "org.apache.zookeeper.server.quorum.QuorumPeerMain"
 FOUR_LETTER_WORDS = "srvr,mntr,conf,ruok,stat,cons,envi"
@@ -48,8 +44,15 @@ def srvr(host: str, port: int, timeout: float = 1.0) -> dict[str, str] | None:
     return reply
 
 
-class ZooKeeperEnsemble:
+class ZooKeeperEnsemble(JvmCluster):
     """Members are numbered 1..N; member n runs on ips[n-1] in <home>/zookeeper/<name>/<n>/."""
+
+    service = "zookeeper"
+    product = "ZooKeeper"
+    title = "ZooKeeper ensemble"
+    main_class = SERVER_CLASS
+    config_name = "zoo.cfg"
+    jar_glob = "zookeeper-*.jar"
 
     def __init__(
         self,
@@ -64,95 +67,23 @@ class ZooKeeperEnsemble:
         jars: Path | None = None,
         java: str | None = None,
     ) -> None:
-        self.name = name
-        self.ips = ips
+        super().__init__(home, name, ips, heap_mb, jars, java)
         self.client_port = client_port
         self.peer_port = peer_port
         self.election_port = election_port
         self.tick_ms = tick_ms
-        self.heap_mb = heap_mb
-        self.jars = jars if jars is not None else jars_dir("zookeeper")
-        self.java = java
-        self.dir = home / "zookeeper" / name
 
     @property
-    def members(self) -> range:
-        return range(1, len(self.ips) + 1)
-
-    @property
-    def addresses(self) -> list[str]:
-        return [f"{ip}:{self.client_port}" for ip in self.ips]
+    def ports(self) -> tuple[int, ...]:
+        return (self.client_port, self.peer_port, self.election_port)
 
     @property
     def connect_string(self) -> str:
         """All members, comma-separated, as kazoo's `hosts` wants them."""
         return ",".join(self.addresses)
 
-    def member_dir(self, n: int) -> Path:
-        self._check(n)
-        return self.dir / str(n)
-
-    def log_file(self, n: int) -> Path:
-        return self.member_dir(n) / "zookeeper.log"
-
-    def _pid_file(self, n: int) -> Path:
-        return self.member_dir(n) / "zookeeper.pid"
-
-    def _config(self, n: int) -> Path:
-        return self.member_dir(n) / "zoo.cfg"
-
-    def _check(self, n: int) -> None:
-        if n not in self.members:
-            raise ValueError(
-                f"no member {n} in ensemble {self.name!r} (members 1..{len(self.ips)})"
-            )
-
-    # --- processes -------------------------------------------------------------------------
-
-    def member_pid(self, n: int) -> int | None:
-        # Each member's zoo.cfg path is unique, so it identifies its JVM on the command line.
-        return processes.read_pid(self._pid_file(n), str(self._config(n)))
-
-    def member_running(self, n: int) -> bool:
-        return self.member_pid(n) is not None
-
-    def member_paused(self, n: int) -> bool:
-        pid = self.member_pid(n)
-        return pid is not None and processes.is_paused(pid)
-
-    def start(self) -> None:
-        """Start every member not already running; does not wait for the quorum (wait_ready)."""
-        for n in self.members:
-            self.start_member(n)
-
-    def start_member(self, n: int) -> int:
-        pid = self.member_pid(n)
-        if pid is not None:
-            return pid
-        java = self.java or shutil.which("java")
-        if java is None:
-            raise FileNotFoundError("no `java` on PATH: ZooKeeper needs a JRE (17 works)")
-        if not any(self.jars.glob("zookeeper-*.jar")):
-            raise FileNotFoundError(f"no ZooKeeper jars in {self.jars}: run scripts/install.sh")
-        self._write_files(n)
-        argv = [
-            java,
-            f"-Xms{self.heap_mb}m",
-            f"-Xmx{self.heap_mb}m",
-            # A small single-threaded GC and the C1 compiler alone start a member faster
-            # and keep three of them light; -XX:-UsePerfData avoids /tmp/hsperfdata files.
-            "-XX:+UseSerialGC",
-            "-XX:TieredStopAtLevel=1",
-            "-XX:-UsePerfData",
-            f"-Dlogback.configurationFile={self.member_dir(n) / 'logback.xml'}",
-            "-cp",
-            f"{self.jars}/*",
-            SERVER_CLASS,
-            str(self._config(n)),
-        ]
-        return processes.spawn(
-            argv, log_file=self.log_file(n), pid_file=self._pid_file(n), cwd=self.member_dir(n)
-        )
+    def _jvm_options(self, n: int) -> list[str]:
+        return [f"-Dlogback.configurationFile={self.member_dir(n) / 'logback.xml'}"]
 
     def _write_files(self, n: int) -> None:
         member = self.member_dir(n)
@@ -178,35 +109,6 @@ class ZooKeeperEnsemble:
         ]
         self._config(n).write_text("\n".join(lines) + "\n")
 
-    def stop(self, grace: float = 10.0) -> None:
-        for n in self.members:
-            self.stop_member(n, grace)
-
-    def stop_member(self, n: int, grace: float = 10.0) -> None:
-        """Graceful stop (SIGTERM, then SIGKILL after `grace` seconds); no-op if not running."""
-        processes.stop_recorded(self._pid_file(n), str(self._config(n)), grace)
-
-    def kill_member(self, n: int, sig: int = signal.SIGKILL) -> None:
-        """Send `sig` and, for a fatal one, wait until the member is gone."""
-        pid = self.member_pid(n)
-        if pid is None:
-            return
-        processes.send_signal(pid, sig)
-        if sig in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT):
-            processes.send_signal(pid, signal.SIGCONT)
-            processes.wait_dead(pid, 10.0)
-
-    def pause_member(self, n: int) -> None:
-        """SIGSTOP member n and wait until the kernel shows it stopped (every thread is)."""
-        self.kill_member(n, signal.SIGSTOP)
-        pid = self.member_pid(n)
-        deadline = time.monotonic() + 5.0
-        while pid is not None and not processes.is_paused(pid) and time.monotonic() < deadline:
-            time.sleep(0.005)
-
-    def resume_member(self, n: int) -> None:
-        self.kill_member(n, signal.SIGCONT)
-
     # --- quorum ----------------------------------------------------------------------------
 
     def srvr(self, n: int, timeout: float = 1.0) -> dict[str, str] | None:
@@ -231,61 +133,16 @@ class ZooKeeperEnsemble:
         ok = bool(running) and all(m in ("leader", "follower") for m in modes)
         return ok and modes.count("leader") == 1
 
-    def wait_ready(self, timeout: float = 30.0) -> float:
-        """Wait until ready(); returns the seconds it took."""
-        start = time.monotonic()
-        while not self.ready():
-            # No member left running means they all crashed: waiting longer cannot help.
-            dead = not any(self.member_running(n) for n in self.members)
-            if dead or time.monotonic() - start >= timeout:
-                states = ", ".join(f"{n}: {self.describe(n)}" for n in self.members)
-                raise TimeoutError(
-                    f"ZooKeeper ensemble {self.name!r} not ready after "
-                    f"{time.monotonic() - start:.0f} s ({states}); "
-                    f"see the logs {self.dir}/<n>/zookeeper.log"
-                )
-            time.sleep(0.2)
-        return time.monotonic() - start
-
-    def describe(self, n: int) -> str:
-        """One-word-ish state of member n for status lines."""
-        pid = self.member_pid(n)
-        if pid is None:
-            return "stopped"
-        if processes.is_paused(pid):
-            return f"paused (pid {pid})"
-        return f"{self.mode(n) or 'not serving'} (pid {pid})"
-
-
-def slot_ips(slot: Slot) -> tuple[str, ...]:
-    """Slot n's members run on 127.0.0.(10n+11)-(10n+13), away from a developer's
-    playground on 127.0.0.1-3."""
-    return tuple(f"127.0.0.{10 * (slot.index + 1) + m}" for m in (1, 2, 3))
+    def state(self, n: int) -> str | None:
+        return self.mode(n)
 
 
 def claim_ensemble(
     home: Path, name: str, kind: str = "zk-test", jars: Path | None = None
 ) -> tuple[ZooKeeperEnsemble, Slot]:
-    """A 3-member ensemble (not started) on the IPs of the lowest free, usable slot of `kind`.
-
-    Concurrent holders (two test sessions, a test session and a benchmark, or one process
-    that claims twice) get disjoint IPs. The caller stops the ensemble, then releases the
-    slot. A slot whose addresses answer (a server someone started by hand) is skipped.
-    """
-
-    def usable(slot: Slot) -> bool:
-        if slot.previous_owner:
-            # A holder killed before its teardown leaves its members holding the ports.
-            # Records written before the ensemble name was recorded hold only the home.
-            old_home, _, old_name = slot.previous_owner.partition("\n")
-            stale = ZooKeeperEnsemble(Path(old_home), old_name or "test", slot_ips(slot), jars=jars)
-            stale.stop()
-        return not any(
-            processes.port_open(ip, port, timeout=0.2)
-            for ip in slot_ips(slot)
-            for port in (2181, 2888, 3888)
-        )
-
-    slot = claim_slot(kind, usable)
-    slot.record(f"{home}\n{name}")
-    return ZooKeeperEnsemble(home, name, slot_ips(slot), jars=jars), slot
+    """A 3-member ensemble (not started) on the IPs of the lowest free, usable slot of `kind`:
+    slot n runs on 127.0.0.(10n+11)-(10n+13), away from a developer's playground on
+    127.0.0.1-3. See jvm.claim_cluster."""
+    return claim_cluster(
+        kind, home, name, lambda h, nm, ips: ZooKeeperEnsemble(h, nm, ips, jars=jars), first_ip=1
+    )
