@@ -14,8 +14,10 @@ from datetime import UTC, datetime, timedelta
 
 from client import dev, render
 from client.api import ReplicanteClient, UnknownClusterError
+from client.follow import from_store, from_topic
 from client.script import exit_now
 from models import ClusterSpec, SpecError, load_spec
+from store import StoreError
 from worker.core import run_core_worker
 from worker.settings import Settings
 
@@ -68,7 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true")
 
     events = commands.add_parser("events", help="what happened to a cluster")
-    events.add_argument("cluster")
+    events.add_argument("cluster", nargs="?", help="default: every cluster")
+    events.add_argument(
+        "-f",
+        "--follow",
+        action="store_true",
+        help="keep printing new events (from the Kafka topic when a stream is configured)",
+    )
     events.add_argument("--since", help="10m, 2h, 1d or an ISO time (default: all)")
     events.add_argument("--limit", type=int, default=200)
     events.add_argument("--json", action="store_true", help="one JSON event per line")
@@ -129,9 +137,11 @@ async def command(
         print(st.model_dump_json(indent=2) if args.json else render.status(st))
     elif args.command == "events":
         stored = await api.events(args.cluster, since, args.limit)
-        if not stored:
+        if not stored and args.cluster is not None:
             await api.status(args.cluster)  # raises if the cluster is unknown
-        if args.json:
+        if args.follow:
+            await follow(api, args, since)
+        elif args.json:
             for s in stored:
                 print(s.event.model_dump_json())
         else:
@@ -140,6 +150,21 @@ async def command(
         action: Callable[[str, str], Awaitable[None]] = getattr(api, args.command)
         await action(args.cluster, args.reason)
         print(f"{'paused' if args.command == 'pause' else 'resumed'} {args.cluster}")
+
+
+async def follow(api: ReplicanteClient, args: argparse.Namespace, since: datetime | None) -> None:
+    """Print events as they come until interrupted; a reader that goes away ends it."""
+    stream = api.settings.stream
+    batches = (
+        from_topic(stream, args.cluster, since)
+        if stream is not None
+        else from_store(api.store, args.cluster, since)
+    )
+    where = f"topic {stream.topic}" if stream is not None else "the store"
+    print(f"following {args.cluster or 'every cluster'} on {where} (Ctrl-C stops)", flush=True)
+    while True:
+        for event in await asyncio.to_thread(next, batches):
+            print(event.model_dump_json() if args.json else render.event_line(event), flush=True)
 
 
 def fail(message: str) -> None:
@@ -157,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     except (SpecError, UsageError) as error:
         fail(str(error))
         return 2
-    except UnknownClusterError as error:
+    except (UnknownClusterError, StoreError) as error:
         fail(str(error))
         return 1
     except RuntimeError as error:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from client.api import ClusterSummary
-from models import MonitorStatus
+from models import Event, MonitorStatus, ShardStatus
 from store.base import StoredEvent
 
 
@@ -75,6 +75,9 @@ def status(st: MonitorStatus) -> str:
             ],
         )
     )
+    if view.shards:
+        lines.append("")
+        lines.append(shards(view.shards))
     lines.append("")
     if st.findings:
         lines.append("FINDINGS")
@@ -84,19 +87,69 @@ def status(st: MonitorStatus) -> str:
     return "\n".join(lines)
 
 
+def shards(all_shards: Sequence[ShardStatus], most: int = 40) -> str:
+    """Kafka partitions with their real leader and ISR, or each member's copy of the data
+    (ZooKeeper zxid, MongoDB optime) with its lag.
+
+    A big Kafka cluster has thousands of partitions: the ones with a problem come first,
+    then internal topics are left out, and the table stops at `most` rows.
+    """
+    if any(s.replicas for s in all_shards):
+        troubled = [s for s in all_shards if _troubled(s)]
+        rest = [s for s in all_shards if not _troubled(s) and not s.shard_id.startswith("__")]
+        shown = (troubled + rest)[:most]
+        out = table(
+            ("PARTITION", "LEADER", "REPLICAS", "ISR", "MIN ISR", "HIGH WATERMARK"),
+            [
+                (
+                    s.shard_id,
+                    s.node_id or "NONE",
+                    ",".join(s.replicas),
+                    ",".join(s.in_sync),
+                    s.min_in_sync,
+                    s.commit_offset,
+                )
+                for s in shown
+            ],
+        )
+        left = len(all_shards) - len(shown)
+        return out + (
+            f"\n... {left} more partitions (internal or healthy; --json has all)" if left else ""
+        )
+    return table(
+        ("SHARD", "NODE", "ROLE", "OFFSET", "LAG"),
+        [(s.shard_id, s.node_id, s.role.value, s.commit_offset, s.lag) for s in all_shards],
+    )
+
+
+def _troubled(s: ShardStatus) -> bool:
+    return (
+        s.node_id is None
+        or len(s.in_sync) < len(s.replicas)
+        or (bool(s.replicas) and s.node_id != s.replicas[0])
+    )
+
+
+EVENT_COLUMNS = ("TIME (UTC)", "CLUSTER", "TYPE", "SEVERITY", "NODE", "MESSAGE")
+
+
+def _event_row(e: Event) -> tuple[object, ...]:
+    return (
+        f"{e.at:%Y-%m-%d %H:%M:%S.%f}"[:-3],
+        e.cluster_id,
+        e.type,
+        e.severity.name,
+        e.node_id or "-",
+        e.message,
+    )
+
+
 def events(stored: Sequence[StoredEvent]) -> str:
     if not stored:
         return "no events"
-    return table(
-        ("TIME (UTC)", "TYPE", "SEVERITY", "NODE", "MESSAGE"),
-        [
-            (
-                f"{s.event.at:%Y-%m-%d %H:%M:%S.%f}"[:-3],
-                s.event.type,
-                s.event.severity.name,
-                s.event.node_id,
-                s.event.message,
-            )
-            for s in stored
-        ],
-    )
+    return table(EVENT_COLUMNS, [_event_row(s.event) for s in stored])
+
+
+def event_line(e: Event) -> str:
+    """One event as `events --follow` prints it: no table to align, fields two spaces apart."""
+    return "  ".join(str(cell) for cell in _event_row(e))

@@ -15,6 +15,7 @@ from models.spec import (
     load_spec,
     parse_spec,
 )
+from models.stream import RelayReport, RelayRequest
 from models.view import ClusterView, Health, NodeStatus, Role, ShardStatus
 
 __all__ = [
@@ -34,6 +35,8 @@ __all__ = [
     "NodeStatus",
     "Policy",
     "ProbeSettings",
+    "RelayReport",
+    "RelayRequest",
     "Role",
     "SecretRef",
     "Severity",

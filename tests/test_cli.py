@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import os
 import sys
 import time
@@ -133,7 +134,8 @@ async def test_apply_ls_status_events_pause_resume_and_reapply(
     assert lines[0].startswith(f"cluster {cid} (zookeeper)  health: healthy  monitor: watching")
     assert lines[0].endswith("spec generation 1")
     assert lines[1].startswith(f"leader: zk{leader}  quorum: yes (3/3 voting members")
-    nodes = {line.split()[0]: line.split() for line in lines if line.startswith("zk")}
+    # Node rows only: the shards table below them starts with the shard id `zk`.
+    nodes = {line.split()[0]: line.split() for line in lines if re.match(r"zk\d ", line)}
     assert sorted(nodes) == ["zk1", "zk2", "zk3"]
     for n, address in enumerate(zk_healthy.addresses, start=1):
         shown_address, up, role = nodes[f"zk{n}"][1:4]
@@ -147,7 +149,7 @@ async def test_apply_ls_status_events_pause_resume_and_reapply(
     # events
     run = await cli("events", cid, "--since", "10m")
     assert (run.code, run.err) == (0, "")
-    assert run.out.splitlines()[0].split()[:4] == ["TIME", "(UTC)", "TYPE", "SEVERITY"]
+    assert run.out.splitlines()[0].split()[:5] == ["TIME", "(UTC)", "CLUSTER", "TYPE", "SEVERITY"]
     assert [line for line in run.out.splitlines() if "cluster.health_changed" in line]
     assert "health unknown -> healthy" in run.out
     run = await cli("events", cid, "--json")
@@ -168,7 +170,7 @@ async def test_apply_ls_status_events_pause_resume_and_reapply(
     assert (run.code, run.out, run.err) == (0, f"resumed {cid}\n", "")
     await cli.until("monitor.resumed", mark)
     run = await cli("events", cid, "--since", "10m")
-    shown = [line.split()[2] for line in run.out.splitlines()[1:]]
+    shown = [line.split()[3] for line in run.out.splitlines()[1:]]
     assert shown == ["cluster.health_changed", "monitor.paused", "monitor.resumed"]
 
     # apply again: an update, not a second monitor

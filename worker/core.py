@@ -5,17 +5,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 from temporalio.client import Client
+from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
 from activities.events import EventActivities
 from activities.monitor import probe_cluster, watch_cluster
+from activities.stream import StreamActivities, StreamSettings
+from models import RelayRequest
 from store import EventStore, open_store
 from worker.settings import Settings
 from workflows.monitor import ClusterMonitorWorkflow
+from workflows.stream import WORKFLOW_ID as EVENT_STREAM_ID
+from workflows.stream import EventStreamWorkflow
 
 log = logging.getLogger("replicante.worker")
 
@@ -28,13 +35,21 @@ async def connect(settings: Settings) -> Client:
     )
 
 
-def core_worker(client: Client, task_queue: str, store: EventStore) -> Worker:
+def core_worker(
+    client: Client, task_queue: str, store: EventStore, stream: StreamSettings | None = None
+) -> Worker:
+    """Monitors, and the event stream relay when a stream is configured."""
     events = EventActivities(store)
+    workflows: list[type] = [ClusterMonitorWorkflow]
+    activities: list[Callable[..., Any]] = [watch_cluster, probe_cluster, events.record_events]
+    if stream is not None:
+        workflows.append(EventStreamWorkflow)
+        activities.append(StreamActivities(store, stream).relay_events)
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[ClusterMonitorWorkflow],
-        activities=[watch_cluster, probe_cluster, events.record_events],
+        workflows=workflows,
+        activities=activities,
         # Each watched cluster holds one activity slot for as long as it is watched.
         max_concurrent_activities=1000,
         # A monitor's workflow task waits this long on the sticky queue of a worker that
@@ -43,10 +58,21 @@ def core_worker(client: Client, task_queue: str, store: EventStore) -> Worker:
     )
 
 
+async def start_event_stream(client: Client, task_queue: str) -> None:
+    """Start the one relay, unless a worker already did: every core worker tries."""
+    await client.start_workflow(
+        EventStreamWorkflow.run,
+        RelayRequest(),
+        id=EVENT_STREAM_ID,
+        task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+    )
+
+
 async def run_core_worker(settings: Settings) -> None:
     client = await connect(settings)
     store = open_store(settings)
-    worker = core_worker(client, settings.task_queue, store)
+    worker = core_worker(client, settings.task_queue, store, settings.stream)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -58,5 +84,8 @@ async def run_core_worker(settings: Settings) -> None:
         store,  # its str names hosts and files, never a connection string's password
     )
     async with worker:
+        if settings.stream is not None:
+            await start_event_stream(client, settings.task_queue)
+            log.info("event stream to topic %s at %s", settings.events_topic, settings.events_kafka)
         await stop.wait()
     store.close()

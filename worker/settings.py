@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from activities.stream import StreamSettings
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -19,12 +21,22 @@ class Settings:
     # Out of repr: a connection string may hold a password.
     store_mongodb_uri: str | None = field(default=None, repr=False)
     """When set, events go to MongoDB (database `replicante`) instead of `store_path`."""
+    events_kafka: str | None = None
+    """Bootstrap brokers (host:port,...) of the event stream; no stream when unset."""
+    events_topic: str = "replicante.events"
+
+    @property
+    def stream(self) -> StreamSettings | None:
+        if self.events_kafka is None:
+            return None
+        return StreamSettings(bootstrap=self.events_kafka, topic=self.events_topic)
 
     @classmethod
     def from_env(cls) -> Settings:
         """REPLICANTE_TEMPORAL_ADDRESS, REPLICANTE_NAMESPACE, REPLICANTE_TASK_QUEUE,
         REPLICANTE_HOME (state dir), REPLICANTE_STORE (SQLite file) and
-        REPLICANTE_STORE_MONGODB_URI (MongoDB instead of the file)."""
+        REPLICANTE_STORE_MONGODB_URI (MongoDB instead of the file), REPLICANTE_EVENTS_KAFKA
+        and REPLICANTE_EVENTS_TOPIC (the event stream)."""
         env = os.environ
         home = Path(env.get("REPLICANTE_HOME", cls.home))
         return cls(
@@ -36,4 +48,6 @@ class Settings:
             # Empty counts as unset, so `REPLICANTE_STORE_MONGODB_URI=` in a compose file
             # or an env file selects the embedded default.
             store_mongodb_uri=env.get("REPLICANTE_STORE_MONGODB_URI") or None,
+            events_kafka=env.get("REPLICANTE_EVENTS_KAFKA") or None,
+            events_topic=env.get("REPLICANTE_EVENTS_TOPIC") or cls.events_topic,
         )
