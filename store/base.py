@@ -41,8 +41,10 @@ class EventStore(abc.ABC):
     Kafka topic and called `mark_published`. Keeping the outbox in the same store as the
     log means an event is never in the topic without being in the log, and never lost
     from the topic while the broker is down: the relay catches up from `unpublished`.
-    Delivery to the topic is at least once (a relay that dies between producing and
-    marking produces again); consumers deduplicate by `event_id`.
+    A relay that dies between the broker's ack and marking would produce those events
+    again; the relay (activities/stream.py) reads the topic's tail back first and marks
+    what is already there. Each event carries its `event_id`, so a consumer can still
+    deduplicate should anything slip past that.
     """
 
     @abc.abstractmethod

@@ -58,12 +58,14 @@ def core_worker(
     )
 
 
-async def start_event_stream(client: Client, task_queue: str) -> None:
+async def start_event_stream(
+    client: Client, task_queue: str, workflow_id: str = EVENT_STREAM_ID
+) -> None:
     """Start the one relay, unless a worker already did: every core worker tries."""
     await client.start_workflow(
         EventStreamWorkflow.run,
         RelayRequest(),
-        id=EVENT_STREAM_ID,
+        id=workflow_id,
         task_queue=task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
     )
