@@ -118,7 +118,7 @@ class JvmCluster(ABC):
         pid = self.member_pid(n)
         if pid is not None:
             return pid
-        java = self._java()
+        java = self.check_installed()
         self._write_files(n)
         argv = [
             java,
@@ -133,8 +133,9 @@ class JvmCluster(ABC):
             argv, log_file=self.log_file(n), pid_file=self._pid_file(n), cwd=self.member_dir(n)
         )
 
-    def _java(self) -> str:
-        """The java to run, once it is clear the server's jars are installed too."""
+    def check_installed(self) -> str:
+        """The java to run, once it is clear the server's jars are installed too; raises
+        FileNotFoundError saying which is missing."""
         java = self.java or shutil.which("java")
         if java is None:
             raise FileNotFoundError(f"no `java` on PATH: {self.product} needs a JRE (17 works)")

@@ -1,25 +1,30 @@
-"""Session-wide servers for the tests: one Temporal dev server and one ZooKeeper ensemble.
+"""Session-wide servers for the tests: a Temporal dev server, a ZooKeeper ensemble and a
+Kafka cluster.
 
-Both are real processes; a missing prerequisite fails the tests that need it with a message
+All are real processes; a missing prerequisite fails the tests that need it with a message
 saying how to fix it, rather than skipping them, so a green run always means they ran.
 """
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import AsyncIterator, Iterator
+from typing import TypeVar
 
 import pytest
 import pytest_asyncio
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from devstack.home import jars_dir
+from devstack.jvm import JvmCluster
+from devstack.kafka import KafkaCluster, claim_kafka
+from devstack.slots import Slot
 from devstack.temporal import temporal_binary
 from devstack.zookeeper import ZooKeeperEnsemble, claim_ensemble
 from workflows import search_attributes
 
 INSTALL_HINT = "run scripts/install.sh from the repo root"
+
+C = TypeVar("C", bound=JvmCluster)
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
@@ -40,6 +45,35 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
         await env.shutdown()
 
 
+def serve(cluster: C, slot: Slot, timeout: float) -> Iterator[C]:
+    """Start a claimed cluster for the session and wait until it is ready; stop it and free
+    its slot at the end. Missing java or jars fail the tests with the fix."""
+    try:
+        try:
+            cluster.check_installed()
+        except FileNotFoundError as e:
+            pytest.fail(f"{e} ({INSTALL_HINT})")
+        cluster.start()
+        cluster.wait_ready(timeout=timeout)
+        yield cluster
+    finally:
+        cluster.stop()
+        slot.release()
+
+
+def heal(cluster: C, timeout: float) -> C:
+    """The cluster with every member running, none paused, and ready (e.g. a leader).
+
+    For tests that break members: whatever the previous test left, the next starts whole.
+    """
+    for n in cluster.members:
+        if cluster.member_paused(n):
+            cluster.resume_member(n)
+        cluster.start_member(n)
+    cluster.wait_ready(timeout=timeout)
+    return cluster
+
+
 @pytest.fixture(scope="session")
 def zk_ensemble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ZooKeeperEnsemble]:
     """A 3-member ensemble, started once per session; its logs stay in pytest's tmp dir.
@@ -48,31 +82,28 @@ def zk_ensemble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ZooKeeperE
     test session running at the same time (another engineer), or a server someone started
     by hand on those addresses, moves it to 127.0.0.21-23, and so on.
     """
-    if shutil.which("java") is None:
-        pytest.fail("ZooKeeper needs `java` on PATH (Java 17 works)")
-    jars = jars_dir("zookeeper")
-    if not any(jars.glob("zookeeper-*.jar")):
-        pytest.fail(f"no ZooKeeper jars in {jars}: {INSTALL_HINT}")
-
-    ensemble, slot = claim_ensemble(tmp_path_factory.mktemp("zk-home"), "test", jars=jars)
-    try:
-        ensemble.start()
-        ensemble.wait_ready(timeout=60)
-        yield ensemble
-    finally:
-        ensemble.stop()
-        slot.release()
+    yield from serve(*claim_ensemble(tmp_path_factory.mktemp("zk-home"), "test"), timeout=60)
 
 
 @pytest.fixture
 def zk_healthy(zk_ensemble: ZooKeeperEnsemble) -> ZooKeeperEnsemble:
-    """The session ensemble with every member running, none paused, and a leader.
+    """The session ensemble with every member running, none paused, and a leader."""
+    return heal(zk_ensemble, timeout=60)
 
-    For tests that break members: whatever the previous test left, this one starts whole.
+
+@pytest.fixture(scope="session")
+def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
+    """A 3-broker KRaft cluster, started once per session (~10 s, formatting included); its
+    logs stay in pytest's tmp dir.
+
+    It runs on 127.0.0.14-16, away from a developer's playground on 127.0.0.4-6, and moves
+    to 127.0.0.24-26 (and so on) for a second session, as the ensemble does.
     """
-    for n in zk_ensemble.members:
-        if zk_ensemble.member_paused(n):
-            zk_ensemble.resume_member(n)
-        zk_ensemble.start_member(n)
-    zk_ensemble.wait_ready(timeout=60)
-    return zk_ensemble
+    yield from serve(*claim_kafka(tmp_path_factory.mktemp("kafka-home"), "test"), timeout=90)
+
+
+@pytest.fixture
+def kafka_healthy(kafka_cluster: KafkaCluster) -> KafkaCluster:
+    """The session cluster with every broker running, none paused, all unfenced, and an
+    active controller."""
+    return heal(kafka_cluster, timeout=60)

@@ -1,15 +1,20 @@
-"""The local stack itself: real ZooKeeper members and a real Temporal dev server."""
+"""The local stack itself: real ZooKeeper members, real Kafka brokers and a real Temporal
+dev server."""
 
 from __future__ import annotations
 
 import socket
+import time
+from collections.abc import Callable
 from pathlib import Path
 
+from kafka import KafkaConsumer, KafkaProducer
 from kazoo.client import KazooClient
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.testing import WorkflowEnvironment
 
 from devstack import processes
+from devstack.kafka import KafkaCluster
 from devstack.temporal import TemporalDevServer
 from devstack.zookeeper import ZooKeeperEnsemble
 from workflows import search_attributes
@@ -75,6 +80,148 @@ def test_paused_member_goes_silent_until_resumed(zk_healthy: ZooKeeperEnsemble) 
         zk_healthy.resume_member(follower)
     zk_healthy.wait_ready(timeout=20)
     assert zk_healthy.mode(follower) == "follower"
+
+
+def eventually(check: Callable[[], bool], timeout: float, what: str) -> float:
+    """Poll `check` until it holds; returns the seconds it took."""
+    start = time.monotonic()
+    while not check():
+        assert time.monotonic() - start < timeout, f"{what} not within {timeout} s"
+        time.sleep(0.1)
+    return time.monotonic() - start
+
+
+def a_plain_broker(kafka: KafkaCluster) -> int:
+    """A broker that is not the active controller, so breaking it moves no controller."""
+    controller = kafka.active_controller()
+    assert controller is not None
+    return next(n for n in kafka.members if n != controller)
+
+
+def produce(kafka: KafkaCluster, topic: str, values: list[bytes]) -> None:
+    """Write with acks=all: each write reaches min.insync.replicas (2) brokers or fails."""
+    producer = KafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all")
+    try:
+        # kafka-python picks its protocol versions from the brokers' ApiVersions reply:
+        # Kafka 4.3 is the newest it knows, and the release scripts/jars/kafka/pom.xml pins.
+        assert producer.config["api_version"] == (4, 3)
+        for value in values:
+            producer.send(topic, value).get(timeout=20)
+    finally:
+        producer.close()
+
+
+def test_kafka_registers_three_brokers_and_elects_a_controller(kafka_healthy: KafkaCluster) -> None:
+    view = kafka_healthy.view()
+    assert view is not None
+    assert view.unfenced == set(kafka_healthy.members)
+    assert not view.fenced
+    controller = view.controller
+    assert controller is not None
+    assert controller in kafka_healthy.members
+    assert view.cluster_id == kafka_healthy.cluster_id()
+    assert kafka_healthy.describe(controller).startswith("broker, active controller")
+
+    # kafka-python's admin client agrees (it may ask any broker, hence the healthy cluster).
+    with kafka_healthy.admin() as admin:
+        brokers = admin.describe_cluster()["brokers"]
+        (metadata_log,) = admin.describe_metadata_quorum()["topics"]
+    listed = sorted((b["broker_id"], f"{b['host']}:{b['port']}") for b in brokers)
+    assert listed == list(zip(kafka_healthy.members, kafka_healthy.addresses, strict=True))
+    (partition,) = metadata_log["partitions"]
+    assert partition["leader_id"] == controller
+    assert sorted(v["replica_id"] for v in partition["current_voters"]) == [1, 2, 3]
+
+
+def test_kafka_python_round_trip_on_a_replicated_topic(kafka_healthy: KafkaCluster) -> None:
+    assert (kafka_healthy.jars / "kafka_2.13-4.3.1.jar").exists()
+    topic = "devstack-round-trip"
+    kafka_healthy.create_topic(topic, partitions=3, replication_factor=3)
+    kafka_healthy.create_topic(topic, partitions=3, replication_factor=3)  # idempotent
+    with kafka_healthy.admin() as admin:
+        (described,) = admin.describe_topics([topic])
+    assert [sorted(p["isr_nodes"]) for p in described["partitions"]] == [[1, 2, 3]] * 3
+
+    sent = [f"m{i}".encode() for i in range(30)]
+    produce(kafka_healthy, topic, sent)
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=kafka_healthy.bootstrap,
+        group_id="devstack-test",
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=20_000,
+    )
+    received: list[bytes] = []
+    try:
+        for message in consumer:
+            received.append(message.value)
+            if len(received) == len(sent):
+                break
+    finally:
+        consumer.close()
+    assert sorted(received) == sorted(sent)
+
+
+def test_killed_broker_is_fenced_cluster_serves_and_restart_rejoins(
+    kafka_healthy: KafkaCluster,
+) -> None:
+    topic = "devstack-survivors"
+    kafka_healthy.create_topic(topic, partitions=3)
+    broker = a_plain_broker(kafka_healthy)
+    kafka_healthy.kill_member(broker)
+    assert not kafka_healthy.member_running(broker)
+    assert kafka_healthy.describe(broker) == "stopped"
+    kafka_healthy.wait_ready(timeout=20)
+
+    # The controller fences a broker whose heartbeats stop after broker.session.timeout.ms.
+    def fenced() -> bool:
+        view = kafka_healthy.view()
+        return view is not None and broker in view.fenced
+
+    took = eventually(fenced, timeout=10, what=f"broker {broker} fenced")
+    assert took < 6
+    produce(kafka_healthy, topic, [b"two of three brokers suffice"])
+
+    old_pid = kafka_healthy.member_pid(broker)
+    assert kafka_healthy.start_member(broker) != old_pid
+    kafka_healthy.wait_ready(timeout=60)
+    view = kafka_healthy.view()
+    assert view is not None
+    assert view.unfenced == set(kafka_healthy.members)
+    assert kafka_healthy.describe(broker).startswith("broker")
+
+
+def test_paused_broker_is_fenced_until_resumed(kafka_healthy: KafkaCluster) -> None:
+    broker = a_plain_broker(kafka_healthy)
+    kafka_healthy.pause_member(broker)
+    try:
+        assert kafka_healthy.member_paused(broker)
+        assert kafka_healthy.describe(broker).startswith("paused")
+        assert not kafka_healthy.ready()
+
+        def fenced() -> bool:
+            view = kafka_healthy.view()
+            return view is not None and broker in view.fenced
+
+        eventually(fenced, timeout=10, what=f"paused broker {broker} fenced")
+    finally:
+        kafka_healthy.resume_member(broker)
+    kafka_healthy.wait_ready(timeout=30)
+    assert kafka_healthy.describe(broker).startswith("broker")
+
+
+def test_killing_the_active_controller_elects_another(kafka_healthy: KafkaCluster) -> None:
+    # Last of the Kafka tests: the broker it kills stays down until the session ends.
+    controller = kafka_healthy.active_controller()
+    assert controller is not None
+    kafka_healthy.kill_member(controller)
+    eventually(
+        lambda: kafka_healthy.active_controller() not in (None, controller),
+        timeout=20,
+        what="a new active controller",
+    )
+    kafka_healthy.wait_ready(timeout=20)
+    assert kafka_healthy.active_controller() != controller
 
 
 async def test_temporal_env_registers_search_attributes(temporal_env: WorkflowEnvironment) -> None:
