@@ -2,14 +2,18 @@
 
 temporal start|stop|status
 zookeeper start|stop|status|kill N|restart N|pause N|resume N [--name playground]
+kafka start|stop|status|kill N|restart N|pause N|resume N [--name playground]
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 
 from devstack.home import state_home
+from devstack.jvm import JvmCluster
+from devstack.kafka import KafkaCluster
 from devstack.temporal import TemporalDevServer
 from devstack.zookeeper import ZooKeeperEnsemble
 
@@ -35,36 +39,62 @@ def temporal(args: argparse.Namespace) -> None:
 
 def zookeeper(args: argparse.Namespace) -> None:
     zk = ZooKeeperEnsemble(state_home(), args.name)
-    label = f"zookeeper {args.name}"
+    members(zk, args, lambda: f"leader {zk.leader()}")
+
+
+def kafka(args: argparse.Namespace) -> None:
+    cluster = KafkaCluster(state_home(), args.name)
+    members(cluster, args, lambda: f"active controller {cluster.active_controller()}")
+
+
+def members(cluster: JvmCluster, args: argparse.Namespace, leader: Callable[[], str]) -> None:
+    """The actions on a whole cluster or one of its members; `leader` names who leads."""
+    label = f"{cluster.service} {args.name}"
     if args.action in MEMBER_ACTIONS:
         if args.member is None:
-            raise SystemExit(f"zookeeper {args.action} needs a member number (1..{len(zk.ips)})")
+            raise SystemExit(
+                f"{cluster.service} {args.action} needs a {cluster.noun} number "
+                f"(1..{len(cluster.ips)})"
+            )
         n = args.member
         if args.action == "kill":
-            pid = zk.member_pid(n)
-            zk.kill_member(n)
+            pid = cluster.member_pid(n)
+            cluster.kill_member(n)
             print(f"{label} {n}: " + ("not running" if pid is None else f"killed pid {pid}"))
         elif args.action == "restart":
-            zk.stop_member(n)
-            zk.start_member(n)
-            zk.wait_ready()
-            print(f"{label} {n}: restarted, {zk.describe(n)}")
+            cluster.stop_member(n)
+            cluster.start_member(n)
+            cluster.wait_ready(timeout=60)
+            print(f"{label} {n}: restarted, {cluster.describe(n)}")
         elif args.action == "pause":
-            zk.pause_member(n)
-            print(f"{label} {n}: {zk.describe(n)}")
+            cluster.pause_member(n)
+            print(f"{label} {n}: {cluster.describe(n)}")
         else:
-            zk.resume_member(n)
-            print(f"{label} {n}: {zk.describe(n)}")
+            cluster.resume_member(n)
+            print(f"{label} {n}: {cluster.describe(n)}")
     elif args.action == "start":
-        zk.start()
-        took = zk.wait_ready()
-        print(f"{label}: ready in {took:.1f} s, leader {zk.leader()}, at {zk.connect_string}")
+        cluster.start()
+        took = cluster.wait_ready(timeout=60)
+        print(f"{label}: ready in {took:.1f} s, {leader()}, at {','.join(cluster.addresses)}")
     elif args.action == "stop":
-        zk.stop()
+        cluster.stop()
         print(f"{label}: stopped")
     else:
-        for n, address in zip(zk.members, zk.addresses, strict=True):
-            print(f"{label} {n} {address}: {zk.describe(n)}")
+        for n, address in zip(cluster.members, cluster.addresses, strict=True):
+            print(f"{label} {n} {address}: {cluster.describe(n)}")
+
+
+def add_members_parser(
+    services: argparse._SubParsersAction[argparse.ArgumentParser],
+    service: str,
+    description: str,
+    run: Callable[[argparse.Namespace], None],
+) -> None:
+    parser = services.add_parser(service, help=description)
+    parser.add_argument("action", choices=("start", "stop", "status", *MEMBER_ACTIONS))
+    parser.add_argument("member", type=int, nargs="?", help="member number, for kill|restart|...")
+    parser.add_argument("--name", default="playground")
+    parser.set_defaults(run=run)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -82,11 +112,10 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--ui-port", type=int, default=8233)
     t.set_defaults(run=temporal)
 
-    z = services.add_parser("zookeeper", help="3-member ZooKeeper ensemble on 127.0.0.1-3")
-    z.add_argument("action", choices=("start", "stop", "status", *MEMBER_ACTIONS))
-    z.add_argument("member", type=int, nargs="?", help="member number, for kill|restart|...")
-    z.add_argument("--name", default="playground")
-    z.set_defaults(run=zookeeper)
+    add_members_parser(
+        services, "zookeeper", "3-member ZooKeeper ensemble on 127.0.0.1-3", zookeeper
+    )
+    add_members_parser(services, "kafka", "3-broker Kafka cluster (KRaft) on 127.0.0.4-6", kafka)
 
     args = parser.parse_args(argv)
     try:
