@@ -1,29 +1,69 @@
-"""Shared test helpers: specs for the test ensemble and waiting on stored events."""
+"""Shared test helpers: specs for the test clusters, monitors under test and waiting on
+stored events."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
+import threading
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
 
+from temporalio.client import Client
+
+from devstack.kafka import KafkaCluster
 from devstack.zookeeper import ZooKeeperEnsemble
-from models import ClusterSpec, Event, parse_spec
-from store import EventQuery, EventStore
+from models import ClusterSpec, Event, MonitorInput, parse_spec
+from store import EventQuery, EventStore, SQLiteEventStore
+from worker.core import core_worker
+from workflows.monitor import ClusterMonitorWorkflow, workflow_id
+
+
+def spec_of(
+    kind: str,
+    prefix: str,
+    addresses: list[str],
+    cluster_id: str,
+    interval_s: float,
+    probe: dict[str, object],
+    **fields: object,
+) -> ClusterSpec:
+    """A spec naming node n `<prefix><n>`, with a 1 s probe timeout unless `probe` says."""
+    return parse_spec(
+        {
+            "cluster_id": cluster_id,
+            "kind": kind,
+            "nodes": [
+                {"node_id": f"{prefix}{n}", "address": address}
+                for n, address in enumerate(addresses, start=1)
+            ],
+            "probe": {"interval_s": interval_s, "timeout_s": 1.0, "watch_max_s": 600, **probe},
+            **fields,
+        }
+    )
 
 
 def zk_spec(
     ensemble: ZooKeeperEnsemble, cluster_id: str, *, interval_s: float = 1.0, **probe: object
 ) -> ClusterSpec:
-    return parse_spec(
-        {
-            "cluster_id": cluster_id,
-            "kind": "zookeeper",
-            "nodes": [
-                {"node_id": f"zk{n}", "address": address}
-                for n, address in enumerate(ensemble.addresses, start=1)
-            ],
-            "probe": {"interval_s": interval_s, "timeout_s": 1.0, "watch_max_s": 600, **probe},
-        }
+    return spec_of("zookeeper", "zk", ensemble.addresses, cluster_id, interval_s, probe)
+
+
+def kafka_spec(
+    cluster: KafkaCluster, cluster_id: str, *, interval_s: float = 1.0, **probe: object
+) -> ClusterSpec:
+    """Brokers kafka1..3, expecting every partition to have 3 replicas."""
+    return spec_of(
+        "kafka",
+        "kafka",
+        cluster.addresses,
+        cluster_id,
+        interval_s,
+        probe,
+        expect={"replication_factor": 3},
     )
 
 
@@ -47,3 +87,99 @@ async def wait_for_event(
 
 def of_type(type_: str, node_id: str | None = None) -> Callable[[Event], bool]:
     return lambda e: e.type == type_ and (node_id is None or e.node_id == node_id)
+
+
+def new_topic(cluster: KafkaCluster, partitions: int, min_isr: int | None = None) -> str:
+    """A topic of the caller's own (RF 3), every partition led by its preferred replica."""
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    configs = {"min.insync.replicas": str(min_isr)} if min_isr is not None else {}
+    with cluster.admin(timeout=30) as admin:
+        admin.create_topics(
+            {name: {"num_partitions": partitions, "replication_factor": 3, "configs": configs}},
+            wait_for_metadata=True,
+        )
+    return name
+
+
+class Monitor:
+    """One monitor workflow under test, and the store its worker writes events to."""
+
+    def __init__(self, client: Client, store: EventStore, spec: ClusterSpec) -> None:
+        self.client, self.store, self.spec = client, store, spec
+        self.handle = client.get_workflow_handle_for(
+            ClusterMonitorWorkflow.run, workflow_id(spec.cluster_id)
+        )
+
+    async def until(self, type_: str, node_id: str | None = None, timeout: float = 30.0) -> Event:
+        return await self.first(of_type(type_, node_id), timeout)
+
+    async def first(self, match: Callable[[Event], bool], timeout: float = 30.0) -> Event:
+        """The first event stored since the mark that matches."""
+        return await wait_for_event(self.store, self.spec.cluster_id, match, timeout, self.mark)
+
+    def set_mark(self) -> None:
+        """Only events stored from now on count for `until`."""
+        self.mark = time.time()
+
+    mark = 0.0
+
+
+async def start_monitor(
+    client: Client, store: EventStore, spec: ClusterSpec, task_queue: str
+) -> Monitor:
+    """Start the cluster's monitor on `task_queue` and wait for its first view's event."""
+    await client.start_workflow(
+        ClusterMonitorWorkflow.run,
+        MonitorInput(spec=spec),
+        id=workflow_id(spec.cluster_id),
+        task_queue=task_queue,
+    )
+    monitor = Monitor(client, store, spec)
+    await monitor.until("cluster.health_changed")
+    return monitor
+
+
+@asynccontextmanager
+async def monitoring(client: Client, spec: ClusterSpec, home: Path) -> AsyncIterator[Monitor]:
+    """The cluster's monitor on a worker and task queue of its own, storing events in an
+    SQLite file in `home`; terminated at the end."""
+    store = SQLiteEventStore(home / "events.db")
+    queue = f"q-{spec.cluster_id}"
+    try:
+        async with core_worker(client, queue, store):
+            monitor = await start_monitor(client, store, spec, queue)
+            yield monitor
+            await monitor.handle.terminate("test over")
+    finally:
+        store.close()
+
+
+class Changes:
+    """Records the moments a held link's on_change was called (from the link's threads)."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self._arrived = threading.Condition()
+
+    def __call__(self) -> None:
+        with self._arrived:
+            self.times.append(time.monotonic())
+            self._arrived.notify_all()
+
+    def wait_for(self, count: int, timeout: float) -> bool:
+        with self._arrived:
+            return self._arrived.wait_for(lambda: len(self.times) >= count, timeout)
+
+    def first_after(self, moment: float, timeout: float) -> float | None:
+        """Seconds from `moment` to the first change after it, waiting up to `timeout`."""
+        with self._arrived:
+            self._arrived.wait_for(lambda: any(t > moment for t in self.times), timeout)
+            later = [t for t in self.times if t > moment]
+        return min(later) - moment if later else None
+
+
+def closed_port_address() -> str:
+    """127.0.0.1 and a port nothing listens on (a dead server)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{sock.getsockname()[1]}"

@@ -8,36 +8,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.client import WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
 from devstack.zookeeper import ZooKeeperEnsemble
-from models import ClusterSpec, Event, MonitorInput, Role
-from store import EventQuery, SQLiteEventStore
-from tests.helpers import of_type, wait_for_event, zk_spec
-from worker.core import core_worker
-from workflows.monitor import ClusterMonitorWorkflow, workflow_id
-
-
-class Monitor:
-    """One monitor workflow under test, with its own worker, task queue and store."""
-
-    def __init__(self, client: Client, store: SQLiteEventStore, spec: ClusterSpec) -> None:
-        self.client, self.store, self.spec = client, store, spec
-        self.handle = client.get_workflow_handle_for(
-            ClusterMonitorWorkflow.run, workflow_id(spec.cluster_id)
-        )
-
-    async def until(self, type_: str, node_id: str | None = None, timeout: float = 30.0) -> Event:
-        return await wait_for_event(
-            self.store, self.spec.cluster_id, of_type(type_, node_id), timeout, self.mark
-        )
-
-    def set_mark(self) -> None:
-        """Only events stored from now on count for `until`."""
-        self.mark = time.time()
-
-    mark = 0.0
+from models import Role
+from store import EventQuery
+from tests.helpers import Monitor, monitoring, wait_for_event, zk_spec
+from workflows.monitor import ClusterMonitorWorkflow
 
 
 @pytest.fixture
@@ -45,20 +23,8 @@ async def monitor(
     temporal_env: WorkflowEnvironment, zk_healthy: ZooKeeperEnsemble, tmp_path: Path
 ) -> AsyncIterator[Monitor]:
     spec = zk_spec(zk_healthy, f"t-{uuid.uuid4().hex[:8]}")
-    store = SQLiteEventStore(tmp_path / "events.db")
-    queue = f"q-{spec.cluster_id}"
-    async with core_worker(temporal_env.client, queue, store):
-        await temporal_env.client.start_workflow(
-            ClusterMonitorWorkflow.run,
-            MonitorInput(spec=spec),
-            id=workflow_id(spec.cluster_id),
-            task_queue=queue,
-        )
-        m = Monitor(temporal_env.client, store, spec)
-        await m.until("cluster.health_changed")
+    async with monitoring(temporal_env.client, spec, tmp_path) as m:
         yield m
-        await m.handle.terminate("test over")
-    store.close()
 
 
 def member_node(n: int) -> str:

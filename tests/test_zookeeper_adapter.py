@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,36 +9,12 @@ from contextlib import contextmanager
 from activities.zookeeper import ZooKeeperAdapter
 from devstack.zookeeper import ZooKeeperEnsemble
 from models import ClusterSpec, Role
-from tests.helpers import zk_spec
+from tests.helpers import Changes, zk_spec
 
 
 def a_follower(ensemble: ZooKeeperEnsemble) -> int:
     leader = ensemble.leader()
     return next(n for n in ensemble.members if n != leader)
-
-
-class Changes:
-    """Records the moments on_change was called (from kazoo's threads)."""
-
-    def __init__(self) -> None:
-        self.times: list[float] = []
-        self._arrived = threading.Condition()
-
-    def __call__(self) -> None:
-        with self._arrived:
-            self.times.append(time.monotonic())
-            self._arrived.notify_all()
-
-    def wait_for(self, count: int, timeout: float) -> bool:
-        with self._arrived:
-            return self._arrived.wait_for(lambda: len(self.times) >= count, timeout)
-
-    def first_after(self, moment: float, timeout: float) -> float | None:
-        """Seconds from `moment` to the first change after it, waiting up to `timeout`."""
-        with self._arrived:
-            self._arrived.wait_for(lambda: any(t > moment for t in self.times), timeout)
-            later = [t for t in self.times if t > moment]
-        return min(later) - moment if later else None
 
 
 @contextmanager

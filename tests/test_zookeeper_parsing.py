@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import doctest
-import socket
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -27,6 +26,7 @@ from activities.zookeeper import (
     zxid_lag,
 )
 from models import ClusterSpec, Role, parse_spec
+from tests.helpers import closed_port_address
 
 REPLIES = Path(__file__).parent / "replies" / "zookeeper"
 
@@ -148,12 +148,6 @@ async def replaying(replies: Mapping[str, str] | None) -> AsyncIterator[str]:
     server = await asyncio.start_server(answer, "127.0.0.1", 0)
     async with server:
         yield f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
-
-
-def closed_port_address() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{sock.getsockname()[1]}"
 
 
 @asynccontextmanager
