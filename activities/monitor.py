@@ -9,20 +9,28 @@ History then grows with changes, not with time.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext, suppress
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.adapter import Adapter
+from activities.kafka import KafkaAdapter
 from activities.zookeeper import ZooKeeperAdapter
 from models import ClusterSpec, ClusterView, Kind, WatchRequest, evaluate
 
+ADAPTERS: dict[Kind, Callable[[], Adapter]] = {
+    Kind.ZOOKEEPER: ZooKeeperAdapter,
+    Kind.KAFKA: KafkaAdapter,
+}
+
 
 def adapter_for(kind: Kind) -> Adapter:
-    if kind is Kind.ZOOKEEPER:
-        return ZooKeeperAdapter()
-    raise ApplicationError(f"no adapter for kind {kind.value!r} yet", non_retryable=True)
+    factory = ADAPTERS.get(kind)
+    if factory is None:
+        raise ApplicationError(f"no adapter for kind {kind.value!r} yet", non_retryable=True)
+    return factory()
 
 
 def _wake_key(spec: ClusterSpec, view: ClusterView) -> tuple[object, ...]:
