@@ -154,11 +154,16 @@ class JvmCluster(ABC):
         """Member n's own JVM options, e.g. where its logging config is."""
 
     def stop(self, grace: float = 10.0) -> None:
-        """Graceful stop of every member at once (SIGTERM, SIGKILL after `grace` seconds)."""
+        """Graceful stop of every member at once: SIGTERM, then SIGKILL after `grace`
+        seconds, or as soon as those left cannot finish (_stop_hopeless)."""
         pids = [pid for n in self.members if (pid := self.member_pid(n)) is not None]
-        processes.stop_all(pids, grace)
+        processes.stop_all(pids, grace, hopeless=self._stop_hopeless)
         for n in self.members:
             self._pid_file(n).unlink(missing_ok=True)
+
+    def _stop_hopeless(self, alive: list[int]) -> bool:
+        """Whether the members still shutting down (these pids) cannot finish on their own."""
+        return False
 
     def stop_member(self, n: int, grace: float = 10.0) -> None:
         """Graceful stop (SIGTERM, then SIGKILL after `grace` seconds); no-op if not running."""

@@ -167,6 +167,16 @@ class KafkaCluster(JvmCluster):
         self._format([n for n in self.members if not self.member_running(n)])
         super().start()
 
+    def _stop_hopeless(self, alive: list[int]) -> bool:
+        """Too few brokers left to make a controller quorum.
+
+        A broker's controlled shutdown needs the quorum (a majority of the brokers, which
+        are the controllers too) to commit its last records. Stopped together, those that
+        finish first exit and take their votes with them: the last one would wait for a
+        quorum that cannot come back (Kafka gives up after 5 minutes).
+        """
+        return len(alive) < len(self.members) // 2 + 1
+
     def _write_files(self, n: int) -> None:
         self._write_config(n)
         self._format([n])

@@ -113,8 +113,13 @@ def stop(pid: int, grace: float = 10.0) -> None:
     stop_all([pid], grace)
 
 
-def stop_all(pids: Iterable[int], grace: float = 10.0) -> None:
-    """SIGTERM every process at once, then SIGKILL those that outlive `grace` seconds.
+def stop_all(
+    pids: Iterable[int],
+    grace: float = 10.0,
+    hopeless: Callable[[list[int]], bool] | None = None,
+) -> None:
+    """SIGTERM every process at once, then SIGKILL those that outlive `grace` seconds, or
+    as soon as `hopeless(pids still alive)` says they cannot finish on their own.
 
     At once, because members of one cluster may wait on each other while they shut down:
     a Kafka broker stopped after the other two waits 5 minutes for a controller quorum.
@@ -125,10 +130,15 @@ def stop_all(pids: Iterable[int], grace: float = 10.0) -> None:
         # A SIGSTOPped process keeps a SIGTERM pending until it is continued.
         send_signal(pid, signal.SIGCONT)
     deadline = time.monotonic() + grace
+    alive = [pid for pid in pids if is_alive(pid)]
+    while alive and time.monotonic() < deadline and not (hopeless and hopeless(alive)):
+        time.sleep(0.05)
+        alive = [pid for pid in alive if is_alive(pid)]
+    for pid in alive:
+        send_signal(pid, signal.SIGKILL)
+    for pid in alive:
+        wait_dead(pid, 5.0)
     for pid in pids:
-        if not wait_dead(pid, max(0.0, deadline - time.monotonic())):
-            send_signal(pid, signal.SIGKILL)
-            wait_dead(pid, 5.0)
         _children.pop(pid, None)
 
 
