@@ -10,18 +10,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import ClassVar
 
 from kazoo.client import KazooClient
 from kazoo.retry import KazooRetry
 
 from activities.adapter import Adapter
+from activities.links import stop_all
 from models import ClusterSpec, ClusterView, Kind, NodeSpec, NodeStatus, Role, ShardStatus
 from models.view import FactValue
 
@@ -357,10 +358,5 @@ class ZooKeeperAdapter(Adapter):
             for client in clients:
                 client.remove_listener(listener)
             # stop() waits for the member to confirm the close; a hung member never does, and
-            # kazoo gives up only at its read timeout. Stop all at once, leave stragglers be.
-            threads = [threading.Thread(target=_stop, args=(c,), daemon=True) for c in clients]
-            for thread in threads:
-                thread.start()
-            deadline = time.monotonic() + LINK_STOP_WAIT_S
-            for thread in threads:
-                thread.join(max(deadline - time.monotonic(), 0.0))
+            # kazoo gives up only at its read timeout.
+            stop_all([partial(_stop, c) for c in clients], LINK_STOP_WAIT_S)
