@@ -138,10 +138,13 @@ class JvmCluster(ABC):
         FileNotFoundError saying which is missing."""
         java = self.java or shutil.which("java")
         if java is None:
-            raise FileNotFoundError(f"no `java` on PATH: {self.product} needs a JRE (17 works)")
+            raise FileNotFoundError(
+                f"no `java` on PATH: {self.product} needs a JRE (17 works); "
+                "scripts/install.sh installs one when run as root"
+            )
         if not any(self.jars.glob(self.jar_glob)):
             raise FileNotFoundError(
-                f"no {self.product} jars in {self.jars}: run scripts/install.sh"
+                f"no {self.product} jars in {self.jars}: run scripts/install.sh from the repo root"
             )
         return java
 
