@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import sys
 from pathlib import Path
 
 from client.api import ReplicanteClient
 from devstack import processes
+from devstack.kafka import KafkaCluster
 from devstack.temporal import TemporalDevServer
 from devstack.zookeeper import ZooKeeperEnsemble
 from models import load_spec
 from worker.settings import REPO_ROOT, Settings
 
-PLAYGROUND_SPEC = REPO_ROOT / "playground" / "zookeeper.yaml"
+PLAYGROUND_SPECS = (
+    REPO_ROOT / "playground" / "zookeeper.yaml",
+    REPO_ROOT / "playground" / "kafka.yaml",
+)
+# A topic with some partitions, so the Kafka playground shows leaders and ISRs to watch.
+PLAYGROUND_TOPIC = "playground.orders"
 WORKER_MARKER = "-m worker"
 
 
@@ -27,8 +34,20 @@ def _playground(settings: Settings) -> ZooKeeperEnsemble:
     return ZooKeeperEnsemble(settings.home, "playground")
 
 
+def _kafka_playground(settings: Settings) -> KafkaCluster:
+    return KafkaCluster(settings.home, "playground")
+
+
 def _worker_files(settings: Settings) -> tuple[Path, Path]:
     return settings.home / "worker" / "worker.pid", settings.home / "worker" / "worker.log"
+
+
+def _with_stream(settings: Settings, kafka: KafkaCluster) -> Settings:
+    """The playground streams its events to the Kafka playground, unless the operator
+    named another stream."""
+    if settings.events_kafka is not None:
+        return settings
+    return dataclasses.replace(settings, events_kafka=kafka.bootstrap)
 
 
 def _start_worker(settings: Settings) -> int:
@@ -43,6 +62,8 @@ def _start_worker(settings: Settings) -> int:
         REPLICANTE_NAMESPACE=settings.namespace,
         REPLICANTE_TASK_QUEUE=settings.task_queue,
         REPLICANTE_STORE=str(settings.store_path),
+        REPLICANTE_EVENTS_KAFKA=settings.events_kafka or "",
+        REPLICANTE_EVENTS_TOPIC=settings.events_topic,
     )
     pid_file.parent.mkdir(parents=True, exist_ok=True)
     return processes.spawn(
@@ -55,28 +76,41 @@ def _start_worker(settings: Settings) -> int:
 
 
 async def up(settings: Settings) -> int:
-    spec = load_spec(PLAYGROUND_SPEC)
+    specs = [load_spec(path) for path in PLAYGROUND_SPECS]
     temporal = _temporal(settings)
     print(f"temporal dev server  {temporal.address}  (log {temporal.log_file})", flush=True)
     await asyncio.to_thread(temporal.start)
-    ensemble = _playground(settings)
+    ensemble, kafka = _playground(settings), _kafka_playground(settings)
     print(f"zookeeper playground {', '.join(ensemble.addresses)}", flush=True)
-    await asyncio.to_thread(ensemble.start)
-    await asyncio.to_thread(ensemble.wait_ready, 60.0)
+    print(f"kafka playground     {kafka.bootstrap}", flush=True)
+    # Both JVM clusters start at once; each takes some seconds to elect.
+    await asyncio.gather(asyncio.to_thread(ensemble.start), asyncio.to_thread(kafka.start))
+    await asyncio.gather(
+        asyncio.to_thread(ensemble.wait_ready, 60.0), asyncio.to_thread(kafka.wait_ready, 90.0)
+    )
+    await asyncio.to_thread(kafka.create_topic, PLAYGROUND_TOPIC, 6, 3)
+    settings = _with_stream(settings, kafka)
     pid = _start_worker(settings)
     print(f"core worker          pid {pid}  (log {_worker_files(settings)[1]})", flush=True)
+    print(f"event stream         topic {settings.events_topic} at {settings.events_kafka}")
     api = await ReplicanteClient.connect(settings)
-    result = await api.apply(spec)
-    print(f"watching cluster     {result.cluster_id} (spec generation {result.spec_generation})")
+    for spec in specs:
+        result = await api.apply(spec)
+        print(
+            f"watching cluster     {result.cluster_id} (spec generation {result.spec_generation})"
+        )
     print(
         f"""
 Temporal UI: {temporal.ui_url}/namespaces/{settings.namespace}/workflows
 
 Try:
   replicante status playground
+  replicante status playground-kafka
   scripts/stack zookeeper kill 2          # SIGKILL member zk2
+  scripts/stack kafka kill 3              # SIGKILL broker kafka3
   replicante events playground --since 10m
-  scripts/stack zookeeper restart 2
+  REPLICANTE_EVENTS_KAFKA={settings.events_kafka} replicante events --follow
+  scripts/stack zookeeper restart 2; scripts/stack kafka restart 3
   replicante pause playground --reason "maintenance"; replicante resume playground
   replicante dev down                     # stop everything
 
@@ -89,8 +123,11 @@ async def down(settings: Settings) -> int:
     pid_file, _ = _worker_files(settings)
     if processes.stop_recorded(pid_file, WORKER_MARKER) is not None:
         print("core worker stopped")
-    await asyncio.to_thread(_playground(settings).stop)
-    print("zookeeper playground stopped")
+    await asyncio.gather(
+        asyncio.to_thread(_playground(settings).stop),
+        asyncio.to_thread(_kafka_playground(settings).stop),
+    )
+    print("zookeeper and kafka playgrounds stopped")
     await asyncio.to_thread(_temporal(settings).stop)
     print("temporal dev server stopped (its history stays in the SQLite file)")
     return 0
