@@ -26,6 +26,8 @@ class Role(StrEnum):
     ARBITER = "arbiter"
     CONTROLLER = "controller"
     BROKER = "broker"
+    ROUTER = "router"
+    """Routes requests and holds no data: a MongoDB mongos."""
     LOOKING = "looking"
     """Reachable but not serving: electing a leader, starting up, recovering."""
     UNKNOWN = "unknown"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from models.findings import kafka
+from models.findings import kafka, mongodb
 from models.findings.base import Finding, Severity
 from models.spec import ClusterSpec, Kind
 from models.view import ClusterView, Health, Role
@@ -14,6 +14,7 @@ Rules = Callable[[ClusterSpec, ClusterView], list[Finding]]
 
 KIND_RULES: dict[Kind, Rules] = {
     Kind.KAFKA: kafka.evaluate,
+    Kind.MONGODB: mongodb.evaluate,
 }
 
 # What "a quorum but nobody in charge" is called for each kind.
