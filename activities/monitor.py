@@ -17,12 +17,14 @@ from temporalio.exceptions import ApplicationError
 
 from activities.adapter import Adapter
 from activities.kafka import KafkaAdapter
+from activities.mongodb import MongoDBAdapter
 from activities.zookeeper import ZooKeeperAdapter
 from models import ClusterSpec, ClusterView, Kind, WatchRequest, evaluate
 
 ADAPTERS: dict[Kind, Callable[[], Adapter]] = {
     Kind.ZOOKEEPER: ZooKeeperAdapter,
     Kind.KAFKA: KafkaAdapter,
+    Kind.MONGODB: MongoDBAdapter,
 }
 
 

@@ -1,0 +1,40 @@
+"""Reading the secrets a spec names: the value lives in the worker's environment or a file
+beside it, never in a model, an event or a log line."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from models import ClusterSpec, SecretRef
+
+
+class SecretUnavailable(LookupError):
+    """A secret the spec names cannot be read; the message names where it was looked for,
+    never a value."""
+
+
+def read_secret(name: str, ref: SecretRef) -> str:
+    """The secret's value: the env var's, or the file's without its trailing newline.
+
+    >>> read_secret("password", SecretRef(env="NO_SUCH_VAR"))
+    Traceback (most recent call last):
+    ...
+    activities.secrets.SecretUnavailable: secret 'password': env var NO_SUCH_VAR is not set
+    """
+    if ref.env is not None:
+        value = os.environ.get(ref.env)
+        if value is None:
+            raise SecretUnavailable(f"secret {name!r}: env var {ref.env} is not set")
+        return value
+    assert ref.file is not None  # SecretRef holds exactly one of env and file
+    try:
+        return Path(ref.file).read_text(encoding="utf-8").rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or "not UTF-8 text"
+        raise SecretUnavailable(f"secret {name!r}: cannot read {ref.file}: {reason}") from None
+
+
+def read_secrets(spec: ClusterSpec, *names: str) -> dict[str, str]:
+    """The values of those of `names` the spec names; the others are left out."""
+    return {name: read_secret(name, spec.secrets[name]) for name in names if name in spec.secrets}
