@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import socket
 import subprocess
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.protocol.admin import DescribeClusterRequest, DescribeQuorumRequest
+from kafka.protocol.metadata import MetadataRequest
 from kafka.protocol.parser import KafkaProtocol
 
 from devstack.jvm import JvmCluster, claim_cluster, jvm_flags
@@ -88,6 +90,11 @@ def describe_quorum_request() -> Any:
     return DescribeQuorumRequest(
         version=2, topics=[topic(topic_name="__cluster_metadata", partitions=[partition])]
     )
+
+
+def metadata_request() -> Any:
+    # Every topic (topics=None); Kafka 4 serves versions 4 to 13.
+    return MetadataRequest(version=12, topics=None, allow_auto_topic_creation=False)
 
 
 @dataclass(frozen=True)
@@ -328,6 +335,38 @@ class KafkaCluster(JvmCluster):
         else:
             role = "fenced" if n in view.fenced else "not registered"
         return f"{role}, active controller" if view.controller == n else role
+
+    def under_replicated(self, timeout: float = 1.0) -> list[str] | None:
+        """Partitions ("topic/n") with fewer in-sync replicas than replicas, as the first
+        running, unpaused broker that answers knows them; None if none answers."""
+        for n in self._serving():
+            reply = ask(self.ips[n - 1], self.port, metadata_request(), timeout)
+            if reply is not None:
+                return sorted(
+                    f"{topic.name}/{p.partition_index}"
+                    for topic in reply.topics
+                    for p in topic.partitions
+                    if len(p.isr_nodes) < len(p.replica_nodes)
+                )
+        return None
+
+    def wait_in_sync(self, timeout: float = 30.0) -> float:
+        """Wait until no partition is under-replicated; returns the seconds it took.
+
+        A broker back from a fault is unfenced (ready) before it has caught up and rejoined
+        the ISRs, which a monitor would report as under-replicated partitions.
+        """
+        start = time.monotonic()
+        while (lagging := self.under_replicated()) != []:
+            if time.monotonic() - start >= timeout:
+                which = "no broker answers" if lagging is None else ", ".join(lagging[:10])
+                more = f" and {len(lagging) - 10} more" if lagging and len(lagging) > 10 else ""
+                raise TimeoutError(
+                    f"{self.title} {self.name!r} not in sync after "
+                    f"{time.monotonic() - start:.0f} s: {which}{more}"
+                )
+            time.sleep(0.2)
+        return time.monotonic() - start
 
     def create_topic(
         self, name: str, partitions: int = 1, replication_factor: int = 3, timeout: float = 30.0

@@ -104,6 +104,8 @@ def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaClu
 
 @pytest.fixture
 def kafka_healthy(kafka_cluster: KafkaCluster) -> KafkaCluster:
-    """The session cluster with every broker running, none paused, all unfenced, and an
-    active controller."""
-    return heal(kafka_cluster, timeout=60)
+    """The session cluster with every broker running, none paused, all unfenced, an active
+    controller, and no partition under-replicated."""
+    heal(kafka_cluster, timeout=60)
+    kafka_cluster.wait_in_sync(timeout=60)
+    return kafka_cluster

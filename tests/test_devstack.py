@@ -180,6 +180,10 @@ def test_killed_broker_is_fenced_cluster_serves_and_restart_rejoins(
 
     took = eventually(fenced, timeout=10, what=f"broker {broker} fenced")
     assert took < 6
+    # Fenced, it leaves every ISR: each partition of the topic lacks one in-sync replica.
+    lagging = kafka_healthy.under_replicated()
+    assert lagging is not None
+    assert {f"{topic}/{p}" for p in range(3)} <= set(lagging)
     produce(kafka_healthy, topic, [b"two of three brokers suffice"])
 
     old_pid = kafka_healthy.member_pid(broker)
@@ -189,6 +193,8 @@ def test_killed_broker_is_fenced_cluster_serves_and_restart_rejoins(
     assert view is not None
     assert view.unfenced == set(kafka_healthy.members)
     assert kafka_healthy.describe(broker).startswith("broker")
+    kafka_healthy.wait_in_sync(timeout=30)
+    assert kafka_healthy.under_replicated() == []
 
 
 def test_paused_broker_is_fenced_until_resumed(kafka_healthy: KafkaCluster) -> None:
