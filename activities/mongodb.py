@@ -23,6 +23,7 @@ connection (authSource `admin`); the user needs the clusterMonitor role.
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -844,6 +845,8 @@ def describe_error(error: PyMongoError, timeout: float) -> str:
         return f"timeout after {timeout}s"
     if any(marker in cause for marker in PROTOCOL_ERRORS):
         return f"not a MongoDB reply: {cause}"[:MAX_ERROR]
+    # An OS error (`[Errno -2] Name or service not known`) reads as its reason alone.
+    cause = re.sub(r"^\[Errno -?\d+\] (\w)", lambda m: m.group(1).lower(), cause)
     return cause.splitlines()[0][:MAX_ERROR] if cause else type(error).__name__
 
 
