@@ -9,8 +9,11 @@ turns the view into events, and the activity that stores them.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+import importlib.metadata
+import json
 import os
 import random
 import shutil
@@ -21,7 +24,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,6 +36,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.adapter import Adapter
+from devstack.jvm import JvmCluster
 from devstack.temporal import temporal_binary
 from models import ClusterSpec, ClusterView, MonitorInput
 from store import EventQuery, SQLiteEventStore
@@ -46,8 +50,6 @@ RECOVER_TIMEOUT_S = 90.0
 WORKER_STOP_S = 10.0
 
 STAGES = ("wait for probe", "probe + watch end", "workflow task", "event activity")
-
-R = TypeVar("R")
 
 
 def log(message: str) -> None:
@@ -125,6 +127,31 @@ class Target:
     recover: Callable[[int], object]
 
 
+def faults_beside_leader(
+    cluster: JvmCluster,
+    leader: Callable[[], int | None],
+    prefix: str,
+    whole: Callable[[ClusterView | None], bool],
+    inject: Callable[[int], object],
+    recover: Callable[[int], object],
+) -> Target:
+    """Faults on a member of `cluster` other than the one `leader()` names, whose node id
+    is `<prefix><n>`."""
+
+    def victim(rng: random.Random) -> tuple[int, str]:
+        current = leader()
+        n = rng.choice([m for m in cluster.members if m != current])
+        return n, f"{prefix}{n}"
+
+    return Target(
+        ready=lambda: cluster.wait_ready(RECOVER_TIMEOUT_S),
+        whole=whole,
+        victim=victim,
+        inject=inject,
+        recover=recover,
+    )
+
+
 # --- the stack -------------------------------------------------------------------------------
 
 
@@ -192,17 +219,37 @@ async def probe_cpu_ms(
     return cpu / probes * 1000, view
 
 
-def run_main(bench: Callable[[Path], Awaitable[R]]) -> R:
-    """Run `bench(home)` with a fresh temporary home, removed after a run that completes;
-    SIGTERM unwinds like Ctrl-C does, so the servers stop either way."""
+def main(
+    prog: str,
+    doc: str | None,
+    bench: Callable[[argparse.Namespace, Path], Awaitable[F]],
+    table: Callable[[F], str],
+    faults: int,
+    kills: int,
+    argv: list[str] | None,
+    arguments: Callable[[argparse.ArgumentParser], object] = lambda parser: None,
+) -> None:
+    """A benchmark's command line: --json, the fault counts, its own `arguments` and --seed;
+    runs `bench(args, home)` in a fresh temporary home (removed after a run that completes),
+    prints `table` of what it returns and, with --json, that as one JSON line. SIGTERM
+    unwinds like Ctrl-C does, so the servers stop either way."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--json", action="store_true", help="end with one JSON line")
+    parser.add_argument("--faults", type=int, default=faults, help="SIGKILLs at a 1 s poll")
+    parser.add_argument("--kills", type=int, default=kills, help="SIGKILLs at 5 s + held links")
+    arguments(parser)
+    parser.add_argument("--seed", type=int, default=None, help="for the random fault times")
+    args = parser.parse_args(argv)
 
-    async def main_async() -> R:
+    async def main_async() -> F:
         task = asyncio.current_task()
         assert task is not None
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
         home = Path(tempfile.mkdtemp(prefix="replicante-bench-"))
         try:
-            result = await bench(home)
+            result = await bench(args, home)
         except BaseException:
             log(f"benchmark did not complete; the servers' logs are kept in {home}")
             raise
@@ -211,9 +258,12 @@ def run_main(bench: Callable[[Path], Awaitable[R]]) -> R:
 
     try:
         with stdout_to_stderr():
-            return asyncio.run(main_async())
+            result = asyncio.run(main_async())
     except (KeyboardInterrupt, asyncio.CancelledError):
         raise SystemExit(130) from None
+    print(table(result))
+    if args.json:
+        print(json.dumps(asdict(result)))
 
 
 # --- the monitor -----------------------------------------------------------------------------
@@ -404,3 +454,120 @@ def stage_table(
             + "".join(f"  {p50s[name][s]:>8.3f} /{p95s[name][s]:>6.3f}" for s in STAGES)
         )
     return lines
+
+
+# --- report ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Figures:
+    """What every benchmark reports of its poll and crash phases and of its run; each adds
+    its own figures in a subclass, and `asdict` of that is the JSON line."""
+
+    detection_p50_s: float
+    detection_p95_s: float
+    crash_detection_p50_s: float
+    crash_detection_p95_s: float
+    faults: int
+    kills: int
+    missed: dict[str, int]
+    stages_p50_s: dict[str, dict[str, float]]
+    stages_p95_s: dict[str, dict[str, float]]
+    slowest: dict[str, str]
+    goals: dict[str, bool]
+    elapsed_s: float
+    temporalio_version: str
+    temporal_server_version: str
+
+    def title(self, product: str) -> str:
+        return (
+            f"{product}, temporalio {self.temporalio_version}, "
+            f"Temporal {self.temporal_server_version}; ran {self.elapsed_s:.0f} s"
+        )
+
+    def poll_rows(self, goal: float) -> list[tuple[str, str, str]]:
+        return latency_rows(
+            f"kill -> node.down stored, 1 s poll, n={self.faults}",
+            self.detection_p50_s,
+            self.detection_p95_s,
+            goal,
+            self.goals["detection_p95"],
+        )
+
+    def crash_rows(self, goal: float) -> list[tuple[str, str, str]]:
+        return latency_rows(
+            f"kill -> node.down stored, 5 s poll + held links, n={self.kills}",
+            self.crash_detection_p50_s,
+            self.crash_detection_p95_s,
+            goal,
+            self.goals["crash_detection_p95"],
+        )
+
+
+def figures(
+    poll: Phase,
+    crash: Phase,
+    phases: Sequence[Phase],
+    goals: Mapping[str, float],
+    started: float,
+    **more_goals: bool,
+) -> dict[str, Any]:
+    """The fields of Figures; `goals` are the most `detection_p95` and
+    `crash_detection_p95` may be, `more_goals` the benchmark's own, met or not."""
+    detection_p95, crash_p95 = p95(poll.latencies), p95(crash.latencies)
+    return {
+        "detection_p50_s": round(p50(poll.latencies), 3),
+        "detection_p95_s": round(detection_p95, 3),
+        "crash_detection_p50_s": round(p50(crash.latencies), 3),
+        "crash_detection_p95_s": round(crash_p95, 3),
+        "faults": len(poll.samples) + poll.missed,
+        "kills": len(crash.samples) + crash.missed,
+        "missed": {p.name: p.missed for p in phases},
+        "stages_p50_s": {p.name: p.stage_percentiles(p50) for p in phases},
+        "stages_p95_s": {p.name: p.stage_percentiles(p95) for p in phases},
+        "slowest": {p.name: slowest for p in phases if (slowest := p.slowest())},
+        "goals": {
+            # A missed fault has no latency to count: it fails its goal outright.
+            "detection_p95": detection_p95 <= goals["detection_p95"] and not poll.missed,
+            "crash_detection_p95": crash_p95 <= goals["crash_detection_p95"] and not crash.missed,
+            **more_goals,
+        },
+        "elapsed_s": round(time.monotonic() - started, 1),
+        "temporalio_version": importlib.metadata.version("temporalio"),
+        "temporal_server_version": temporal_server_version(),
+    }
+
+
+F = TypeVar("F", bound=Figures)
+
+
+def latency_rows(
+    name: str, phase_p50: float, phase_p95: float, goal: float | None = None, met: bool = True
+) -> list[tuple[str, str, str]]:
+    """A phase's two rows of a benchmark's table: p50, and p95 against its goal if any."""
+    return [
+        (f"{name}: p50", f"{phase_p50:.3f} s", ""),
+        ("  p95", f"{phase_p95:.3f} s", "" if goal is None else f"<= {goal} s  {verdict(met)}"),
+    ]
+
+
+def render(
+    title: str, rows: Sequence[tuple[str, str, str]], r: Figures, notes: Sequence[str] = ()
+) -> str:
+    """The table: title, metric rows, `notes`, where the latency went, the slowest faults."""
+    width = max(len(name) for name, _, _ in rows)
+    lines = [
+        title,
+        "",
+        f"{'metric':<{width}}  {'value':>9}  goal",
+        *(f"{name:<{width}}  {value:>9}  {goal}".rstrip() for name, value, goal in rows),
+        *notes,
+        "",
+        *stage_table(r.stages_p50_s, r.stages_p95_s),
+        "",
+        "slowest fault of each phase:",
+        *(f"{name:<6}  {text}" for name, text in r.slowest.items()),
+    ]
+    if any(r.missed.values()):
+        lines += ["", f"MISSED faults, not in the figures above: {r.missed}"]
+    return "\n".join(lines)

@@ -31,18 +31,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib.metadata
-import json
 import random
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 if __package__ in (None, ""):
-    # Run as a script: sys.path[0] is bench/, but the imports below need the repo root.
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    # Run as a script: sys.path[0] is bench/, where bench/kafka.py would stand in for
+    # kafka-python's `kafka` package. The imports below need the repo root instead.
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
@@ -52,23 +50,26 @@ from activities.monitor import probe_cluster
 from activities.zookeeper import ZooKeeperAdapter
 from bench.common import (
     CORE_QUEUE,
-    RECOVER_TIMEOUT_S,
+    Figures,
     Phase,
-    Target,
+    faults_beside_leader,
+    figures,
     history,
+    latency_rows,
     log,
     p50,
     p95,
     probe_cpu_ms,
+    render,
     run_faults,
-    run_main,
     running,
-    stage_table,
     start_monitor,
     stop_monitor,
     temporal,
-    temporal_server_version,
     verdict,
+)
+from bench.common import (
+    main as bench_main,
 )
 from bench.naive_monitor import NaiveMonitorWorkflow, naive_workflow_id
 from devstack.zookeeper import ZooKeeperEnsemble, claim_ensemble
@@ -125,25 +126,6 @@ def whole(view: ClusterView | None) -> bool:
     )
 
 
-def faults_on(
-    ensemble: ZooKeeperEnsemble, inject: Callable[[int], object], recover: Callable[[int], object]
-) -> Target:
-    """Faults on followers of `ensemble`."""
-
-    def victim(rng: random.Random) -> tuple[int, str]:
-        leader = ensemble.leader()
-        n = rng.choice([m for m in ensemble.members if m != leader])
-        return n, f"zk{n}"
-
-    return Target(
-        ready=lambda: ensemble.wait_ready(RECOVER_TIMEOUT_S),
-        whole=whole,
-        victim=victim,
-        inject=inject,
-        recover=recover,
-    )
-
-
 # --- history ---------------------------------------------------------------------------------
 
 
@@ -165,15 +147,9 @@ def startup_events(events: list[HistoryEvent]) -> int:
 
 
 @dataclass(frozen=True)
-class Report:
-    """What the run measured; `asdict` of it is the JSON line."""
-
-    detection_p50_s: float
-    detection_p95_s: float
+class Report(Figures):
     hang_detection_p50_s: float
     hang_detection_p95_s: float
-    crash_detection_p50_s: float
-    crash_detection_p95_s: float
     history_events_per_cluster_hour_watch: float
     history_events_per_cluster_hour_naive: float
     history_ratio: float
@@ -184,18 +160,8 @@ class Report:
     history_window_s: float
     watch_max_s: float
     probe_cpu_ms_per_node: float
-    faults: int
     hangs: int
-    kills: int
-    missed: dict[str, int]
-    stages_p50_s: dict[str, dict[str, float]]
-    stages_p95_s: dict[str, dict[str, float]]
-    slowest: dict[str, str]
-    goals: dict[str, bool]
-    elapsed_s: float
     zookeeper_version: str
-    temporalio_version: str
-    temporal_server_version: str
 
 
 def report(
@@ -205,21 +171,25 @@ def report(
     watch_max_s: float,
     cpu_ms: float,
     zk_version: str,
-    elapsed_s: float,
+    started: float,
 ) -> Report:
     poll, hang, crash = phases
     watch_events, watch_startup, naive_events, naive_runs = history_counts
     watch_rate = watch_events * 3600 / window_s
     naive_rate = naive_events * 3600 / window_s
     ratio = naive_rate / watch_rate
-    detection_p95, crash_p95 = p95(poll.latencies), p95(crash.latencies)
     return Report(
-        detection_p50_s=round(p50(poll.latencies), 3),
-        detection_p95_s=round(detection_p95, 3),
+        **figures(
+            poll,
+            crash,
+            phases,
+            {"detection_p95": GOAL_DETECTION_P95_S, "crash_detection_p95": GOAL_CRASH_P95_S},
+            started,
+            history_ratio=ratio >= GOAL_RATIO,
+            history_watch_per_hour=watch_rate < GOAL_WATCH_PER_HOUR,
+        ),
         hang_detection_p50_s=round(p50(hang.latencies), 3),
         hang_detection_p95_s=round(p95(hang.latencies), 3),
-        crash_detection_p50_s=round(p50(crash.latencies), 3),
-        crash_detection_p95_s=round(crash_p95, 3),
         history_events_per_cluster_hour_watch=round(watch_rate, 1),
         history_events_per_cluster_hour_naive=round(naive_rate, 1),
         history_ratio=round(ratio, 1),
@@ -230,56 +200,21 @@ def report(
         history_window_s=round(window_s, 1),
         watch_max_s=watch_max_s,
         probe_cpu_ms_per_node=round(cpu_ms, 3),
-        faults=len(poll.samples) + poll.missed,
         hangs=len(hang.samples) + hang.missed,
-        kills=len(crash.samples) + crash.missed,
-        missed={p.name: p.missed for p in phases},
-        stages_p50_s={p.name: p.stage_percentiles(p50) for p in phases},
-        stages_p95_s={p.name: p.stage_percentiles(p95) for p in phases},
-        slowest={p.name: slowest for p in phases if (slowest := p.slowest())},
-        goals={
-            # A missed fault has no latency to count: it fails its goal outright.
-            "detection_p95": detection_p95 <= GOAL_DETECTION_P95_S and not poll.missed,
-            "crash_detection_p95": crash_p95 <= GOAL_CRASH_P95_S and not crash.missed,
-            "history_ratio": ratio >= GOAL_RATIO,
-            "history_watch_per_hour": watch_rate < GOAL_WATCH_PER_HOUR,
-        },
-        elapsed_s=round(elapsed_s, 1),
         zookeeper_version=zk_version,
-        temporalio_version=importlib.metadata.version("temporalio"),
-        temporal_server_version=temporal_server_version(),
     )
 
 
 def table(r: Report) -> str:
     g = r.goals
     rows = [
-        (
-            f"kill -> node.down stored, 1 s poll, n={r.faults}: p50",
-            f"{r.detection_p50_s:.3f} s",
-            "",
+        *r.poll_rows(GOAL_DETECTION_P95_S),
+        *latency_rows(
+            f"SIGSTOP -> node.down stored, 1 s poll, n={r.hangs}",
+            r.hang_detection_p50_s,
+            r.hang_detection_p95_s,
         ),
-        (
-            "  p95",
-            f"{r.detection_p95_s:.3f} s",
-            f"<= {GOAL_DETECTION_P95_S} s  {verdict(g['detection_p95'])}",
-        ),
-        (
-            f"SIGSTOP -> node.down stored, 1 s poll, n={r.hangs}: p50",
-            f"{r.hang_detection_p50_s:.3f} s",
-            "",
-        ),
-        ("  p95", f"{r.hang_detection_p95_s:.3f} s", ""),
-        (
-            f"kill -> node.down stored, 5 s poll + held links, n={r.kills}: p50",
-            f"{r.crash_detection_p50_s:.3f} s",
-            "",
-        ),
-        (
-            "  p95",
-            f"{r.crash_detection_p95_s:.3f} s",
-            f"<= {GOAL_CRASH_P95_S} s  {verdict(g['crash_detection_p95'])}",
-        ),
+        *r.crash_rows(GOAL_CRASH_P95_S),
         (
             "history events per cluster-hour, watch",
             f"{r.history_events_per_cluster_hour_watch:.0f}",
@@ -297,30 +232,19 @@ def table(r: Report) -> str:
         ),
         ("probe CPU per node", f"{r.probe_cpu_ms_per_node:.2f} ms", ""),
     ]
-    width = max(len(name) for name, _, _ in rows)
-    lines = [
-        f"ZooKeeper {r.zookeeper_version}, temporalio {r.temporalio_version}, "
-        f"Temporal {r.temporal_server_version}; ran {r.elapsed_s:.0f} s",
-        "",
-        f"{'metric':<{width}}  {'value':>9}  goal",
-        *(f"{name:<{width}}  {value:>9}  {goal}".rstrip() for name, value, goal in rows),
+    notes = [
         "",
         f"idle cluster over {r.history_window_s:.0f} s: watch {r.history_events_watch} history"
         f" events ({r.history_events_watch_startup} of them written once, at its start),"
         f" naive loop {r.history_events_naive} in {r.naive_runs} runs",
     ]
     if r.history_window_s < r.watch_max_s:
-        lines.append(
+        notes.append(
             f"note: a window shorter than watch_max_s ({r.watch_max_s:.0f} s) sees none of an"
             " idle watch's own returns, only its start-up spread over the window;"
             " --min-window 3600 measures a whole hour"
         )
-    lines += ["", *stage_table(r.stages_p50_s, r.stages_p95_s)]
-    lines += ["", "slowest fault of each phase:"]
-    lines += [f"{name:<6}  {text}" for name, text in r.slowest.items()]
-    if any(r.missed.values()):
-        lines += ["", f"MISSED faults, not in the figures above: {r.missed}"]
-    return "\n".join(lines)
+    return render(r.title(f"ZooKeeper {r.zookeeper_version}"), rows, r, notes)
 
 
 # --- main ------------------------------------------------------------------------------------
@@ -370,8 +294,8 @@ async def bench(args: argparse.Namespace, home: Path) -> Report:
             Phase("crash", zk_spec(a, "bench-crash", interval_s=5.0, hold_connections=True)),
         )
         log(f"poll phase: {args.faults} SIGKILLs of a follower, 1 s interval, no held links")
-        kills = faults_on(a, a.kill_member, a.start_member)
-        hangs = faults_on(a, a.pause_member, a.resume_member)
+        kills = faults_beside_leader(a, a.leader, "zk", whole, a.kill_member, a.start_member)
+        hangs = faults_beside_leader(a, a.leader, "zk", whole, a.pause_member, a.resume_member)
         await run_faults(client, store, rng, phases[0], args.faults, kills)
         log(f"hang phase: {args.hangs} SIGSTOPs of a follower, 1 s interval, 0.5 s timeout")
         await run_faults(client, store, rng, phases[1], args.hangs, hangs)
@@ -400,20 +324,12 @@ async def bench(args: argparse.Namespace, home: Path) -> Report:
         idle.probe.watch_max_s,
         cpu_ms,
         zk_version,
-        time.monotonic() - started,
+        started,
     )
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="bench/detection.py",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--json", action="store_true", help="end with one JSON line")
-    parser.add_argument("--faults", type=int, default=20, help="SIGKILLs at a 1 s poll")
+def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hangs", type=int, default=10, help="SIGSTOPs at a 1 s poll")
-    parser.add_argument("--kills", type=int, default=20, help="SIGKILLs at 5 s + held links")
     parser.add_argument(
         "--min-window",
         type=float,
@@ -424,12 +340,10 @@ def main(argv: list[str] | None = None) -> None:
         help="keep watching the idle cluster until S seconds have passed (default 660; 3600"
         " for a whole hour)",
     )
-    parser.add_argument("--seed", type=int, default=None, help="for the random fault times")
-    args = parser.parse_args(argv)
-    result = run_main(lambda home: bench(args, home))
-    print(table(result))
-    if args.json:
-        print(json.dumps(asdict(result)))
+
+
+def main(argv: list[str] | None = None) -> None:
+    bench_main("bench/detection.py", __doc__, bench, table, 20, 20, argv, arguments)
 
 
 if __name__ == "__main__":
