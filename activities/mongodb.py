@@ -869,8 +869,21 @@ def _ask(client: MongoClient[dict[str, Any]], command: Mapping[str, int]) -> Rep
         return _doc(error.details) or {"ok": 0, "code": error.code, "errmsg": str(error)}
 
 
+def _known_failure(client: MongoClient[dict[str, Any]]) -> Exception | None:
+    """Why the client's own monitor last failed to reach its server, if the server has not
+    answered since. A held link's monitor hears of a crash at once; asking again would only
+    wait out the server selection timeout for the same answer."""
+    for server in client.topology_description.server_descriptions().values():
+        if server.error is not None and not server.is_server_type_known:
+            return server.error
+    return None
+
+
 def read_server(client: MongoClient[dict[str, Any]], address: str, timeout: float) -> Reading:
     """Ask one server every command the probe needs, all within `timeout`. Blocking."""
+    known = _known_failure(client)
+    if isinstance(known, PyMongoError):
+        return Reading(address, error=describe_error(known, timeout))
     try:
         with pymongo.timeout(timeout):
             started = time.perf_counter()
@@ -892,6 +905,12 @@ class _LinkWatch(monitoring.ServerHeartbeatListener, monitoring.ServerListener):
     def __init__(self, on_change: Callable[[], None]) -> None:
         self._on_change = on_change
         self._up = False
+        self.closing = False
+        """Set when the links close: what their clients see while closing is no news."""
+
+    def _tell(self) -> None:
+        if not self.closing:
+            self._on_change()
 
     def started(self, event: monitoring.ServerHeartbeatStartedEvent) -> None:
         pass
@@ -902,14 +921,14 @@ class _LinkWatch(monitoring.ServerHeartbeatListener, monitoring.ServerListener):
     def failed(self, event: monitoring.ServerHeartbeatFailedEvent) -> None:
         if self._up:
             self._up = False
-            self._on_change()
+            self._tell()
 
     def opened(self, event: monitoring.ServerOpeningEvent) -> None:
         pass
 
     def description_changed(self, event: monitoring.ServerDescriptionChangedEvent) -> None:
         if event.previous_description.server_type != event.new_description.server_type:
-            self._on_change()
+            self._tell()
 
     def closed(self, event: monitoring.ServerClosedEvent) -> None:
         pass
@@ -1012,21 +1031,18 @@ class MongoDBAdapter(Adapter):
             # The probe reports the missing secret on every node; links could not log in.
             yield
             return
+        watches = {node.address: _LinkWatch(on_change) for node in spec.nodes}
         clients = {
-            node.address: _client(
-                node.address,
-                spec.probe.timeout_s,
-                credentials,
-                LINK_HEARTBEAT_MS,
-                _LinkWatch(on_change),
-            )
-            for node in spec.nodes
+            address: _client(address, spec.probe.timeout_s, credentials, LINK_HEARTBEAT_MS, watch)
+            for address, watch in watches.items()
         }
         with self._lock:
             self._clients = dict(clients)
         try:
             yield
         finally:
+            for watch in watches.values():
+                watch.closing = True
             with self._lock:
                 held, self._clients = self._clients or {}, None
             stop_all([c.close for c in held.values()], LINK_STOP_WAIT_S)

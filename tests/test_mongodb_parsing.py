@@ -22,6 +22,7 @@ from typing import Any, cast
 
 import pytest
 from bson import json_util
+from temporalio.testing import ActivityEnvironment
 
 from activities import mongodb
 from activities.mongodb import (
@@ -33,7 +34,8 @@ from activities.mongodb import (
     replication_lag,
     shard_routes,
 )
-from models import ClusterSpec, ClusterView, Role, evaluate, parse_spec
+from activities.monitor import watch_cluster
+from models import ClusterSpec, ClusterView, Role, WatchRequest, evaluate, parse_spec
 from tests.mongodb_wire import ReplayServer, replaying
 
 REPLIES = Path(__file__).parent / "replies" / "mongodb"
@@ -788,3 +790,30 @@ async def test_held_links_see_a_crash_at_once_and_close_within_the_bound() -> No
             started = time.monotonic()
             await asyncio.to_thread(links.__exit__, None, None, None)
             assert time.monotonic() - started < mongodb.LINK_STOP_WAIT_S + 0.2
+
+
+async def test_watch_returns_at_once_when_a_held_link_sees_a_member_die() -> None:
+    """The watch activity (outside Temporal) on stand-ins: with a 60 s interval, only the held
+    link's callback can make it probe again within the second."""
+    with servers(PSS80) as running:
+        spec = probe_spec({n: s.address for n, s in running.items()})
+        spec = spec.model_copy(update={"probe": spec.probe.model_copy(update={"interval_s": 60.0})})
+        env = ActivityEnvironment()
+        first = await env.run(watch_cluster, WatchRequest(spec=spec))
+        assert first.leader == "m1"
+        watching = asyncio.ensure_future(
+            env.run(watch_cluster, WatchRequest(spec=spec, last=first))
+        )
+        await asyncio.sleep(1.5)  # the links open and the first probes find nothing new
+        assert not watching.done()
+        stopped = time.monotonic()
+        running["m3"].stop()
+        view = await asyncio.wait_for(watching, timeout=5.0)
+        took = time.monotonic() - stopped
+        await asyncio.sleep(mongodb.LINK_STOP_WAIT_S)  # the watch closes its links after it returns
+    assert view.nodes[2].reachable is False
+    assert view.nodes[2].error in ("connection closed", "connection refused")
+    # The held link's monitor saw the connection close; the probe takes its word for it
+    # rather than waiting out a server selection for the same answer.
+    print(f"member stopped -> watch returned in {took * 1000:.0f} ms")
+    assert took < 0.5
