@@ -277,10 +277,14 @@ async def test_watch_resumes_on_the_other_worker_after_sigkill(
             assert len(ids) == len(set(ids)), ids
             facts = [(e.type, e.node_id, e.message) for e in events]
             assert len(facts) == len(set(facts)), facts
-            assert [e.type for e in events if e.node_id == f"zk{n}"] == ["node.down"]
+            assert [e.type for e in events if e.node_id == f"zk{n}"] == [
+                "node.down",
+                "finding.opened",
+            ]
             assert [e.type for e in events] == [
                 "cluster.health_changed",
                 "node.down",
+                "finding.opened",
                 "cluster.health_changed",
             ]
             assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
