@@ -21,13 +21,13 @@ T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 BROKERS = ("kafka1", "kafka2", "kafka3")
 
 
-def spec(replication_factor: int | None = None) -> ClusterSpec:
+def spec(replication_factor: int | None = None, max_lag: int | None = None) -> ClusterSpec:
     return parse_spec(
         {
             "cluster_id": "k1",
             "kind": "kafka",
             "nodes": [{"node_id": b, "address": f"10.0.1.{i}:9092"} for i, b in enumerate(BROKERS)],
-            "expect": {"replication_factor": replication_factor},
+            "expect": {"replication_factor": replication_factor, "max_lag": max_lag},
         }
     )
 
@@ -115,6 +115,18 @@ def test_replication_factor_below_the_spec() -> None:
     thin = partition("t/0", "kafka1", replicas=("kafka1",), min_in_sync=1)
     assert keys(view(thin), spec(replication_factor=3)) == ["replication_factor_low/k1"]
     assert keys(view(thin)) == []
+
+
+def test_a_follower_behind_the_spec_s_max_lag_is_lagging() -> None:
+    behind = partition("t/0", "kafka1").model_copy(update={"lag": 501})
+    close = partition("t/1", "kafka1").model_copy(update={"lag": 500})
+    findings = evaluate(spec(max_lag=500), view(behind, close))
+    assert [(f.key, f.severity) for f in findings] == [("replica_lagging/k1", Severity.WARNING)]
+    assert findings[0].message == (
+        "1 partition(s) with a follower more than 500 messages behind its leader: t/0"
+    )
+    # Without a max_lag nobody asked: no finding, however far behind.
+    assert keys(view(behind)) == []
 
 
 def test_no_active_controller_is_named_for_kafka() -> None:

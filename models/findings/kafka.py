@@ -50,6 +50,14 @@ def evaluate(spec: ClusterSpec, view: ClusterView) -> list[Finding]:
         [s for s in partitions if s.node_id is not None and len(s.in_sync) < len(s.replicas)],
         "under-replicated",
     )
+    max_lag = spec.expect.max_lag
+    if max_lag is not None:
+        add(
+            "replica_lagging",
+            Severity.WARNING,
+            [s for s in partitions if s.lag is not None and s.lag > max_lag],
+            f"with a follower more than {max_lag} messages behind its leader",
+        )
     wanted_rf = spec.expect.replication_factor
     if wanted_rf is not None:
         add(
