@@ -27,8 +27,9 @@ tests/replies/kafka/):
 - Follower lag: ListOffsets with replica id -2 (Kafka's "debugging" replica id) makes a
   broker answer with its own replica's log end offset, follower or leader, so
   leader LEO - follower LEO is each follower's lag in messages. Kafka exposes follower lag
-  nowhere else in its client protocol (only in JMX metrics); it costs one request per
-  broker per probe.
+  nowhere else in its client protocol (only in JMX metrics). It costs one request per
+  broker per probe, about a third of a probe's CPU, so it is read only for a spec that
+  sets `expect.max_lag`; otherwise `lag` is None.
 
 Brokers are matched to spec nodes by advertised host:port equal to `NodeSpec.address`;
 a broker that matches no node is named `broker-<id>` (a controller, `controller-<id>`).
@@ -837,7 +838,11 @@ async def _min_isr(
 
 
 async def _read_cluster(
-    client: ClusterClient, source: NodeReading, deadline: float, timeout: float
+    client: ClusterClient,
+    source: NodeReading,
+    deadline: float,
+    timeout: float,
+    lag: bool,
 ) -> ClusterReading:
     assert source.described is not None
     client.addresses |= {b.broker_id: b.address for b in source.described.brokers}
@@ -871,7 +876,7 @@ async def _read_cluster(
     for p in partitions:
         if p.leader is not None:
             leaders[p.leader].append(p)
-        for r in p.replicas:
+        for r in p.replicas if lag else ():
             if r not in p.offline:
                 hosted[r].append(p)
     min_isr, high, ends = await asyncio.gather(
@@ -1087,7 +1092,8 @@ class KafkaAdapter(Adapter):
             if reading.described is None:
                 continue
             try:
-                cluster = await _read_cluster(client, reading, deadline, timeout)
+                lag = spec.expect.max_lag is not None
+                cluster = await _read_cluster(client, reading, deadline, timeout, lag)
                 break
             except FAILURES as e:
                 log.info(

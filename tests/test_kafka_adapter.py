@@ -69,6 +69,8 @@ def broker(node_id: str | None) -> int:
 
 async def test_healthy_view(kafka_healthy: KafkaCluster) -> None:
     spec = kafka_spec(kafka_healthy, "kafka-healthy")
+    # Follower lag is read only for a spec that sets a max_lag.
+    spec = spec.model_copy(update={"expect": spec.expect.model_copy(update={"max_lag": 100})})
     topic = new_topic(kafka_healthy, partitions=3)
     # Looking up a group's coordinator makes Kafka create __consumer_offsets (if not yet).
     with kafka_healthy.admin(timeout=30) as admin, contextlib.suppress(KafkaError):
@@ -97,6 +99,8 @@ async def test_healthy_view(kafka_healthy: KafkaCluster) -> None:
         spec, lambda v: next(s for s in v.shards if s.shard_id == f"{topic}/0").commit_offset == 5
     )
     assert next(s for s in after.shards if s.shard_id == f"{topic}/1").commit_offset == 0
+    without_lag = await KafkaAdapter().probe(kafka_spec(kafka_healthy, "kafka-no-lag"))
+    assert {s.lag for s in without_lag.shards} == {None}
 
 
 async def test_killed_broker_then_restarted(kafka_healthy: KafkaCluster) -> None:

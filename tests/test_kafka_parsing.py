@@ -67,6 +67,7 @@ def reply(state: str, what: str) -> Any:
 
 
 def spec_for(addresses: list[str], timeout_s: float = 1.0) -> ClusterSpec:
+    """Follower lag is read only for a spec with a max_lag: this one has."""
     return spec_of(
         "kafka",
         "kafka",
@@ -74,7 +75,7 @@ def spec_for(addresses: list[str], timeout_s: float = 1.0) -> ClusterSpec:
         "replayed",
         interval_s=1.0,
         probe={"timeout_s": timeout_s},
-        expect={"replication_factor": 3},
+        expect={"replication_factor": 3, "max_lag": 1000},
     )
 
 
