@@ -19,7 +19,8 @@ into stages as bench/common.py says. Detection runs with one topic of 3 partitio
 
 Then, with the worker stopped, the CPU time of one probe (all threads of this process,
 averaged over --cpu-probes) once the cluster holds --topics topics of --partitions
-partitions each, replication factor 3.
+partitions each, replication factor 3: for a spec without `expect.max_lag`, and for one
+with it (the probe then also reads every replica's log end offset, for follower lag).
 """
 
 from __future__ import annotations
@@ -91,6 +92,7 @@ def create_topics(cluster: KafkaCluster, topics: int, partitions: int) -> None:
 @dataclass(frozen=True)
 class Report(Figures):
     probe_cpu_ms_per_cluster: float
+    probe_cpu_ms_per_cluster_with_lag: float
     probe_wall_ms_p50: float
     probe_partitions: int
     kafka_version: str
@@ -101,6 +103,7 @@ def table(r: Report) -> str:
         *r.poll_rows(GOAL_DETECTION_P95_S),
         *r.crash_rows(GOAL_CRASH_P95_S),
         (f"probe CPU, {r.probe_partitions} partitions", f"{r.probe_cpu_ms_per_cluster:.1f} ms", ""),
+        ("  with follower lag (max_lag set)", f"{r.probe_cpu_ms_per_cluster_with_lag:.1f} ms", ""),
         ("probe wall time, p50", f"{r.probe_wall_ms_p50:.1f} ms", ""),
     ]
     return render(r.title(f"Kafka {r.kafka_version}"), rows, r)
@@ -143,12 +146,20 @@ async def bench(args: argparse.Namespace, home: Path) -> Report:
         cpu_spec = kafka_spec(cluster, "bench-cpu")
         adapter = KafkaAdapter()
         cpu_ms, view = await probe_cpu_ms(adapter, cpu_spec, args.cpu_probes)
+        # With a max_lag the probe reads every replica's log end offset too.
+        lag_spec = cpu_spec.model_copy(
+            update={"expect": cpu_spec.expect.model_copy(update={"max_lag": 1000})}
+        )
+        lag_cpu_ms, _ = await probe_cpu_ms(adapter, lag_spec, args.cpu_probes)
         walls = []
         for _ in range(args.cpu_probes):
             begun = time.perf_counter()
             await adapter.probe(cpu_spec)
             walls.append((time.perf_counter() - begun) * 1000)
-        log(f"probe: {cpu_ms:.1f} ms CPU over {len(view.shards)} partitions")
+        log(
+            f"probe: {cpu_ms:.1f} ms CPU over {len(view.shards)} partitions,"
+            f" {lag_cpu_ms:.1f} ms with follower lag"
+        )
     poll, crash = phases
     return Report(
         **figures(
@@ -159,6 +170,7 @@ async def bench(args: argparse.Namespace, home: Path) -> Report:
             started,
         ),
         probe_cpu_ms_per_cluster=round(cpu_ms, 2),
+        probe_cpu_ms_per_cluster_with_lag=round(lag_cpu_ms, 2),
         probe_wall_ms_p50=round(statistics.median(walls), 2),
         probe_partitions=len(view.shards),
         kafka_version=",".join(sorted({str(n.version) for n in view.nodes})),
