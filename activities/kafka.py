@@ -685,6 +685,13 @@ class ClusterClient:
             link = self.links[key] = Link(host, port)
         return link
 
+    def retain(self, nodes: set[str]) -> None:
+        """Close the links to addresses that are neither `nodes` nor a known broker's (a
+        spec that was replaced)."""
+        keep = nodes | set(self.addresses.values())
+        for key in [k for k in self.links if k.partition("#")[0] not in keep]:
+            self.links.pop(key).close()
+
     def broker_link(self, broker_id: int) -> Link | None:
         addr = self.addresses.get(broker_id)
         if addr is None:
@@ -1076,6 +1083,30 @@ class LinkHolder:
             log.exception("on_change failed")
 
 
+async def _first_to_describe(
+    client: ClusterClient,
+    spec: ClusterSpec,
+    checks: list[asyncio.Task[NodeReading]],
+    deadline: float,
+) -> ClusterReading | None:
+    """The cluster as the first broker to answer describes it; if that fails, the next."""
+    timeout, lag = spec.probe.timeout_s, spec.expect.max_lag is not None
+    for next_done in asyncio.as_completed(checks):
+        reading = await next_done
+        if reading.described is None:
+            continue
+        try:
+            return await _read_cluster(client, reading, deadline, timeout, lag)
+        except FAILURES as e:
+            log.info(
+                "%s: %s could not describe the cluster: %s",
+                spec.cluster_id,
+                reading.node.node_id,
+                describe_error(e, timeout),
+            )
+    return None
+
+
 class KafkaAdapter(Adapter):
     kind: ClassVar[Kind] = Kind.KAFKA
 
@@ -1085,27 +1116,16 @@ class KafkaAdapter(Adapter):
         client = client_for(spec.cluster_id)
         deadline = asyncio.get_running_loop().time() + timeout
         checks = [asyncio.create_task(_check_node(client, n, timeout)) for n in spec.nodes]
-        cluster: ClusterReading | None = None
-        # The first broker to answer describes the cluster; if it fails at that, the next.
-        for next_done in asyncio.as_completed(checks):
-            reading = await next_done
-            if reading.described is None:
-                continue
-            try:
-                lag = spec.expect.max_lag is not None
-                cluster = await _read_cluster(client, reading, deadline, timeout, lag)
-                break
-            except FAILURES as e:
-                log.info(
-                    "%s: %s could not describe the cluster: %s",
-                    spec.cluster_id,
-                    reading.node.node_id,
-                    describe_error(e, timeout),
-                )
-        readings = [await check for check in checks]
+        try:
+            cluster = await _first_to_describe(client, spec, checks, deadline)
+            readings = [await check for check in checks]
+        finally:
+            for check in checks:
+                check.cancel()  # when the probe itself is cancelled
         for r in readings:
             if r.described is not None:
                 client.addresses |= {b.broker_id: b.address for b in r.described.brokers}
+        client.retain({address(n.host, n.port) for n in spec.nodes})
         return assemble(
             spec, observed_at, readings, cluster, client.addresses, last_voters=client.voters
         )
