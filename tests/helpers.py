@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 
 from devstack.kafka import KafkaCluster
 from devstack.zookeeper import ZooKeeperEnsemble
@@ -183,3 +183,20 @@ def closed_port_address() -> str:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return f"127.0.0.1:{sock.getsockname()[1]}"
+
+
+async def watch_worker(handle: WorkflowHandle[ClusterMonitorWorkflow, None]) -> str:
+    """Identity ("pid@host") of the worker running the pending watch activity."""
+    deadline = time.monotonic() + 15
+    while True:
+        description = await handle.describe()
+        watches = [
+            a
+            for a in description.raw_description.pending_activities
+            if a.activity_type.name == "watch_cluster" and a.last_worker_identity
+        ]
+        if watches:
+            assert len(watches) == 1, watches
+            return watches[0].last_worker_identity
+        assert time.monotonic() < deadline, "no watch activity started"
+        await asyncio.sleep(0.1)

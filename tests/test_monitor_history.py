@@ -45,7 +45,7 @@ from temporalio.workflow import NondeterminismError
 from devstack.zookeeper import ZooKeeperEnsemble
 from models import ClusterSpec, Event, MonitorInput, MonitorStatus, Role
 from store import EventQuery, EventStore, SQLiteEventStore, StoredEvent
-from tests.helpers import of_type, wait_for_event, zk_spec
+from tests.helpers import of_type, wait_for_event, watch_worker, zk_spec
 from worker.core import core_worker
 from workflows.monitor import ClusterMonitorWorkflow, workflow_id
 
@@ -219,6 +219,9 @@ async def test_live_history_replays(
     await m.until("monitor.paused")
     await m.handle.signal(ClusterMonitorWorkflow.resume, "done")
     await m.until("monitor.resumed")
+    # The update must find a watch to interrupt: one sent while the resumed event is still
+    # being written reaches the workflow before the next watch starts.
+    await watch_worker(m.handle)
 
     stricter = m.spec.model_copy(update={"expect": m.spec.expect.model_copy(update={"members": 3})})
     assert await m.handle.execute_update(ClusterMonitorWorkflow.replace_spec, stricter) == 2

@@ -37,7 +37,6 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
-    WorkflowHandle,
     WorkflowHistory,
 )
 from temporalio.testing import WorkflowEnvironment
@@ -45,7 +44,7 @@ from temporalio.testing import WorkflowEnvironment
 from devstack.zookeeper import ZooKeeperEnsemble
 from models import MonitorInput
 from store import EventQuery, SQLiteEventStore
-from tests.helpers import of_type, wait_for_event, zk_spec
+from tests.helpers import of_type, wait_for_event, watch_worker, zk_spec
 from worker.settings import REPO_ROOT
 from workflows.monitor import ClusterMonitorWorkflow, workflow_id
 
@@ -150,23 +149,6 @@ async def wait_for_pollers(client: Client, queue: str, workers: Workers) -> None
         assert not dead, f"worker {dead} exited\n{workers.tail()}"
         assert time.monotonic() < deadline, f"pollers {seen_now}, want {want}\n{workers.tail()}"
         await asyncio.sleep(0.2)
-
-
-async def watch_worker(handle: WorkflowHandle[ClusterMonitorWorkflow, None]) -> str:
-    """Identity ("pid@host") of the worker running the pending watch activity."""
-    deadline = time.monotonic() + 15
-    while True:
-        description = await handle.describe()
-        watches = [
-            a
-            for a in description.raw_description.pending_activities
-            if a.activity_type.name == "watch_cluster" and a.last_worker_identity
-        ]
-        if watches:
-            assert len(watches) == 1, watches
-            return watches[0].last_worker_identity
-        assert time.monotonic() < deadline, "no watch activity started"
-        await asyncio.sleep(0.1)
 
 
 def at(event: HistoryEvent) -> float:
