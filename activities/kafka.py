@@ -725,9 +725,11 @@ def client_for(cluster_id: str) -> ClusterClient:
     return client
 
 
-async def _bounded(awaitable: Awaitable[Any], deadline: float) -> Any:
+async def _bounded(call: Callable[[], Awaitable[Any]], deadline: float) -> Any:
+    """`call()` within the deadline. A factory, not an awaitable: gather may cancel this
+    before it starts, and a request coroutine made up front would then never be awaited."""
     async with asyncio.timeout_at(deadline):
-        return await awaitable
+        return await call()
 
 
 # --- the probe -------------------------------------------------------------------------------
@@ -815,7 +817,7 @@ async def _gather_offsets(
             return {}
         try:
             request = client.offsets_request(broker_id, partitions, replica_id)
-            reply = await _bounded(link.request(request), deadline)
+            reply = await _bounded(lambda: link.request(request), deadline)
         except FAILURES:
             return {}
         return parse_offsets(reply)
@@ -833,7 +835,7 @@ async def _min_isr(
     wanted = topics if stale else topics - client.min_isr.keys()
     if wanted:
         try:
-            reply = await _bounded(link.request(min_isr_request(wanted)), deadline)
+            reply = await _bounded(lambda: link.request(min_isr_request(wanted)), deadline)
         except FAILURES:
             pass  # keep what is cached; try again at the next probe
         else:
@@ -855,10 +857,12 @@ async def _read_cluster(
     client.addresses |= {b.broker_id: b.address for b in source.described.brokers}
     link = client.link(source.node.host, source.node.port)
     replies: tuple[Any, Any] = await asyncio.gather(
-        _bounded(link.request(metadata_request()), deadline),
+        _bounded(lambda: link.request(metadata_request()), deadline),
         # Forwarded to the active controller: with none, the broker holds it unanswered.
         _bounded(
-            client.link(source.node.host, source.node.port, "quorum").request(quorum_request()),
+            lambda: client.link(source.node.host, source.node.port, "quorum").request(
+                quorum_request()
+            ),
             deadline,
         ),
         return_exceptions=True,
