@@ -161,10 +161,13 @@ async def follow(api: ReplicanteClient, args: argparse.Namespace, since: datetim
         else from_store(api.store, args.cluster, since)
     )
     where = f"topic {stream.topic}" if stream is not None else "the store"
+    # The first batch comes once the source is open: from then on nothing is missed.
+    batch = await asyncio.to_thread(next, batches)
     print(f"following {args.cluster or 'every cluster'} on {where} (Ctrl-C stops)", flush=True)
     while True:
-        for event in await asyncio.to_thread(next, batches):
+        for event in batch:
             print(event.model_dump_json() if args.json else render.event_line(event), flush=True)
+        batch = await asyncio.to_thread(next, batches)
 
 
 def fail(message: str) -> None:

@@ -8,7 +8,7 @@ caller can stop between them.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from datetime import UTC, datetime, timedelta
 
 from kafka import KafkaConsumer, TopicPartition
@@ -22,7 +22,7 @@ LOOK_BACK = timedelta(seconds=60)
 
 def from_topic(
     stream: StreamSettings, cluster_id: str | None, since: datetime | None
-) -> Iterator[list[Event]]:
+) -> Generator[list[Event]]:
     """Every partition from `since` (or from now), keeping the cluster's events only."""
     consumer = KafkaConsumer(
         bootstrap_servers=stream.bootstrap.split(","),
@@ -45,6 +45,10 @@ def from_topic(
             for tp in tps:
                 at = found.get(tp)
                 consumer.seek(tp, at.offset if at is not None else ends[tp])
+        # Resolve the start now (seek_to_end is lazy): what is published once the first
+        # batch is out is never skipped.
+        for tp in tps:
+            consumer.position(tp)
         key = None if cluster_id is None else cluster_key(cluster_id)
         while True:
             polled = consumer.poll(timeout_ms=500)
@@ -60,7 +64,7 @@ def from_topic(
 
 def from_store(
     store: EventStore, cluster_id: str | None, since: datetime | None, poll_s: float = 0.5
-) -> Iterator[list[Event]]:
+) -> Generator[list[Event]]:
     """Polls the store, each time looking back a little before the newest event shown:
     an event's time is when it was observed, and a write delayed by a worker failover can
     land after a newer one. Events already shown are not shown again."""
