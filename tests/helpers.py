@@ -14,6 +14,7 @@ from pathlib import Path
 
 from temporalio.client import Client, WorkflowHandle
 
+from activities.stream import KafkaPublisher, StreamSettings
 from devstack.kafka import KafkaCluster
 from devstack.zookeeper import ZooKeeperEnsemble
 from models import ClusterSpec, Event, MonitorInput, parse_spec
@@ -200,3 +201,13 @@ async def watch_worker(handle: WorkflowHandle[ClusterMonitorWorkflow, None]) -> 
             return watches[0].last_worker_identity
         assert time.monotonic() < deadline, "no watch activity started"
         await asyncio.sleep(0.1)
+
+
+def publish(stream: StreamSettings, events: list[Event]) -> None:
+    """Publish as the relay does (creating the topic if needed), without marking a store."""
+    publisher = KafkaPublisher(stream)
+    try:
+        publisher.ensure_topic()
+        publisher.publish(events)
+    finally:
+        publisher.close()

@@ -15,10 +15,11 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 from temporalio.testing import WorkflowEnvironment
 
-from activities.stream import KafkaPublisher, StreamSettings, cluster_key
+from activities.stream import StreamSettings, cluster_key
 from devstack.kafka import KafkaCluster
 from models import EVENT_SCHEMA_VERSION, Event
 from store import SQLiteEventStore
+from tests.helpers import publish
 from worker.core import core_worker, start_event_stream
 
 
@@ -134,12 +135,7 @@ async def test_an_acked_but_unmarked_batch_is_not_published_again(
     stream = stream_for(kafka_healthy)
     acked = make_events("c1", 0, 4)
     store.append(acked)
-    publisher = KafkaPublisher(stream)
-    try:
-        publisher.ensure_topic()
-        publisher.publish(acked)
-    finally:
-        publisher.close()
+    publish(stream, acked)
     later = make_events("c1", 4, 3)
     store.append(later)
     assert store.unpublished_count() == 7

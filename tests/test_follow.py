@@ -14,11 +14,12 @@ from pathlib import Path
 
 from temporalio.testing import WorkflowEnvironment
 
-from activities.stream import KafkaPublisher, StreamSettings
+from activities.stream import StreamSettings
 from client.follow import from_store, from_topic
 from devstack.kafka import KafkaCluster
 from models import Event
 from store import SQLiteEventStore
+from tests.helpers import publish
 from worker.settings import REPO_ROOT
 
 NOW = datetime.now(UTC)
@@ -64,20 +65,15 @@ def test_from_store_since_starts_earlier(tmp_path: Path) -> None:
     store.close()
 
 
-def publish(kafka: KafkaCluster, events: list[Event]) -> StreamSettings:
+def new_stream(kafka: KafkaCluster, events: list[Event]) -> StreamSettings:
     stream = StreamSettings(bootstrap=kafka.bootstrap, topic=f"test.follow.{uuid.uuid4().hex[:8]}")
-    publisher = KafkaPublisher(stream)
-    try:
-        publisher.ensure_topic()
-        publisher.publish(events)
-    finally:
-        publisher.close()
+    publish(stream, events)
     return stream
 
 
 def test_from_topic_keeps_one_clusters_events_in_order(kafka_healthy: KafkaCluster) -> None:
     published = [event(c, n) for n in range(5) for c in ("c1", "c2")]
-    stream = publish(kafka_healthy, published)
+    stream = new_stream(kafka_healthy, published)
     batches = from_topic(stream, "c1", since=NOW - timedelta(minutes=1))
     seen: list[Event] = []
     for _ in range(20):
@@ -91,7 +87,7 @@ def test_from_topic_keeps_one_clusters_events_in_order(kafka_healthy: KafkaClust
 async def test_the_follow_command_prints_events_from_the_topic_as_they_come(
     temporal_env: WorkflowEnvironment, kafka_healthy: KafkaCluster, tmp_path: Path
 ) -> None:
-    stream = publish(kafka_healthy, [event("before", 0)])
+    stream = new_stream(kafka_healthy, [event("before", 0)])
     env = dict(
         os.environ,
         REPLICANTE_TEMPORAL_ADDRESS=temporal_env.client.service_client.config.target_host,
@@ -113,7 +109,7 @@ async def test_the_follow_command_prints_events_from_the_topic_as_they_come(
         first = await asyncio.wait_for(asyncio.to_thread(follower.stdout.readline), 30)
         assert first == f"following every cluster on topic {stream.topic} (Ctrl-C stops)\n"
         late = event("after", 1)
-        publish_to(stream, late)
+        publish(stream, [late])
         line = await asyncio.wait_for(asyncio.to_thread(follower.stdout.readline), 30)
         assert line.split("  ")[1:4] == ["after", "test.numbered", "INFO"], line
         assert line.rstrip().endswith("event 1")
@@ -121,11 +117,3 @@ async def test_the_follow_command_prints_events_from_the_topic_as_they_come(
         follower.send_signal(signal.SIGINT)
         code = await asyncio.to_thread(follower.wait, 10)
     assert code == 130
-
-
-def publish_to(stream: StreamSettings, e: Event) -> None:
-    publisher = KafkaPublisher(stream)
-    try:
-        publisher.publish([e])
-    finally:
-        publisher.close()
