@@ -19,7 +19,7 @@ from activities.adapter import Adapter
 from activities.kafka import KafkaAdapter
 from activities.mongodb import MongoDBAdapter
 from activities.zookeeper import ZooKeeperAdapter
-from models import ClusterSpec, ClusterView, Kind, WatchRequest, evaluate
+from models import ClusterSpec, ClusterView, Kind, WatchRequest, watch_key
 
 ADAPTERS: dict[Kind, Callable[[], Adapter]] = {
     Kind.ZOOKEEPER: ZooKeeperAdapter,
@@ -33,13 +33,6 @@ def adapter_for(kind: Kind) -> Adapter:
     if factory is None:
         raise ApplicationError(f"no adapter for kind {kind.value!r} yet", non_retryable=True)
     return factory()
-
-
-def _wake_key(spec: ClusterSpec, view: ClusterView) -> tuple[object, ...]:
-    """What the workflow cares about: the view's signature, and which findings are open
-    (a secondary that falls behind the spec's lag threshold changes no role, yet it is
-    news)."""
-    return view.signature(), tuple(f.key for f in evaluate(spec, view))
 
 
 @activity.defn
@@ -61,14 +54,16 @@ async def watch_cluster(request: WatchRequest) -> ClusterView:
         adapter.hold_links(spec, on_link_change) if spec.probe.hold_connections else nullcontext()
     )
     deadline = loop.time() + spec.probe.watch_max_s
-    last = _wake_key(spec, request.last) if request.last is not None else None
+    last = request.last_key
+    if last is None and request.last is not None:
+        last = watch_key(spec, request.last)
     # Opening and closing links may block on client threads: keep that off the loop.
     await asyncio.to_thread(links.__enter__)
     try:
         while True:
             wake.clear()
             view = await adapter.probe(spec)
-            if _wake_key(spec, view) != last or loop.time() >= deadline:
+            if watch_key(spec, view) != last or loop.time() >= deadline:
                 return view
             activity.heartbeat()
             wait = min(spec.probe.interval_s, max(deadline - loop.time(), 0.0))

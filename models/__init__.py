@@ -2,7 +2,7 @@
 
 from models.events import EVENT_SCHEMA_VERSION, Event, EventDraft, changes
 from models.findings import Finding, Severity, evaluate, health_of
-from models.monitor import EventBatch, MonitorInput, MonitorStatus, WatchRequest
+from models.monitor import EventBatch, MonitorInput, MonitorStatus, WatchRequest, watch_key
 from models.spec import (
     ClusterSpec,
     Expectations,
@@ -48,4 +48,5 @@ __all__ = [
     "health_of",
     "load_spec",
     "parse_spec",
+    "watch_key",
 ]

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict
 
 from models.events import Event
-from models.findings import Finding
+from models.findings import Finding, evaluate
 from models.spec import ClusterSpec
 from models.view import ClusterView, Health
 
@@ -31,7 +32,19 @@ class MonitorInput(Message):
 class WatchRequest(Message):
     spec: ClusterSpec
     last: ClusterView | None = None
-    """The view the workflow holds; the watch returns once what it sees differs from it."""
+    """The view the workflow holds, as monitors started before `last_key` send it."""
+    last_key: str | None = None
+    """`watch_key` of the view the workflow holds; the watch returns once what it sees has
+    another. A digest rather than the view: a Kafka cluster's view lists every partition,
+    and history would carry it twice per change."""
+
+
+def watch_key(spec: ClusterSpec, view: ClusterView) -> str:
+    """What the workflow cares about in a view: its signature, and which findings are open
+    (a secondary that falls behind the spec's lag threshold changes no role, yet it is
+    news). Deterministic, so the workflow and the watch compute the same."""
+    key = (view.signature(), tuple(f.key for f in evaluate(spec, view)))
+    return hashlib.sha256(repr(key).encode()).hexdigest()
 
 
 class EventBatch(Message):

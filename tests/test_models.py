@@ -24,6 +24,7 @@ from models import (
     evaluate,
     health_of,
     parse_spec,
+    watch_key,
 )
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -376,3 +377,11 @@ def test_documented_modules_have_doctests(name: str) -> None:
     """Guards against the doctest runner passing vacuously (e.g. a module that lost them)."""
     result = doctest.testmod(importlib.import_module(name))
     assert result.attempted > 0
+
+
+def test_watch_key_follows_the_signature_and_the_open_findings() -> None:
+    assert watch_key(spec(), HEALTHY) == watch_key(spec(), view(L, F, F, latency_ms=80.0, zxid=9))
+    assert watch_key(spec(), HEALTHY) != watch_key(spec(), view(L, F, None))
+    # Same view, a stricter spec: a finding opens, so the watch must report.
+    two = view(L, F, LOOKING)
+    assert watch_key(spec(members=2), two) != watch_key(spec(members=3), two)

@@ -35,7 +35,15 @@ from activities.mongodb import (
     shard_routes,
 )
 from activities.monitor import watch_cluster
-from models import ClusterSpec, ClusterView, Role, WatchRequest, evaluate, parse_spec
+from models import (
+    ClusterSpec,
+    ClusterView,
+    Role,
+    WatchRequest,
+    evaluate,
+    parse_spec,
+    watch_key,
+)
 from tests.mongodb_wire import ReplayServer, replaying
 
 REPLIES = Path(__file__).parent / "replies" / "mongodb"
@@ -802,7 +810,7 @@ async def test_watch_returns_at_once_when_a_held_link_sees_a_member_die() -> Non
         first = await env.run(watch_cluster, WatchRequest(spec=spec))
         assert first.leader == "m1"
         watching = asyncio.ensure_future(
-            env.run(watch_cluster, WatchRequest(spec=spec, last=first))
+            env.run(watch_cluster, WatchRequest(spec=spec, last_key=watch_key(spec, first)))
         )
         await asyncio.sleep(1.5)  # the links open and the first probes find nothing new
         assert not watching.done()

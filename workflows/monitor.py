@@ -30,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
         changes,
         evaluate,
         health_of,
+        watch_key,
     )
     from workflows import search_attributes
     from workflows.policies import RETRY_FOREVER
@@ -97,7 +98,10 @@ class ClusterMonitorWorkflow:
         self._interrupted = False
         handle = workflow.start_activity(
             watch_cluster,
-            WatchRequest(spec=self._spec, last=self._view),
+            WatchRequest(
+                spec=self._spec,
+                last_key=watch_key(self._spec, self._view) if self._view is not None else None,
+            ),
             start_to_close_timeout=timedelta(seconds=probe.watch_max_s + 4 * probe.timeout_s + 60),
             # A dead worker is noticed after this long, and the watch resumes elsewhere.
             heartbeat_timeout=timedelta(seconds=max(5.0, 2 * probe.interval_s + probe.timeout_s)),
