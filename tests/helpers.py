@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import Client, WorkflowHandle
 
 from activities.stream import KafkaPublisher, StreamSettings
@@ -187,14 +188,20 @@ def closed_port_address() -> str:
 
 
 async def watch_worker(handle: WorkflowHandle[ClusterMonitorWorkflow, None]) -> str:
-    """Identity ("pid@host") of the worker running the pending watch activity."""
+    """Identity ("pid@host") of the worker running the pending watch activity.
+
+    A watch the workflow cancelled (a pause) stays pending until its worker hears of the
+    cancel at its next heartbeat, beside the watch that replaced it: that one is skipped.
+    """
     deadline = time.monotonic() + 15
     while True:
         description = await handle.describe()
         watches = [
             a
             for a in description.raw_description.pending_activities
-            if a.activity_type.name == "watch_cluster" and a.last_worker_identity
+            if a.activity_type.name == "watch_cluster"
+            and a.last_worker_identity
+            and a.state != PendingActivityState.PENDING_ACTIVITY_STATE_CANCEL_REQUESTED
         ]
         if watches:
             assert len(watches) == 1, watches
