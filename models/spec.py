@@ -18,9 +18,12 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
+
+from models.playbooks import check_playbooks
 
 IDENTIFIER = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -162,6 +165,16 @@ class ClusterSpec(Frozen):
                 first[value] = index
         return nodes
 
+    @field_validator("remediation")
+    @classmethod
+    def _known_playbooks(
+        cls, policies: dict[str, Policy], info: ValidationInfo
+    ) -> dict[str, Policy]:
+        kind = info.data.get("kind")
+        if isinstance(kind, Kind):
+            check_playbooks(kind.value, list(policies))
+        return policies
+
     @model_validator(mode="after")
     def _members_listed(self) -> Self:
         if self.expect.members is not None and self.expect.members > len(self.nodes):
@@ -225,6 +238,12 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 
 def load_spec(path: str | Path) -> ClusterSpec:
+    return parse_spec(read_yaml(path), str(path))
+
+
+def read_yaml(path: str | Path) -> Any:
+    """The YAML document in the file; SpecError (one line: file, line, problem) when it
+    cannot be read or parsed. Duplicate keys are refused."""
     source = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -239,4 +258,4 @@ def load_spec(path: str | Path) -> ClusterSpec:
         where = f"line {mark.line + 1}" if mark is not None else "(yaml)"
         problem = getattr(error, "problem", None) or "not valid YAML"
         raise SpecError(f"{source}: {where}: {problem}") from None
-    return parse_spec(data, source)
+    return data

@@ -358,6 +358,7 @@ def test_signature_sees_role_reachability_leader_and_quorum(other: ClusterView) 
 DOCTEST_MODULES = [
     "models.events",
     "models.findings.base",
+    "models.playbooks",
     "models.monitor",
     "models.spec",
     "models.view",

@@ -53,7 +53,10 @@ EXPECTED: dict[str, list[tuple[str, str]]] = {
     "members-over-nodes.yaml": [
         ("(top level)", r"expect\.members is 3 but only 2 nodes are listed")
     ],
-    "unknown-policy.yaml": [("remediation.node_down", r"'off', 'approve' or 'auto'")],
+    "unknown-policy.yaml": [("remediation.restart_dead_member", r"'off', 'approve' or 'auto'")],
+    "unknown-playbook.yaml": [
+        ("remediation", r"'restart_dead_broker' is not a zookeeper playbook")
+    ],
     "two-problems.yaml": [
         ("cluster_id", r"is not an id"),
         ("kind", r"Input should be 'zookeeper', 'kafka' or 'mongodb'"),
