@@ -11,13 +11,16 @@ import re
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+from activities.service import LedgerBusyError
 from client import dev, render
 from client.api import ReplicanteClient, UnknownClusterError
 from client.follow import from_store, from_topic
 from client.script import exit_now
 from models import ClusterSpec, SpecError, load_spec
 from store import StoreError
+from worker.agent import run_agent
 from worker.core import run_core_worker
 from worker.settings import Settings
 
@@ -87,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
         control.add_argument("--reason", default="", help="recorded in the event")
 
     commands.add_parser("worker", help="run the core worker (workflows and probes)")
+    agent = commands.add_parser("agent", help="run a node agent (service actions of one node)")
+    agent.add_argument("--node", required=True, metavar="NODE_ID")
+    agent.add_argument("--config", type=Path, help="default: $REPLICANTE_HOME/agents/NODE_ID.yaml")
 
     dev = commands.add_parser("dev", help="the local stack: Temporal, a ZooKeeper playground")
     dev_commands = dev.add_subparsers(dest="dev_command", required=True)
@@ -98,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
 async def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "worker":
         await run_core_worker(settings)
+        return 0
+    if args.command == "agent":
+        await run_agent(settings, args.node, args.config)
         return 0
     if args.command == "dev":
         return await (dev.up(settings) if args.dev_command == "up" else dev.down(settings))
@@ -185,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     except (SpecError, UsageError) as error:
         fail(str(error))
         return 2
-    except (UnknownClusterError, StoreError) as error:
+    except (UnknownClusterError, StoreError, LedgerBusyError) as error:
         fail(str(error))
         return 1
     except RuntimeError as error:

@@ -1,8 +1,11 @@
 """`python -m devstack` (or scripts/stack): start, break and stop the local servers by hand.
 
 temporal start|stop|status
-zookeeper start|stop|status|kill N|restart N|pause N|resume N [--name playground]
-kafka start|stop|status|kill N|restart N|pause N|resume N [--name playground]
+zookeeper start|stop|status [N]|kill N|restart N|pause N|resume N [--name playground]
+kafka start|stop|status [N]|kill N|restart N|pause N|resume N [--name playground]
+
+With a member number N, start/stop/status act on that member alone (what the playground's
+node agents run); `status N` exits 0 only while member N runs (and is not paused).
 """
 
 from __future__ import annotations
@@ -38,12 +41,18 @@ def temporal(args: argparse.Namespace) -> None:
 
 
 def zookeeper(args: argparse.Namespace) -> None:
-    zk = ZooKeeperEnsemble(state_home(), args.name)
+    home = state_home()
+    zk = (
+        ZooKeeperEnsemble(home, args.name, args.ips)
+        if args.ips
+        else ZooKeeperEnsemble(home, args.name)
+    )
     members(zk, args, lambda: f"leader {zk.leader()}")
 
 
 def kafka(args: argparse.Namespace) -> None:
-    cluster = KafkaCluster(state_home(), args.name)
+    home = state_home()
+    cluster = KafkaCluster(home, args.name, args.ips) if args.ips else KafkaCluster(home, args.name)
     members(cluster, args, lambda: f"active controller {cluster.active_controller()}")
 
 
@@ -72,6 +81,8 @@ def members(cluster: JvmCluster, args: argparse.Namespace, leader: Callable[[], 
         else:
             cluster.resume_member(n)
             print(f"{label} {n}: {cluster.describe(n)}")
+    elif args.member is not None:
+        member(cluster, args.action, args.member, label)
     elif args.action == "start":
         cluster.start()
         took = cluster.wait_ready(timeout=60)
@@ -84,6 +95,21 @@ def members(cluster: JvmCluster, args: argparse.Namespace, leader: Callable[[], 
             print(f"{label} {n} {address}: {cluster.describe(n)}")
 
 
+def member(cluster: JvmCluster, action: str, n: int, label: str) -> None:
+    """start N, stop N, status N: one member, not interactive, the exit code tells."""
+    if action == "start":
+        cluster.start_member(n)
+        cluster.wait_ready(timeout=60)
+        print(f"{label} {n}: started, {cluster.describe(n)}")
+    elif action == "stop":
+        cluster.stop_member(n)
+        print(f"{label} {n}: stopped")
+    else:
+        print(f"{label} {n}: {cluster.describe(n)}")
+        if not cluster.member_running(n) or cluster.member_paused(n):
+            raise SystemExit(1)
+
+
 def add_members_parser(
     services: argparse._SubParsersAction[argparse.ArgumentParser],
     service: str,
@@ -94,6 +120,11 @@ def add_members_parser(
     parser.add_argument("action", choices=("start", "stop", "status", *MEMBER_ACTIONS))
     parser.add_argument("member", type=int, nargs="?", help="member number, for kill|restart|...")
     parser.add_argument("--name", default="playground")
+    parser.add_argument(
+        "--ips",
+        type=lambda text: tuple(text.split(",")),
+        help="the members' IPs, comma-separated, for a cluster not on the playground's (a test's)",
+    )
     parser.set_defaults(run=run)
 
 

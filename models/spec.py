@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Self, TypeVar
 
 import yaml
 from pydantic import (
@@ -213,10 +213,18 @@ def describe_validation_error(source: str, error: ValidationError) -> str:
 
 
 def parse_spec(data: Any, source: str = "<spec>") -> ClusterSpec:
+    return validate_file(ClusterSpec, data, source)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate_file(model: type[M], data: Any, source: str) -> M:
+    """A file's document as `model`, or SpecError with one line per problem."""
     if not isinstance(data, dict):
         raise SpecError(f"{source}: (top level): expected a mapping, got {type(data).__name__}")
     try:
-        return ClusterSpec.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as error:
         raise SpecError(describe_validation_error(source, error)) from None
 

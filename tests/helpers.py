@@ -1,15 +1,18 @@
-"""Shared test helpers: specs for the test clusters, monitors under test and waiting on
-stored events."""
+"""Shared test helpers: specs for the test clusters, monitors under test, waiting on
+stored events, and worker processes."""
 
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 from temporalio.api.enums.v1 import PendingActivityState
@@ -21,6 +24,7 @@ from devstack.zookeeper import ZooKeeperEnsemble
 from models import ClusterSpec, Event, MonitorInput, parse_spec
 from store import EventQuery, EventStore, SQLiteEventStore
 from worker.core import core_worker
+from worker.settings import REPO_ROOT
 from workflows.monitor import ClusterMonitorWorkflow, workflow_id
 
 
@@ -218,3 +222,63 @@ def publish(stream: StreamSettings, events: list[Event]) -> None:
         publisher.publish(events)
     finally:
         publisher.close()
+
+
+class Workers:
+    """`python -m worker` processes (core workers, or agents with `--agent`); their logs
+    in tmp."""
+
+    def __init__(self, env: dict[str, str], logs: Path) -> None:
+        self.env, self.logs = env, logs
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+
+    def start(self, *args: str) -> int:
+        log = self.logs / f"worker-{len(self.procs)}.log"
+        with log.open("ab") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "worker", *args],
+                cwd=REPO_ROOT,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        self.procs[proc.pid] = proc
+        return proc.pid
+
+    @staticmethod
+    def identity(pid: int) -> str:
+        """The SDK's default worker identity."""
+        return f"{pid}@{socket.gethostname()}"
+
+    def kill(self, pid: int) -> None:
+        proc = self.procs[pid]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+    def tail(self, lines: int = 15) -> str:
+        parts = []
+        for log in sorted(self.logs.glob("worker-*.log")):
+            last = log.read_text(errors="replace").splitlines()[-lines:]
+            parts.append(f"--- {log.name}\n" + "\n".join(last))
+        return "\n".join(parts)
+
+
+@contextmanager
+def worker_processes(env: dict[str, str], logs: Path) -> Iterator[Workers]:
+    workers = Workers(env, logs)
+    try:
+        yield workers
+    finally:
+        workers.stop_all()

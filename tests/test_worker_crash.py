@@ -13,14 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, timedelta
 from pathlib import Path
 
@@ -44,11 +38,9 @@ from temporalio.testing import WorkflowEnvironment
 from devstack.zookeeper import ZooKeeperEnsemble
 from models import MonitorInput
 from store import EventQuery, SQLiteEventStore
-from tests.helpers import of_type, wait_for_event, watch_worker, zk_spec
-from worker.settings import REPO_ROOT
+from tests.helpers import Workers, of_type, wait_for_event, watch_worker, worker_processes, zk_spec
 from workflows.monitor import ClusterMonitorWorkflow, workflow_id
 
-HOST = socket.gethostname()
 # Beyond the heartbeat timeout (which runs from the last heartbeat the server got, so it
 # may fire before a full timeout after the kill): the retry's first backoff (1 s), the
 # server's timer lag (~1 s measured), the resumed watch's first probe (<= timeout_s, here
@@ -56,65 +48,6 @@ HOST = socket.gethostname()
 # fallback of a workflow task from the dead worker's sticky queue to the normal queue (the
 # worker's sticky_queue_schedule_to_start_timeout: the SDK default is 10 s; <= 2 s fits).
 SLACK_S = 5.0
-
-
-class Workers:
-    """`python -m worker` processes on one task queue; their logs in tmp."""
-
-    def __init__(self, env: dict[str, str], logs: Path) -> None:
-        self.env, self.logs = env, logs
-        self.procs: dict[int, subprocess.Popen[bytes]] = {}
-
-    def start(self) -> int:
-        log = self.logs / f"worker-{len(self.procs)}.log"
-        with log.open("ab") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "worker"],
-                cwd=REPO_ROOT,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        self.procs[proc.pid] = proc
-        return proc.pid
-
-    @staticmethod
-    def identity(pid: int) -> str:
-        """The SDK's default worker identity."""
-        return f"{pid}@{HOST}"
-
-    def kill(self, pid: int) -> None:
-        proc = self.procs[pid]
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-
-    def stop_all(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-
-    def tail(self, lines: int = 15) -> str:
-        parts = []
-        for log in sorted(self.logs.glob("worker-*.log")):
-            last = log.read_text(errors="replace").splitlines()[-lines:]
-            parts.append(f"--- {log.name}\n" + "\n".join(last))
-        return "\n".join(parts)
-
-
-@contextmanager
-def worker_processes(env: dict[str, str], logs: Path) -> Iterator[Workers]:
-    workers = Workers(env, logs)
-    try:
-        yield workers
-    finally:
-        workers.stop_all()
 
 
 async def pollers(client: Client, queue: str) -> list[set[str]]:

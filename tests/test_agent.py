@@ -1,0 +1,297 @@
+"""The node agent on the real Temporal dev server: real commands, a real ZooKeeper member,
+and agent processes SIGKILLed mid-command.
+
+Effects are counted in files the configured commands append to, so "exactly once" is a
+line count, not an inference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+from temporalio import workflow
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+
+from activities.service import Ledger
+from devstack import processes
+from devstack.zookeeper import ZooKeeperEnsemble
+from models import (
+    SERVICE_ACTIVITY,
+    ServiceAction,
+    ServiceRequest,
+    ServiceResult,
+    agent_task_queue,
+    parse_agent_config,
+)
+from tests.helpers import Workers, worker_processes
+from tests.test_worker_crash import pollers
+from worker.agent import agent_worker
+from worker.settings import REPO_ROOT
+
+WORKFLOW_QUEUE = "agent-test-steps"
+
+
+@workflow.defn
+class ServiceStepWorkflow:
+    """One step as a remediation would run it: the action on the node's queue, retried."""
+
+    @workflow.run
+    async def run(self, node_id: str, request: ServiceRequest) -> ServiceResult:
+        result: ServiceResult = await workflow.execute_activity(
+            SERVICE_ACTIVITY,
+            request,
+            result_type=ServiceResult,
+            task_queue=agent_task_queue(node_id),
+            start_to_close_timeout=timedelta(seconds=60),
+            heartbeat_timeout=timedelta(seconds=2),
+            retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=200)),
+            cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+        )
+        return result
+
+
+@pytest.fixture
+async def steps(temporal_env: WorkflowEnvironment) -> AsyncIterator[Client]:
+    async with Worker(
+        temporal_env.client,
+        task_queue=WORKFLOW_QUEUE,
+        workflows=[ServiceStepWorkflow],
+        workflow_runner=UnsandboxedWorkflowRunner(),
+    ):
+        yield temporal_env.client
+
+
+async def start_step(
+    client: Client, node_id: str, action: ServiceAction, key: str
+) -> WorkflowHandle[ServiceStepWorkflow, ServiceResult]:
+    return await client.start_workflow(
+        ServiceStepWorkflow.run,
+        args=[node_id, ServiceRequest(action=action, key=key, reason="test")],
+        id=f"step-{uuid.uuid4().hex[:8]}",
+        task_queue=WORKFLOW_QUEUE,
+        execution_timeout=timedelta(seconds=60),
+    )
+
+
+async def step(client: Client, node_id: str, action: ServiceAction, key: str) -> ServiceResult:
+    return await (await start_step(client, node_id, action, key)).result()
+
+
+def python(code: str) -> list[str]:
+    return [sys.executable, "-c", code]
+
+
+def counting_config(node_id: str, counter: Path, sleep_s: float = 0) -> dict[str, object]:
+    """start appends a line to `counter` (then sleeps); status: running once a line is
+    there; stop is left out on purpose."""
+    append = (
+        f"import os, time; open({str(counter)!r}, 'a').write(f'{{os.getpid()}}\\n');"
+        f" time.sleep({sleep_s})"
+    )
+    running = f"import os, sys; p = {str(counter)!r}; sys.exit(0 if os.path.exists(p) else 3)"
+    return {
+        "node_id": node_id,
+        "actions": {"start": python(append), "status": python(running)},
+        "timeout_s": 30,
+    }
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+@asynccontextmanager
+async def agent_in_process(
+    client: Client, config: dict[str, object], ledger: Path
+) -> AsyncIterator[Ledger]:
+    held = Ledger(ledger)
+    try:
+        async with agent_worker(client, parse_agent_config(config), held):
+            yield held
+    finally:
+        held.close()
+
+
+def node() -> str:
+    return f"n-{uuid.uuid4().hex[:8]}"
+
+
+async def test_the_same_key_runs_its_command_once(steps: Client, tmp_path: Path) -> None:
+    node_id, counter = node(), tmp_path / "starts"
+    async with agent_in_process(steps, counting_config(node_id, counter), tmp_path / "l.db"):
+        first = await step(steps, node_id, ServiceAction.START, "wf/a#start")
+        again = await step(steps, node_id, ServiceAction.START, "wf/a#start")
+        other = await step(steps, node_id, ServiceAction.START, "wf/b#start")
+        status = await step(steps, node_id, ServiceAction.STATUS, "wf/a#status")
+    assert (first.ok, first.ran, first.exit_code, first.resumed_after_crash) == (
+        True,
+        True,
+        0,
+        False,
+    )
+    assert again.ran is False and again.ok and again.started_at == first.started_at
+    assert other.ran is True
+    assert len(lines(counter)) == 2
+    assert status.ok and status.exit_code == 0
+
+
+async def test_an_action_missing_from_the_config_fails_without_retries(
+    steps: Client, tmp_path: Path
+) -> None:
+    node_id = node()
+    config = counting_config(node_id, tmp_path / "starts")
+    async with agent_in_process(steps, config, tmp_path / "l.db"):
+        with pytest.raises(WorkflowFailureError) as failed:
+            await step(steps, node_id, ServiceAction.STOP, "wf/a#stop")
+    cause = failed.value.cause
+    assert isinstance(cause, ActivityError) and cause.retry_state is not None
+    assert isinstance(cause.cause, ApplicationError)
+    assert cause.cause.non_retryable
+    assert cause.cause.type == "ServiceActionNotConfigured"
+    assert "no 'stop' action" in cause.cause.message
+
+
+async def test_a_cancelled_action_kills_its_process_group(steps: Client, tmp_path: Path) -> None:
+    node_id, counter = node(), tmp_path / "starts"
+    async with agent_in_process(
+        steps, counting_config(node_id, counter, sleep_s=30), tmp_path / "l.db"
+    ) as ledger:
+        handle = await start_step(steps, node_id, ServiceAction.START, "wf/c#start")
+        pid = await wait_for_line(counter)
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+        entry = ledger.get("wf/c#start")
+    assert entry is not None and entry.state == "cancelled"
+    assert processes.wait_dead(pid, 5)
+
+
+async def wait_for_line(counter: Path, timeout: float = 20) -> int:
+    """The pid the command wrote, once it started."""
+    deadline = time.monotonic() + timeout
+    while not lines(counter):
+        assert time.monotonic() < deadline, "the command never started"
+        await asyncio.sleep(0.05)
+    return int(lines(counter)[0])
+
+
+@pytest.fixture
+def agents(temporal_env: WorkflowEnvironment, tmp_path: Path) -> Iterator[Workers]:
+    """`python -m worker --agent` processes against the test server, home in tmp."""
+    client = temporal_env.client
+    env = dict(os.environ)
+    env.update(
+        REPLICANTE_TEMPORAL_ADDRESS=client.service_client.config.target_host,
+        REPLICANTE_NAMESPACE=client.namespace,
+        REPLICANTE_HOME=str(tmp_path / "home"),
+    )
+    with worker_processes(env, tmp_path) as workers:
+        yield workers
+
+
+def write_config(agents: Workers, config: dict[str, object]) -> Path:
+    path = Path(agents.env["REPLICANTE_HOME"]) / "agents" / f"{config['node_id']}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+async def start_agent(client: Client, agents: Workers, node_id: str) -> int:
+    """An agent process for node_id (config at the default place), once it polls."""
+    pid = agents.start("--agent", node_id)
+    deadline = time.monotonic() + 30
+    while agents.identity(pid) not in (await pollers(client, agent_task_queue(node_id)))[1]:
+        assert agents.procs[pid].poll() is None, f"agent exited\n{agents.tail()}"
+        assert time.monotonic() < deadline, f"agent never polled\n{agents.tail()}"
+        await asyncio.sleep(0.2)
+    return pid
+
+
+async def test_sigkilled_agent_mid_action_resumes_with_its_effect_once(
+    steps: Client, agents: Workers, tmp_path: Path
+) -> None:
+    node_id, counter = node(), tmp_path / "starts"
+    write_config(agents, counting_config(node_id, counter, sleep_s=30))
+    victim = await start_agent(steps, agents, node_id)
+    handle = await start_step(steps, node_id, ServiceAction.START, "wf/k#start")
+    orphan = await wait_for_line(counter)
+    agents.kill(victim)
+    # The command outlives the SIGKILLed agent (its own process group) ...
+    assert processes.is_alive(orphan)
+    await start_agent(steps, agents, node_id)
+    result = await asyncio.wait_for(handle.result(), 30)
+    assert result.resumed_after_crash and result.ok and not result.ran, result
+    assert result.action is ServiceAction.START
+    assert len(lines(counter)) == 1
+    # ... until the new agent kills what is left of it before it decides.
+    assert processes.wait_dead(orphan, 5)
+
+
+def devstack_config(node_id: str, zk: ZooKeeperEnsemble, n: int) -> dict[str, object]:
+    member = [str(n), "--name", zk.name, "--ips", ",".join(zk.ips)]
+    command = [sys.executable, "-m", "devstack", "zookeeper"]
+    return {
+        "node_id": node_id,
+        "actions": {action: [*command, action, *member] for action in ("start", "stop", "status")},
+        "timeout_s": 90,
+        "cwd": str(REPO_ROOT),
+    }
+
+
+async def test_agent_stops_and_starts_a_real_member(
+    steps: Client, agents: Workers, zk_healthy: ZooKeeperEnsemble
+) -> None:
+    zk = zk_healthy
+    n = next(m for m in zk.members if zk.mode(m) == "follower")
+    node_id = f"zk{n}-{uuid.uuid4().hex[:6]}"
+    # The member's commands find the ensemble's state and jars as the test process does.
+    agents.env.update(
+        REPLICANTE_HOME=str(zk.dir.parent.parent), REPLICANTE_JARS=str(zk.jars.parent)
+    )
+    write_config(agents, devstack_config(node_id, zk, n))
+    try:
+        await start_agent(steps, agents, node_id)
+        assert (await step(steps, node_id, ServiceAction.STATUS, "t#status-1")).ok
+
+        stopped = await step(steps, node_id, ServiceAction.STOP, "t#stop")
+        assert stopped.ran and not zk.member_running(n)
+        assert zk.leader() is not None  # the other two keep the quorum
+        status = await step(steps, node_id, ServiceAction.STATUS, "t#status-2")
+        assert not status.ok and "stopped" in status.output_tail
+
+        started = await step(steps, node_id, ServiceAction.START, "t#start")
+        assert started.ran and zk.mode(n) in ("follower", "leader")
+        assert (await step(steps, node_id, ServiceAction.STATUS, "t#status-3")).ok
+    finally:
+        zk.start_member(n)
+
+
+def test_a_bad_config_is_one_line_naming_the_field_and_exit_2(tmp_path: Path) -> None:
+    config = tmp_path / "zk2.yaml"
+    config.write_text("node_id: zk2\nactions:\n  start: [systemctl, start, zk]\ntimeout_s: -1\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "worker", "--agent", "zk2", "--config", str(config)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        f"replicante: error: {config}: timeout_s: Input should be greater than 0"
+    ]

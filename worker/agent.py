@@ -1,0 +1,87 @@
+"""The node agent: a Temporal worker on `node/<node_id>` that runs the host's service
+actions (activities/service.py) with the commands of its own config file."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.service import Ledger, ServiceActivities
+from models import AgentConfig, SpecError, agent_task_queue, load_agent_config
+from worker.core import connect
+from worker.settings import Settings
+
+log = logging.getLogger("replicante.agent")
+
+
+@dataclass(frozen=True)
+class AgentFiles:
+    """Where the agent of one node keeps its things, under $REPLICANTE_HOME/agents/."""
+
+    config: Path
+    ledger: Path
+    pid: Path
+    log: Path
+
+    @classmethod
+    def of(cls, home: Path, node_id: str) -> AgentFiles:
+        base = home / "agents" / node_id
+        return cls(
+            config=base.with_suffix(".yaml"),
+            ledger=base.with_suffix(".ledger.db"),
+            pid=base.with_suffix(".pid"),
+            log=base.with_suffix(".log"),
+        )
+
+
+def load_config_for(node_id: str, path: Path) -> AgentConfig:
+    """The config at `path`, which must be the one of `node_id`: an agent started with
+    another node's file would act on the wrong host's service."""
+    config = load_agent_config(path)
+    if config.node_id != node_id:
+        raise SpecError(
+            f"{path}: node_id: {config.node_id!r}, but this agent was started for {node_id!r}"
+        )
+    return config
+
+
+def agent_worker(client: Client, config: AgentConfig, ledger: Ledger) -> Worker:
+    return Worker(
+        client,
+        task_queue=agent_task_queue(config.node_id),
+        activities=[ServiceActivities(config, ledger).service_action],
+        # Status checks beside the one state-changing action the agent runs at a time.
+        max_concurrent_activities=8,
+    )
+
+
+async def run_agent(settings: Settings, node_id: str, config_path: Path | None = None) -> None:
+    """Until SIGINT/SIGTERM. Raises SpecError for a bad config before connecting, and
+    LedgerBusyError when another agent of the node runs."""
+    files = AgentFiles.of(settings.home, node_id)
+    config = load_config_for(node_id, config_path or files.config)
+    ledger = Ledger(files.ledger)
+    try:
+        client = await connect(settings)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        log.info(
+            "node agent %s on %s, task queue %s, actions %s, ledger %s",
+            node_id,
+            settings.temporal_address,
+            agent_task_queue(node_id),
+            ",".join(config.actions) or "none",
+            files.ledger,
+        )
+        async with agent_worker(client, config, ledger):
+            await stop.wait()
+    finally:
+        ledger.close()
