@@ -8,12 +8,15 @@ import os
 import sys
 from pathlib import Path
 
+import yaml
+
 from client.api import ReplicanteClient
 from devstack import processes
 from devstack.kafka import KafkaCluster
 from devstack.temporal import TemporalDevServer
 from devstack.zookeeper import ZooKeeperEnsemble
 from models import load_spec
+from worker.agent import AgentFiles
 from worker.settings import REPO_ROOT, Settings
 
 PLAYGROUND_SPECS = (
@@ -23,6 +26,12 @@ PLAYGROUND_SPECS = (
 # A topic with some partitions, so the Kafka playground shows leaders and ISRs to watch.
 PLAYGROUND_TOPIC = "playground.orders"
 WORKER_MARKER = "-m worker"
+# One node agent per playground member, named as playground/*.yaml name the nodes, each
+# controlling its member through `python -m devstack SERVICE ACTION N`.
+PLAYGROUND_AGENTS = {
+    **{f"zk{n}": ("zookeeper", n) for n in (1, 2, 3)},
+    **{f"kafka{n}": ("kafka", n) for n in (1, 2, 3)},
+}
 
 
 def _temporal(settings: Settings) -> TemporalDevServer:
@@ -52,7 +61,39 @@ def _with_stream(settings: Settings, kafka: KafkaCluster) -> Settings:
 
 def _start_worker(settings: Settings) -> int:
     pid_file, log_file = _worker_files(settings)
-    pid = processes.read_pid(pid_file, WORKER_MARKER)
+    return _spawn_worker(settings, [], pid_file, log_file, WORKER_MARKER)
+
+
+def _agent_marker(node_id: str) -> str:
+    return f"--agent {node_id} "
+
+
+def _start_agent(settings: Settings, node_id: str, service: str, n: int) -> int:
+    """Write the agent's config (every dev up: the python and home may have moved), then
+    start it unless it runs."""
+    files = AgentFiles.of(settings.home, node_id)
+    command = [sys.executable, "-m", "devstack", service]
+    config = {
+        "node_id": node_id,
+        "actions": {
+            action: [*command, action, str(n), "--name", "playground"]
+            for action in ("start", "stop", "restart", "status")
+        },
+        "timeout_s": 120,
+        "cwd": str(REPO_ROOT),
+    }
+    files.config.parent.mkdir(parents=True, exist_ok=True)
+    files.config.write_text(yaml.safe_dump(config, sort_keys=False))
+    # The trailing --config keeps the marker from matching a longer node id's agent.
+    argv = ["--agent", node_id, "--config", str(files.config)]
+    return _spawn_worker(settings, argv, files.pid, files.log, _agent_marker(node_id))
+
+
+def _spawn_worker(
+    settings: Settings, args: list[str], pid_file: Path, log_file: Path, marker: str
+) -> int:
+    """`python -m worker ARGS` with the stack's settings, unless it already runs."""
+    pid = processes.read_pid(pid_file, marker)
     if pid is not None:
         return pid
     env = dict(os.environ)
@@ -67,7 +108,7 @@ def _start_worker(settings: Settings) -> int:
     )
     pid_file.parent.mkdir(parents=True, exist_ok=True)
     return processes.spawn(
-        [sys.executable, "-m", "worker"],
+        [sys.executable, "-m", "worker", *args],
         log_file=log_file,
         pid_file=pid_file,
         cwd=REPO_ROOT,
@@ -93,6 +134,9 @@ async def up(settings: Settings) -> int:
     pid = _start_worker(settings)
     print(f"core worker          pid {pid}  (log {_worker_files(settings)[1]})", flush=True)
     print(f"event stream         topic {settings.events_topic} at {settings.events_kafka}")
+    for node_id, (service, n) in PLAYGROUND_AGENTS.items():
+        pid = _start_agent(settings, node_id, service, n)
+        print(f"node agent {node_id:<9} pid {pid}  (queue node/{node_id})", flush=True)
     api = await ReplicanteClient.connect(settings)
     for spec in specs:
         result = await api.apply(spec)
@@ -123,6 +167,16 @@ async def down(settings: Settings) -> int:
     pid_file, _ = _worker_files(settings)
     if processes.stop_recorded(pid_file, WORKER_MARKER) is not None:
         print("core worker stopped")
+    stopped = [
+        node_id
+        for node_id in PLAYGROUND_AGENTS
+        if processes.stop_recorded(
+            AgentFiles.of(settings.home, node_id).pid, _agent_marker(node_id)
+        )
+        is not None
+    ]
+    if stopped:
+        print(f"node agents stopped: {', '.join(stopped)}")
     await asyncio.gather(
         asyncio.to_thread(_playground(settings).stop),
         asyncio.to_thread(_kafka_playground(settings).stop),
