@@ -29,6 +29,10 @@ class EventDraft(BaseModel):
     message: str
     payload: dict[str, Any] = Field(default_factory=dict)
 
+    def event(self, cluster_id: str, event_id: str, at: datetime) -> Event:
+        """The event this draft becomes, once its emitter gives it an id and a time."""
+        return Event(event_id=event_id, cluster_id=cluster_id, at=at, **self.model_dump())
+
 
 class Event(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")

@@ -16,11 +16,13 @@ from temporalio.worker import Worker
 
 from activities.events import EventActivities
 from activities.monitor import probe_cluster, watch_cluster
+from activities.remediation import wait_serving
 from activities.stream import StreamActivities, StreamSettings
 from models import RelayRequest
 from store import EventStore, open_store
 from worker.settings import Settings
 from workflows.monitor import ClusterMonitorWorkflow
+from workflows.remediation import RemediationWorkflow
 from workflows.stream import WORKFLOW_ID as EVENT_STREAM_ID
 from workflows.stream import EventStreamWorkflow
 
@@ -38,10 +40,15 @@ async def connect(settings: Settings) -> Client:
 def core_worker(
     client: Client, task_queue: str, store: EventStore, stream: StreamSettings | None = None
 ) -> Worker:
-    """Monitors, and the event stream relay when a stream is configured."""
+    """Monitors, remediations, and the event stream relay when a stream is configured."""
     events = EventActivities(store)
-    workflows: list[type] = [ClusterMonitorWorkflow]
-    activities: list[Callable[..., Any]] = [watch_cluster, probe_cluster, events.record_events]
+    workflows: list[type] = [ClusterMonitorWorkflow, RemediationWorkflow]
+    activities: list[Callable[..., Any]] = [
+        watch_cluster,
+        probe_cluster,
+        wait_serving,
+        events.record_events,
+    ]
     if stream is not None:
         workflows.append(EventStreamWorkflow)
         activities.append(StreamActivities(store, stream).relay_events)

@@ -138,15 +138,9 @@ class ClusterMonitorWorkflow:
 
     def _queue(self, drafts: list[EventDraft], at: datetime) -> None:
         for draft in drafts:
-            self._queued.append(
-                Event(
-                    # Deterministic on replay, and the same on a retried write.
-                    event_id=f"{self._spec.cluster_id}/{workflow.uuid4()}",
-                    cluster_id=self._spec.cluster_id,
-                    at=at,
-                    **draft.model_dump(),
-                )
-            )
+            # The id is deterministic on replay, and the same on a retried write.
+            cluster_id = self._spec.cluster_id
+            self._queued.append(draft.event(cluster_id, f"{cluster_id}/{workflow.uuid4()}", at))
 
     async def _flush(self) -> None:
         if not self._queued:

@@ -1,0 +1,341 @@
+"""`RemediationWorkflow`: one corrective action, id `remediate/<cluster_id>/<finding>`.
+
+plan → safety gate (a fresh probe) → approval gate when the policy asks → steps →
+outcome event. Operators approve or reject with updates (validated: only while it waits),
+and pause, resume or abort with signals, honoured between steps and inside them (a long
+step heartbeats, so a cancel reaches it). Each step that runs on a node goes to that
+node's agent with the idempotency key `<workflow id>#<step name>`: a step retried after a
+worker or agent crash has its effect once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import datetime, timedelta
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.events import EventActivities
+    from activities.monitor import probe_cluster
+    from activities.remediation import wait_serving
+    from models import ClusterView, EventBatch, EventDraft, Severity, evaluate
+    from models.agent import (
+        SERVICE_ACTIVITY,
+        ServiceAction,
+        ServiceRequest,
+        ServiceResult,
+        agent_task_queue,
+    )
+    from models.remediation import (
+        Decision,
+        Outcome,
+        RemediationInput,
+        RemediationStatus,
+        State,
+        Step,
+        StepKind,
+        StepRecord,
+        WaitServingRequest,
+        plan,
+    )
+    from models.safety import Verdict, start_dead_node, stop_live_node
+    from workflows.policies import RETRY_FOREVER
+
+
+@workflow.defn
+class RemediationWorkflow:
+    @workflow.init
+    def __init__(self, input: RemediationInput) -> None:
+        self._input = input
+        self._state = State.PLANNING
+        self._outcome: Outcome | None = None
+        self._verdict: Verdict | None = None
+        self._steps: list[StepRecord] = []
+        self._approved: Decision | None = None
+        self._rejected: Decision | None = None
+        self._aborted: Decision | None = None
+        self._paused = False
+        self._deadline: datetime | None = None
+
+    @workflow.run
+    async def run(self, input: RemediationInput) -> RemediationStatus:
+        spec = input.spec
+        try:
+            steps = plan(spec, input.playbook, input.target)
+        except ValueError as error:
+            return await self._finish(Outcome.FAILED, str(error))
+        self._steps = [StepRecord(step=s) for s in steps]
+        view = await self._probe()
+        self._verdict = self._gate(steps[0], view)
+        await self._event(
+            "remediation.planned",
+            f"{input.playbook} on {input.target or spec.cluster_id}:"
+            f" {', '.join(s.name for s in steps)}; safety: {self._verdict.reason}",
+            steps=[s.name for s in steps],
+            safe=self._verdict.safe,
+            verdict=self._verdict.reason,
+        )
+        if not self._still_needed(view):
+            return await self._finish(Outcome.UNNEEDED, "the finding cleared by itself")
+        if not self._verdict.safe:
+            return await self._finish(Outcome.REFUSED, self._verdict.reason)
+        if input.dry_run:
+            return await self._finish(Outcome.DRY_RUN, "dry run: plan and verdict recorded")
+
+        if input.policy.value == "approve":
+            decided = await self._await_approval()
+            if decided is not None:
+                return decided
+            view = await self._probe()
+            if not self._still_needed(view):
+                return await self._finish(Outcome.UNNEEDED, "the finding cleared by itself")
+
+        self._state = State.RUNNING
+        for step in steps:
+            await workflow.wait_condition(lambda: not self._paused or self._aborted is not None)
+            if self._aborted is not None:
+                return await self._finish(Outcome.ABORTED, self._aborted.reason)
+            failure = await self._run_step(step)
+            if failure is not None:
+                return await self._finish(
+                    Outcome.ABORTED if self._aborted is not None else Outcome.FAILED, failure
+                )
+        return await self._finish(Outcome.HEALED, "every step done and verified")
+
+    # --- gates -------------------------------------------------------------------------------
+
+    def _gate(self, step: Step, view: ClusterView) -> Verdict:
+        spec = self._input.spec
+        if step.kind is StepKind.SERVICE and step.action is ServiceAction.START:
+            return start_dead_node(spec, view, step.node_id)
+        if step.kind is StepKind.SERVICE:
+            return stop_live_node(spec, view, step.node_id)
+        return Verdict(safe=True, reason="only watches the cluster")
+
+    def _still_needed(self, view: ClusterView) -> bool:
+        finding = self._input.finding
+        if finding is None:
+            return True
+        return finding.key in {f.key for f in evaluate(self._input.spec, view)}
+
+    async def _await_approval(self) -> RemediationStatus | None:
+        """None once approved; the finished status otherwise."""
+        self._state = State.AWAITING_APPROVAL
+        timeout = timedelta(seconds=self._input.approval_timeout_s)
+        self._deadline = workflow.now() + timeout
+        await self._event(
+            "remediation.awaiting_approval",
+            f"{self._input.playbook} waits for approval until {self._deadline:%Y-%m-%d %H:%M} UTC",
+            deadline=self._deadline.isoformat(),
+        )
+        try:
+            await workflow.wait_condition(
+                lambda: any(d is not None for d in (self._approved, self._rejected, self._aborted)),
+                timeout=timeout,
+            )
+        except TimeoutError:
+            return await self._finish(Outcome.EXPIRED, "nobody approved before the deadline")
+        if self._rejected is not None:
+            return await self._finish(
+                Outcome.REJECTED, f"rejected by {self._rejected.by}: {self._rejected.reason}"
+            )
+        if self._aborted is not None:
+            return await self._finish(Outcome.ABORTED, self._aborted.reason)
+        assert self._approved is not None
+        await self._event(
+            "remediation.approved",
+            f"approved by {self._approved.by}: {self._approved.reason}",
+            by=self._approved.by,
+            reason=self._approved.reason,
+        )
+        return None
+
+    # --- steps -------------------------------------------------------------------------------
+
+    async def _run_step(self, step: Step) -> str | None:
+        """Run one step; the reason it failed, or None."""
+        if step.stops_service:
+            verdict = self._gate(step, await self._probe())
+            if not verdict.safe:
+                self._set(step, "skipped", verdict.reason)
+                return f"{step.name} refused: {verdict.reason}"
+        self._set(step, "running")
+        await self._event("remediation.step_started", f"step {step.name}", step=step.name)
+        if step.kind is StepKind.SERVICE:
+            assert step.action is not None
+            node = self._input.spec.node(step.node_id)
+            handle = workflow.start_activity(
+                SERVICE_ACTIVITY,
+                ServiceRequest(
+                    action=step.action,
+                    key=f"{workflow.info().workflow_id}#{step.name}",
+                    reason=f"{self._input.playbook}: {step.name}",
+                ),
+                result_type=ServiceResult,
+                task_queue=agent_task_queue(node.agent or node.node_id),
+                start_to_close_timeout=timedelta(minutes=10),
+                heartbeat_timeout=timedelta(seconds=10),
+                retry_policy=RETRY_FOREVER,
+                summary=f"{step.action.value} {step.node_id}",
+            )
+        else:
+            handle = workflow.start_activity(
+                wait_serving,
+                WaitServingRequest(spec=self._input.spec, node_id=step.node_id),
+                start_to_close_timeout=timedelta(minutes=6),
+                heartbeat_timeout=timedelta(
+                    seconds=max(10.0, 3 * self._input.spec.probe.interval_s)
+                ),
+                retry_policy=RETRY_FOREVER,
+                summary=f"wait until {step.node_id} serves",
+            )
+        await workflow.wait_condition(lambda: handle.done() or self._aborted is not None)
+        if not handle.done():
+            handle.cancel()
+            with contextlib.suppress(ActivityError):
+                await handle
+            self._set(step, "failed", "aborted")
+            return f"aborted during {step.name}"
+        try:
+            result = handle.result()
+        except ActivityError as error:
+            cause = error.cause or error
+            self._set(step, "failed", str(cause))
+            await self._event(
+                "remediation.step_finished", f"step {step.name} failed: {cause}", step=step.name
+            )
+            return f"{step.name} failed: {cause}"
+        detail = (
+            f"ran={result.ran} resumed_after_crash={result.resumed_after_crash}"
+            if isinstance(result, ServiceResult)
+            else "serving"
+        )
+        self._set(step, "done", detail)
+        await self._event(
+            "remediation.step_finished", f"step {step.name} done ({detail})", step=step.name
+        )
+        return None
+
+    def _set(self, step: Step, state: str, detail: str = "") -> None:
+        now = workflow.now()
+        index = next(i for i, r in enumerate(self._steps) if r.step.name == step.name)
+        record = self._steps[index]
+        self._steps[index] = record.model_copy(
+            update={
+                "state": state,
+                "detail": detail,
+                "started_at": record.started_at or now,
+                "finished_at": now if state in ("done", "failed", "skipped") else None,
+            }
+        )
+
+    # --- plumbing ----------------------------------------------------------------------------
+
+    async def _probe(self) -> ClusterView:
+        probe = self._input.spec.probe
+        return await workflow.execute_activity(
+            probe_cluster,
+            self._input.spec,
+            start_to_close_timeout=timedelta(seconds=4 * probe.timeout_s + 10),
+            retry_policy=RETRY_FOREVER,
+            summary="fresh probe for the safety gate",
+        )
+
+    async def _finish(self, outcome: Outcome, why: str) -> RemediationStatus:
+        self._state, self._outcome = State.FINISHED, outcome
+        severity = (
+            Severity.INFO if outcome in (Outcome.HEALED, Outcome.DRY_RUN) else Severity.WARNING
+        )
+        await self._event(
+            "remediation.finished",
+            f"{self._input.playbook}: {outcome.value}: {why}",
+            severity=severity,
+            outcome=outcome.value,
+            why=why,
+        )
+        return self.status()
+
+    async def _event(
+        self, type: str, message: str, severity: Severity = Severity.INFO, **payload: object
+    ) -> None:
+        spec = self._input.spec
+        draft = EventDraft(
+            type=type,
+            severity=severity,
+            node_id=self._input.target,
+            message=message,
+            payload={"remediation": workflow.info().workflow_id, **payload},
+        )
+        event = draft.event(
+            spec.cluster_id, f"{spec.cluster_id}/{workflow.uuid4()}", workflow.now()
+        )
+        await workflow.execute_activity_method(
+            EventActivities.record_events,
+            EventBatch(events=[event]),
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=RETRY_FOREVER,
+            summary=type,
+        )
+
+    # --- operators ---------------------------------------------------------------------------
+
+    @workflow.update
+    def approve(self, decision: Decision) -> str:
+        self._approved = decision
+        return f"approved by {decision.by}"
+
+    @approve.validator
+    def _validate_approve(self, decision: Decision) -> None:
+        self._must_await_approval("approve")
+
+    @workflow.update
+    def reject(self, decision: Decision) -> str:
+        self._rejected = decision
+        return f"rejected by {decision.by}"
+
+    @reject.validator
+    def _validate_reject(self, decision: Decision) -> None:
+        self._must_await_approval("reject")
+
+    def _must_await_approval(self, what: str) -> None:
+        if self._state is not State.AWAITING_APPROVAL:
+            raise ValueError(
+                f"{workflow.info().workflow_id} is not waiting for approval"
+                f" (it is {self._state.value}): nothing to {what}"
+            )
+
+    @workflow.signal
+    def pause(self, reason: str = "") -> None:
+        self._paused = True
+
+    @workflow.signal
+    def resume(self, reason: str = "") -> None:
+        self._paused = False
+
+    @workflow.signal
+    def abort(self, decision: Decision) -> None:
+        if self._aborted is None and self._state is not State.FINISHED:
+            self._aborted = decision
+
+    @workflow.query
+    def status(self) -> RemediationStatus:
+        i = self._input
+        return RemediationStatus(
+            workflow_id=workflow.info().workflow_id,
+            cluster_id=i.spec.cluster_id,
+            playbook=i.playbook,
+            target=i.target,
+            finding=i.finding.key if i.finding is not None else None,
+            policy=i.policy,
+            dry_run=i.dry_run,
+            state=State.PAUSED if self._paused and self._state is State.RUNNING else self._state,
+            outcome=self._outcome,
+            verdict=self._verdict,
+            steps=self._steps,
+            approved=self._approved,
+            rejected=self._rejected,
+            aborted=self._aborted,
+            approval_deadline=self._deadline,
+        )
