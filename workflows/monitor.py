@@ -228,6 +228,11 @@ class ClusterMonitorWorkflow:
             raise ValueError(f"kind: cannot change {self._spec.kind.value} to {spec.kind.value}")
 
     @workflow.query
+    def spec(self) -> ClusterSpec:
+        """The spec in force (the latest applied), for remediations started by hand."""
+        return self._spec
+
+    @workflow.query
     def view(self) -> ClusterView | None:
         return self._view
 
