@@ -13,7 +13,15 @@ from models.agent import (
 )
 from models.events import EVENT_SCHEMA_VERSION, Event, EventDraft, changes
 from models.findings import Finding, Severity, evaluate, health_of
-from models.monitor import EventBatch, MonitorInput, MonitorStatus, WatchRequest, watch_key
+from models.monitor import (
+    EventBatch,
+    MonitorInput,
+    MonitorStatus,
+    RemediationFinished,
+    WatchRequest,
+    monitor_workflow_id,
+    watch_key,
+)
 from models.spec import (
     ClusterSpec,
     Expectations,
@@ -21,6 +29,7 @@ from models.spec import (
     NodeSpec,
     Policy,
     ProbeSettings,
+    RemediationSettings,
     SecretRef,
     SpecError,
     load_spec,
@@ -51,6 +60,8 @@ __all__ = [
     "ProbeSettings",
     "RelayReport",
     "RelayRequest",
+    "RemediationFinished",
+    "RemediationSettings",
     "Role",
     "SecretRef",
     "ServiceAction",
@@ -66,6 +77,7 @@ __all__ = [
     "health_of",
     "load_agent_config",
     "load_spec",
+    "monitor_workflow_id",
     "parse_agent_config",
     "parse_spec",
     "watch_key",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from models.events import Event
 from models.findings import Finding, evaluate
@@ -15,6 +15,10 @@ from models.view import ClusterView, Health
 
 class Message(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def monitor_workflow_id(cluster_id: str) -> str:
+    return f"monitor/{cluster_id}"
 
 
 class MonitorInput(Message):
@@ -27,6 +31,10 @@ class MonitorInput(Message):
     last_leader: str | None = None
     changes_per_run: int = 500
     """Continue-as-new after this many changes (or earlier, when the server suggests it)."""
+    remediating: str | None = None
+    """Workflow id of the remediation running for this cluster: one at a time."""
+    blocked_until: dict[str, datetime] = Field(default_factory=dict)
+    """Finding key -> until when a new remediation of it is held back (anti-flapping)."""
 
 
 class WatchRequest(Message):
@@ -60,3 +68,12 @@ class MonitorStatus(Message):
     view: ClusterView | None
     findings: list[Finding]
     last_change_at: datetime | None
+    remediating: str | None = None
+
+
+class RemediationFinished(Message):
+    """What a remediation the monitor started tells it when it ends."""
+
+    workflow_id: str
+    finding: str
+    outcome: str

@@ -48,6 +48,9 @@ class RemediationInput(Message):
     dry_run: bool = False
     approval_timeout_s: float = Field(default=3600.0, gt=0)
     requested_by: str = "monitor"
+    notify_monitor: bool = False
+    """Signal `remediation_finished` to the cluster's monitor at the end: it started this
+    one and holds the cluster's other remediations until then."""
 
 
 class State(StrEnum):

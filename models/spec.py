@@ -128,6 +128,14 @@ class Expectations(Frozen):
     max_lag: Annotated[Count | None, Field(ge=0)] = None
 
 
+class RemediationSettings(Frozen):
+    blocking_s: Annotated[Seconds, Field(ge=0, le=7 * 86400)] = 3600.0
+    """After a remediation of a finding ends, the same finding does not start another for
+    this long (Orchestrator's RecoveryPeriodBlockSeconds): no flapping restarts."""
+    approval_timeout_s: Annotated[Seconds, Field(gt=0, le=7 * 86400)] = 3600.0
+    """A remediation under `approve` expires when nobody decides within this."""
+
+
 class SecretRef(Frozen):
     """Where a secret lives; exactly one of env or file."""
 
@@ -149,6 +157,7 @@ class ClusterSpec(Frozen):
     expect: Expectations = Expectations()
     probe: ProbeSettings = ProbeSettings()
     remediation: dict[str, Policy] = Field(default_factory=dict)
+    remediate: RemediationSettings = RemediationSettings()
     secrets: dict[str, SecretRef] = Field(default_factory=dict)
 
     @field_validator("nodes")

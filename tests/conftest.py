@@ -8,6 +8,7 @@ saying how to fix it, rather than skipping them, so a green run always means the
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import TypeVar
 
 import pytest
@@ -20,6 +21,7 @@ from devstack.kafka import KafkaCluster, claim_kafka
 from devstack.slots import Slot
 from devstack.temporal import temporal_binary
 from devstack.zookeeper import ZooKeeperEnsemble, claim_ensemble
+from tests.remediation_stage import Stage, open_stage
 from workflows import search_attributes
 
 INSTALL_HINT = "run scripts/install.sh from the repo root"
@@ -109,3 +111,12 @@ def kafka_healthy(kafka_cluster: KafkaCluster) -> KafkaCluster:
     heal(kafka_cluster, timeout=60)
     kafka_cluster.wait_in_sync(timeout=60)
     return kafka_cluster
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def stage(
+    temporal_env: WorkflowEnvironment, zk_healthy: ZooKeeperEnsemble, tmp_path: Path
+) -> AsyncIterator[Stage]:
+    """A cluster of the session ensemble with a core worker and a real agent per member."""
+    async with open_stage(temporal_env, zk_healthy, tmp_path) as opened:
+        yield opened

@@ -12,7 +12,8 @@ import contextlib
 from datetime import datetime, timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, WorkflowAlreadyStartedError
+from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.events import EventActivities
@@ -26,22 +27,30 @@ with workflow.unsafe.imports_passed_through():
         Finding,
         MonitorInput,
         MonitorStatus,
+        Policy,
+        RemediationFinished,
         WatchRequest,
         changes,
         evaluate,
         health_of,
+        monitor_workflow_id,
         watch_key,
     )
+    from models.playbooks import PLAYBOOKS
+    from models.remediation import RemediationInput
+    from models.remediation import workflow_id as remediation_workflow_id
     from workflows import search_attributes
     from workflows.policies import RETRY_FOREVER
+    from workflows.remediation import RemediationWorkflow
 
 
 # Monitors started before finding events existed replay without them.
 FINDING_EVENTS = "finding-events"
+REMEDIATIONS = "remediations"
 
 
 def workflow_id(cluster_id: str) -> str:
-    return f"monitor/{cluster_id}"
+    return monitor_workflow_id(cluster_id)
 
 
 @workflow.defn
@@ -62,6 +71,8 @@ class ClusterMonitorWorkflow:
         # start would save that event, but monitors started before would then replay
         # without it: a nondeterminism error (seen on a CLI-started monitor).
         self._indexed: tuple[object, ...] = ()
+        self._remediating = input.remediating
+        self._blocked = dict(input.blocked_until)
 
     @workflow.run
     async def run(self, input: MonitorInput) -> None:
@@ -75,6 +86,7 @@ class ClusterMonitorWorkflow:
             if view is not None:
                 self._observe(view)
             await self._flush()
+            await self._remediate()
             if (
                 workflow.info().is_continue_as_new_suggested()
                 or self._changes >= input.changes_per_run
@@ -89,6 +101,8 @@ class ClusterMonitorWorkflow:
                         spec_generation=self._generation,
                         last_leader=self._last_leader,
                         changes_per_run=input.changes_per_run,
+                        remediating=self._remediating,
+                        blocked_until=self._blocked,
                     )
                 )
 
@@ -153,6 +167,69 @@ class ClusterMonitorWorkflow:
             retry_policy=RETRY_FOREVER,
             summary=", ".join(sorted({e.type for e in batch})),
         )
+
+    async def _remediate(self) -> None:
+        """Start the remediation an open finding's playbook policy asks for: one per cluster
+        at a time, none for a finding inside its blocking period. Others wait their turn:
+        this runs again when the current one reports its end."""
+        if self._remediating is not None or self._paused or self._view is None:
+            return
+        now = workflow.now()
+        self._blocked = {k: until for k, until in self._blocked.items() if until > now}
+        for finding in self._findings:
+            chosen = self._playbook_for(finding)
+            if chosen is None or finding.key in self._blocked:
+                continue
+            playbook, policy = chosen
+            # Monitors started before remediations existed never get here (no policies).
+            if not workflow.patched(REMEDIATIONS):
+                return
+            wid = remediation_workflow_id(self._spec.cluster_id, finding.key)
+            self._remediating = wid  # before the await: a signal may call this meanwhile
+            target = finding.subject if finding.subject != self._spec.cluster_id else None
+            # Already started (by hand, or by this monitor's previous run): that one it is.
+            with contextlib.suppress(WorkflowAlreadyStartedError):
+                await workflow.start_child_workflow(
+                    RemediationWorkflow.run,
+                    RemediationInput(
+                        spec=self._spec,
+                        playbook=playbook,
+                        target=target,
+                        finding=finding,
+                        policy=policy,
+                        approval_timeout_s=self._spec.remediate.approval_timeout_s,
+                        notify_monitor=True,
+                    ),
+                    id=wid,
+                    task_queue=workflow.info().task_queue,
+                    # It outlives this run: the monitor continues as new while it heals.
+                    parent_close_policy=ParentClosePolicy.ABANDON,
+                    static_summary=f"{playbook} for {finding.key}",
+                )
+            self._control_event(
+                "remediation.requested",
+                f"{playbook} ({policy.value}) for {finding.key}",
+                remediation=wid,
+                playbook=playbook,
+                policy=policy.value,
+                finding=finding.key,
+            )
+            return
+
+    def _playbook_for(self, finding: Finding) -> tuple[str, Policy] | None:
+        for name, playbook in PLAYBOOKS.get(self._spec.kind.value, {}).items():
+            policy = self._spec.remediation.get(name, Policy.OFF)
+            if finding.code in playbook.answers and policy is not Policy.OFF:
+                return name, policy
+        return None
+
+    @workflow.signal
+    async def remediation_finished(self, done: RemediationFinished) -> None:
+        if done.workflow_id == self._remediating:
+            self._remediating = None
+        block = timedelta(seconds=self._spec.remediate.blocking_s)
+        self._blocked[done.finding] = workflow.now() + block
+        await self._remediate()
 
     def _index(self) -> None:
         """Keep the search attributes current; upsert only on change (each is an event)."""
@@ -251,4 +328,5 @@ class ClusterMonitorWorkflow:
             view=self._view,
             findings=self._findings,
             last_change_at=self._last_change_at,
+            remediating=self._remediating,
         )

@@ -20,7 +20,15 @@ with workflow.unsafe.imports_passed_through():
     from activities.events import EventActivities
     from activities.monitor import probe_cluster
     from activities.remediation import wait_serving
-    from models import ClusterView, EventBatch, EventDraft, Severity, evaluate
+    from models import (
+        ClusterView,
+        EventBatch,
+        EventDraft,
+        RemediationFinished,
+        Severity,
+        evaluate,
+        monitor_workflow_id,
+    )
     from models.agent import (
         SERVICE_ACTIVITY,
         ServiceAction,
@@ -255,6 +263,23 @@ class RemediationWorkflow:
             outcome=outcome.value,
             why=why,
         )
+        finding = self._input.finding
+        if self._input.notify_monitor and finding is not None:
+            monitor = workflow.get_external_workflow_handle(
+                monitor_workflow_id(self._input.spec.cluster_id)
+            )
+            try:
+                await monitor.signal(
+                    "remediation_finished",
+                    RemediationFinished(
+                        workflow_id=workflow.info().workflow_id,
+                        finding=finding.key,
+                        outcome=outcome.value,
+                    ),
+                )
+            except Exception as error:
+                # A monitor that is gone (the cluster was removed) has nobody to hold back.
+                workflow.logger.warning("could not tell the monitor: %s", error)
         return self.status()
 
     async def _event(

@@ -1,0 +1,97 @@
+"""The monitor starts remediations by itself, as the spec's policies say: on the real
+Temporal dev server, the real ZooKeeper ensemble and real node agents (the `stage` of
+tests/test_remediation.py)."""
+
+from __future__ import annotations
+
+import time
+
+from temporalio.client import WorkflowHandle
+
+from models import MonitorInput, Policy
+from models.remediation import Decision
+from store import EventQuery
+from tests.helpers import of_type, wait_for_event
+from tests.remediation_stage import Stage
+from workflows.monitor import ClusterMonitorWorkflow, workflow_id
+from workflows.remediation import RemediationWorkflow
+
+
+async def watch(stage: Stage, policy: Policy) -> WorkflowHandle[ClusterMonitorWorkflow, None]:
+    stage.spec = stage.spec.model_copy(update={"remediation": {"restart_dead_member": policy}})
+    handle = await stage.env.client.start_workflow(
+        ClusterMonitorWorkflow.run,
+        MonitorInput(spec=stage.spec),
+        id=workflow_id(stage.spec.cluster_id),
+        task_queue=stage.queue,
+    )
+    await wait_for_event(stage.store, stage.spec.cluster_id, of_type("cluster.health_changed"))
+    return handle
+
+
+def outcomes(stage: Stage) -> list[tuple[str, str]]:
+    return [
+        (s.event.payload["remediation"], s.event.payload["outcome"])
+        for s in stage.store.query(
+            EventQuery(cluster_id=stage.spec.cluster_id, types=("remediation.finished",))
+        )
+    ]
+
+
+async def test_two_members_killed_come_back_one_remediation_at_a_time(stage: Stage) -> None:
+    monitor = await watch(stage, Policy.AUTO)
+    mark = time.time()
+    stage.ensemble.kill_member(1)
+    stage.ensemble.kill_member(2)
+    cid = stage.spec.cluster_id
+    for _ in range(2):
+        await wait_for_event(
+            stage.store,
+            cid,
+            lambda e: e.type == "remediation.finished" and len(outcomes(stage)) == 2,
+            timeout=90,
+            after=mark,
+        )
+    assert sorted(outcomes(stage)) == [
+        (f"remediate/{cid}/node_down/zk1", "healed"),
+        (f"remediate/{cid}/node_down/zk2", "healed"),
+    ]
+    assert stage.ensemble.member_running(1) and stage.ensemble.member_running(2)
+    assert stage.start_count() == 2
+    events = [s.event for s in stage.store.query(EventQuery(cluster_id=cid))]
+    kinds = [
+        (e.type, e.payload.get("remediation")) for e in events if e.type.startswith("remediation.")
+    ]
+    # One at a time: the second is requested only after the first finished.
+    requested = [i for i, (t, _) in enumerate(kinds) if t == "remediation.requested"]
+    finished = [i for i, (t, _) in enumerate(kinds) if t == "remediation.finished"]
+    assert len(requested) == 2 and requested[1] > finished[0], kinds
+    # Each plan was checked by the safety gate on a fresh probe, and the verdict recorded,
+    # although the quorum was lost: starting a member cannot lose more.
+    planned = [e for e in events if e.type == "remediation.planned"]
+    assert len(planned) == 2 and all(e.payload["safe"] for e in planned)
+    assert all("starting it cannot take a member away" in e.payload["verdict"] for e in planned)
+    status = await monitor.query(ClusterMonitorWorkflow.status)
+    assert status.remediating is None
+    await monitor.terminate("test over")
+
+
+async def test_under_approve_the_monitors_remediation_waits_for_a_human(stage: Stage) -> None:
+    monitor = await watch(stage, Policy.APPROVE)
+    mark = time.time()
+    stage.ensemble.kill_member(3)
+    cid = stage.spec.cluster_id
+    await wait_for_event(
+        stage.store, cid, of_type("remediation.awaiting_approval"), timeout=30, after=mark
+    )
+    wid = f"remediate/{cid}/node_down/zk3"
+    assert (await monitor.query(ClusterMonitorWorkflow.status)).remediating == wid
+    assert not stage.ensemble.member_running(3)
+    remediation = stage.env.client.get_workflow_handle_for(RemediationWorkflow.run, wid)
+    await remediation.execute_update(
+        RemediationWorkflow.approve, Decision(by="ops", reason="zk3 crashed, go")
+    )
+    assert (await remediation.result()).outcome.value == "healed"  # type: ignore[union-attr]
+    assert stage.start_count() == 1
+    await wait_for_event(stage.store, cid, of_type("node.up", "zk3"), timeout=30, after=mark)
+    await monitor.terminate("test over")
