@@ -72,6 +72,7 @@ class ClusterMonitorWorkflow:
         # without it: a nondeterminism error (seen on a CLI-started monitor).
         self._indexed: tuple[object, ...] = ()
         self._remediating = input.remediating
+        self._told_cleared: str | None = None
         self._blocked = dict(input.blocked_until)
 
     @workflow.run
@@ -86,6 +87,7 @@ class ClusterMonitorWorkflow:
             if view is not None:
                 self._observe(view)
             await self._flush()
+            await self._tell_cleared()
             await self._remediate()
             if (
                 workflow.info().is_continue_as_new_suggested()
@@ -215,6 +217,22 @@ class ClusterMonitorWorkflow:
                 finding=finding.key,
             )
             return
+
+    async def _tell_cleared(self) -> None:
+        """Tell the running remediation once that its finding went away: one still waiting
+        for approval then ends as unneeded."""
+        wid = self._remediating
+        if wid is None or wid == self._told_cleared:
+            return
+        key = wid.removeprefix(remediation_workflow_id(self._spec.cluster_id, ""))
+        if key in {f.key for f in self._findings}:
+            return
+        self._told_cleared = wid
+        try:
+            await workflow.get_external_workflow_handle(wid).signal("finding_cleared")
+        except Exception as error:
+            # It ended meanwhile; its own remediation_finished signal is on the way.
+            workflow.logger.info("could not tell %s its finding cleared: %s", wid, error)
 
     def _playbook_for(self, finding: Finding) -> tuple[str, Policy] | None:
         for name, playbook in PLAYBOOKS.get(self._spec.kind.value, {}).items():

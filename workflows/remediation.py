@@ -65,6 +65,7 @@ class RemediationWorkflow:
         self._rejected: Decision | None = None
         self._aborted: Decision | None = None
         self._paused = False
+        self._cleared = False
         self._deadline: datetime | None = None
 
     @workflow.run
@@ -140,11 +141,16 @@ class RemediationWorkflow:
         )
         try:
             await workflow.wait_condition(
-                lambda: any(d is not None for d in (self._approved, self._rejected, self._aborted)),
+                lambda: (
+                    self._cleared
+                    or any(d is not None for d in (self._approved, self._rejected, self._aborted))
+                ),
                 timeout=timeout,
             )
         except TimeoutError:
             return await self._finish(Outcome.EXPIRED, "nobody approved before the deadline")
+        if self._cleared and self._approved is None:
+            return await self._finish(Outcome.UNNEEDED, "the finding cleared before approval")
         if self._rejected is not None:
             return await self._finish(
                 Outcome.REJECTED, f"rejected by {self._rejected.by}: {self._rejected.reason}"
@@ -338,6 +344,12 @@ class RemediationWorkflow:
     @workflow.signal
     def resume(self, reason: str = "") -> None:
         self._paused = False
+
+    @workflow.signal
+    def finding_cleared(self) -> None:
+        """From the monitor: the finding went away. Ends a remediation still waiting for
+        approval as unneeded; one already acting carries on (its steps verify)."""
+        self._cleared = True
 
     @workflow.signal
     def abort(self, decision: Decision) -> None:
