@@ -7,20 +7,34 @@ interface table.
 
 from __future__ import annotations
 
+import getpass
+import socket
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import TypeVar
 
-from temporalio.client import Client, WorkflowHandle, WorkflowQueryRejectedError
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowQueryRejectedError,
+    WorkflowUpdateFailedError,
+)
 from temporalio.common import QueryRejectCondition, WorkflowIDConflictPolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from models import ClusterSpec, MonitorInput, MonitorStatus
+from models import ClusterSpec, MonitorInput, MonitorStatus, Policy
+from models import remediation as rem
+from models.playbooks import check_playbooks
+from models.remediation import Decision, RemediationInput, RemediationStatus
 from store import EventQuery, EventStore, StoredEvent, open_store
 from worker.core import connect
 from worker.settings import Settings
 from workflows import search_attributes
 from workflows.monitor import ClusterMonitorWorkflow, workflow_id
+from workflows.remediation import RemediationWorkflow
 
 
 class UnknownClusterError(LookupError):
@@ -29,6 +43,35 @@ class UnknownClusterError(LookupError):
             f"unknown cluster {cluster_id!r}: no running monitor workflow "
             f"{workflow_id(cluster_id)!r}, {why} (see `replicante cluster ls`)"
         )
+
+
+T = TypeVar("T")
+
+
+class UnknownRemediationError(LookupError):
+    def __init__(self, remediation_id: str) -> None:
+        super().__init__(
+            f"unknown remediation {remediation_id!r}: no such workflow"
+            " (see `replicante actions ls`)"
+        )
+
+
+class RemediationRefusedError(ValueError):
+    """The request cannot be carried out as asked (an unknown playbook or node, a decision
+    for a remediation not waiting for it): nothing was started or changed."""
+
+
+class RemediationRunningError(Exception):
+    def __init__(self, remediation_id: str) -> None:
+        super().__init__(
+            f"{remediation_id} is already running; nothing started"
+            f" (see `replicante actions show {remediation_id}`)"
+        )
+
+
+def operator() -> str:
+    """Who asks, as recorded in a remediation: `$USER@host`."""
+    return f"{getpass.getuser()}@{socket.gethostname()}"
 
 
 @dataclass(frozen=True)
@@ -46,6 +89,18 @@ class ApplyResult:
     cluster_id: str
     created: bool
     spec_generation: int
+
+
+@dataclass(frozen=True)
+class RemediationSummary:
+    remediation_id: str
+    state: str
+    """A `State` value for remediations whose workflow answered; else the workflow's
+    execution status (`terminated`, `timed_out`...), for one that ended without a result."""
+    outcome: str | None
+    playbook: str | None
+    target: str | None
+    started_at: datetime | None
 
 
 class ReplicanteClient:
@@ -109,10 +164,19 @@ class ReplicanteClient:
         return sorted(found, key=lambda c: c.cluster_id)
 
     async def status(self, cluster_id: str) -> MonitorStatus:
+        return await self._query_monitor(cluster_id, ClusterMonitorWorkflow.status)
+
+    async def spec(self, cluster_id: str) -> ClusterSpec:
+        """The spec the cluster's monitor has in force (the latest applied)."""
+        return await self._query_monitor(cluster_id, ClusterMonitorWorkflow.spec)
+
+    async def _query_monitor(
+        self, cluster_id: str, query: Callable[[ClusterMonitorWorkflow], T]
+    ) -> T:
         try:
             # A closed workflow still answers queries, with a view frozen at its end.
             return await self._handle(cluster_id).query(
-                ClusterMonitorWorkflow.status, reject_condition=QueryRejectCondition.NOT_OPEN
+                query, reject_condition=QueryRejectCondition.NOT_OPEN
             )
         except WorkflowQueryRejectedError as error:
             state = error.status.name.lower() if error.status is not None else "closed"
@@ -145,3 +209,174 @@ class ReplicanteClient:
         return self.temporal.get_workflow_handle_for(
             ClusterMonitorWorkflow.run, workflow_id(cluster_id)
         )
+
+    # --- remediations ------------------------------------------------------------------------
+
+    async def remediate(
+        self,
+        cluster_id: str,
+        playbook: str,
+        node: str | None = None,
+        *,
+        dry_run: bool = False,
+        auto: bool = False,
+        requested_by: str | None = None,
+    ) -> str:
+        """Start a remediation by hand on the spec in force; its workflow id.
+
+        Policy `approve` unless `auto`: it then waits for `approve`. Checked before anything
+        starts: the playbook is one of the cluster's kind and has steps for `node`.
+        """
+        spec = await self.spec(cluster_id)
+        try:
+            check_playbooks(spec.kind.value, [playbook])
+            if node is not None and node not in {n.node_id for n in spec.nodes}:
+                known = ", ".join(n.node_id for n in spec.nodes)
+                raise ValueError(f"node {node!r} is not a node of {cluster_id} (nodes: {known})")
+            # The same plan the workflow computes first: a playbook it could not run (no
+            # node given, no steps yet) is refused here rather than started to fail.
+            rem.plan(spec, playbook, node)
+        except ValueError as error:
+            raise RemediationRefusedError(f"{error}; nothing started") from None
+        remediation_id = rem.workflow_id(cluster_id, f"{playbook}/{node}" if node else playbook)
+        try:
+            await self.temporal.start_workflow(
+                RemediationWorkflow.run,
+                RemediationInput(
+                    spec=spec,
+                    playbook=playbook,
+                    target=node,
+                    policy=Policy.AUTO if auto else Policy.APPROVE,
+                    dry_run=dry_run,
+                    requested_by=requested_by or operator(),
+                ),
+                id=remediation_id,
+                task_queue=self.settings.task_queue,
+                # A finished one with this id may be started again; a running one may not.
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                static_summary=f"{playbook} on {node or cluster_id} (by hand)",
+            )
+        except WorkflowAlreadyStartedError:
+            raise RemediationRunningError(remediation_id) from None
+        return remediation_id
+
+    async def actions(
+        self, cluster_id: str | None = None, *, finished: int = 20
+    ) -> list[RemediationSummary]:
+        """Running remediations (oldest first), then the `finished` most recently started of
+        the others."""
+        query = "WorkflowType = 'RemediationWorkflow'"
+        if cluster_id is not None:
+            query += f" AND WorkflowId STARTS_WITH '{rem.workflow_id(cluster_id, '')}'"
+        running: list[RemediationSummary] = []
+        closed: list[RemediationSummary] = []
+        async for execution in self.temporal.list_workflows(query):
+            is_running = execution.status == WorkflowExecutionStatus.RUNNING
+            # Visibility lists running ones first, then the most recently closed: reading the
+            # result of every old remediation would make `ls` slower with each one.
+            if not is_running and len(closed) >= finished:
+                continue
+            # By run id: a finished run's id may have a newer run, whose result would be
+            # waited for.
+            handle = self._remediation(execution.id, execution.run_id)
+            st = await _remediation_status(handle, execution.status)
+            (running if is_running else closed).append(
+                RemediationSummary(
+                    remediation_id=execution.id,
+                    state=st.state.value if st is not None else _status_name(execution.status),
+                    outcome=st.outcome.value if st is not None and st.outcome else None,
+                    playbook=st.playbook if st is not None else None,
+                    target=st.target if st is not None else None,
+                    started_at=execution.start_time,
+                )
+            )
+        running.sort(key=_started)
+        closed.sort(key=_started, reverse=True)
+        return running + closed[:finished]
+
+    async def action(self, remediation_id: str) -> RemediationStatus:
+        """The remediation's status: steps, verdict, decisions, deadline."""
+        execution = await self._describe_remediation(remediation_id)
+        st = await _remediation_status(self._remediation(remediation_id), execution)
+        if st is None:
+            raise RemediationRefusedError(
+                f"{remediation_id} ended without a status ({_status_name(execution)})"
+            )
+        return st
+
+    async def approve(self, remediation_id: str, decision: Decision) -> str:
+        return await self._decide(remediation_id, "approve", decision)
+
+    async def reject(self, remediation_id: str, decision: Decision) -> str:
+        return await self._decide(remediation_id, "reject", decision)
+
+    async def abort(self, remediation_id: str, decision: Decision) -> None:
+        """Ask a running remediation to stop (between steps, or inside a long one)."""
+        handle = self._remediation(remediation_id)
+        try:
+            await handle.signal(RemediationWorkflow.abort, decision)
+        except RPCError as error:
+            raise await self._why_not(remediation_id, "abort", error) from None
+
+    async def _decide(self, remediation_id: str, what: str, decision: Decision) -> str:
+        update = RemediationWorkflow.approve if what == "approve" else RemediationWorkflow.reject
+        try:
+            result: str = await self._remediation(remediation_id).execute_update(update, decision)
+        except WorkflowUpdateFailedError as error:
+            # The validator refused: the message names the id and the state.
+            cause = error.cause
+            message = cause.message if isinstance(cause, ApplicationError) else str(cause)
+            raise RemediationRefusedError(message) from None
+        except RPCError as error:
+            raise await self._why_not(remediation_id, what, error) from None
+        return result
+
+    async def _why_not(self, remediation_id: str, what: str, error: RPCError) -> Exception:
+        """An RPC refusal in operators' words: unknown id, or already finished."""
+        if error.status != RPCStatusCode.NOT_FOUND:
+            return error
+        # The server answers NOT_FOUND for a finished workflow too; describe tells which.
+        execution = await self._describe_remediation(remediation_id)
+        return RemediationRefusedError(
+            f"{remediation_id} has finished ({_status_name(execution)}): nothing to {what}"
+        )
+
+    async def _describe_remediation(self, remediation_id: str) -> WorkflowExecutionStatus:
+        try:
+            description = await self._remediation(remediation_id).describe()
+        except RPCError as error:
+            if error.status == RPCStatusCode.NOT_FOUND:
+                raise UnknownRemediationError(remediation_id) from None
+            raise
+        if description.workflow_type != "RemediationWorkflow":
+            raise UnknownRemediationError(remediation_id)
+        assert description.status is not None
+        return description.status
+
+    def _remediation(
+        self, remediation_id: str, run_id: str | None = None
+    ) -> WorkflowHandle[RemediationWorkflow, RemediationStatus]:
+        return self.temporal.get_workflow_handle_for(
+            RemediationWorkflow.run, remediation_id, run_id=run_id
+        )
+
+
+async def _remediation_status(
+    handle: WorkflowHandle[RemediationWorkflow, RemediationStatus],
+    execution: WorkflowExecutionStatus | None,
+) -> RemediationStatus | None:
+    """A running one answers the `status` query; a completed one's result is its final
+    status, read from history (no worker needed); None for one that ended otherwise."""
+    if execution == WorkflowExecutionStatus.RUNNING:
+        return await handle.query(RemediationWorkflow.status)
+    if execution == WorkflowExecutionStatus.COMPLETED:
+        return await handle.result()
+    return None
+
+
+def _started(summary: RemediationSummary) -> datetime:
+    return summary.started_at or datetime.min.replace(tzinfo=UTC)
+
+
+def _status_name(status: WorkflowExecutionStatus | None) -> str:
+    return status.name.lower() if status is not None else "closed"

@@ -13,12 +13,22 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from activities.service import LedgerBusyError
 from client import dev, render
-from client.api import ReplicanteClient, UnknownClusterError
+from client.api import (
+    RemediationRefusedError,
+    RemediationRunningError,
+    ReplicanteClient,
+    UnknownClusterError,
+    UnknownRemediationError,
+    operator,
+)
 from client.follow import from_store, from_topic
 from client.script import exit_now
 from models import ClusterSpec, SpecError, load_spec
+from models.remediation import Decision
 from store import StoreError
 from worker.agent import run_agent
 from worker.core import run_core_worker
@@ -89,6 +99,38 @@ def build_parser() -> argparse.ArgumentParser:
         control.add_argument("cluster")
         control.add_argument("--reason", default="", help="recorded in the event")
 
+    remediate = commands.add_parser("remediate", help="start a remediation by hand")
+    remediate.add_argument("cluster")
+    remediate.add_argument("playbook", help="e.g. restart_dead_member (see README)")
+    remediate.add_argument("--node", metavar="NODE_ID", help="the node the playbook acts on")
+    remediate.add_argument(
+        "--dry-run", action="store_true", help="record the plan and the safety verdict, stop"
+    )
+    remediate.add_argument(
+        "--auto", action="store_true", help="act without waiting for `replicante approve`"
+    )
+
+    actions = commands.add_parser("actions", help="remediations: list, show")
+    actions_commands = actions.add_subparsers(dest="actions_command", required=True)
+    actions_commands.add_parser("ls", help="running, then recently finished").add_argument(
+        "cluster", nargs="?", help="default: every cluster"
+    )
+    actions_commands.add_parser("show", help="steps, verdict, who decided").add_argument("id")
+    for sub in actions_commands.choices.values():
+        sub.add_argument("--json", action="store_true")
+
+    for name, what in (
+        ("approve", "let a remediation waiting for approval act"),
+        ("reject", "end a remediation waiting for approval without acting"),
+        ("abort", "stop a running remediation (between steps or inside one)"),
+    ):
+        decide = commands.add_parser(name, help=what)
+        decide.add_argument("id")
+        decide.add_argument(
+            "--reason", required=name != "abort", default="", help="recorded in the event"
+        )
+        decide.add_argument("--by", default=None, help="default: $USER@host")
+
     commands.add_parser("worker", help="run the core worker (workflows and probes)")
     agent = commands.add_parser("agent", help="run a node agent (service actions of one node)")
     agent.add_argument("--node", required=True, metavar="NODE_ID")
@@ -117,9 +159,19 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         else None
     )
     since = parse_since(args.since) if getattr(args, "since", None) else None
+    decision = (
+        parse_decision(args.by, args.reason)
+        if args.command in ("approve", "reject", "abort")
+        else None
+    )
     api = await ReplicanteClient.connect(settings)
     try:
-        await command(api, args, spec, since)
+        if decision is not None:
+            await decide(api, args.command, args.id, decision)
+        elif args.command in ("remediate", "actions"):
+            await remediation_command(api, args)
+        else:
+            await command(api, args, spec, since)
     finally:
         api.close()
     return 0
@@ -161,6 +213,44 @@ async def command(
         print(f"{'paused' if args.command == 'pause' else 'resumed'} {args.cluster}")
 
 
+def parse_decision(by: str | None, reason: str) -> Decision:
+    """`--by` (default `$USER@host`) and `--reason`, checked before anything is asked."""
+    try:
+        return Decision(by=operator() if by is None else by, reason=reason)
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise UsageError(f"--{first['loc'][0]}: {first['msg'].lower()}") from None
+
+
+async def decide(api: ReplicanteClient, what: str, remediation_id: str, decision: Decision) -> None:
+    if what == "abort":
+        await api.abort(remediation_id, decision)
+        print(f"abort asked of {remediation_id} by {decision.by}")
+    else:
+        decided = api.approve if what == "approve" else api.reject
+        print(f"{remediation_id}: {await decided(remediation_id, decision)}")
+
+
+async def remediation_command(api: ReplicanteClient, args: argparse.Namespace) -> None:
+    if args.command == "remediate":
+        print(
+            await api.remediate(
+                args.cluster, args.playbook, args.node, dry_run=args.dry_run, auto=args.auto
+            )
+        )
+    elif args.actions_command == "ls":
+        found = await api.actions(args.cluster)
+        if not found and args.cluster is not None:
+            await api.status(args.cluster)  # raises if the cluster is unknown
+        if args.json:
+            print(json.dumps([a.__dict__ for a in found], default=str))
+        else:
+            print(render.actions(found))
+    else:
+        st = await api.action(args.id)
+        print(st.model_dump_json(indent=2) if args.json else render.action(st))
+
+
 async def follow(api: ReplicanteClient, args: argparse.Namespace, since: datetime | None) -> None:
     """Print events as they come until interrupted; a reader that goes away ends it."""
     stream = api.settings.stream
@@ -191,10 +281,16 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_env()
     try:
         return asyncio.run(run(args, settings))
-    except (SpecError, UsageError) as error:
+    except (SpecError, UsageError, RemediationRefusedError) as error:
         fail(str(error))
         return 2
-    except (UnknownClusterError, StoreError, LedgerBusyError) as error:
+    except (
+        UnknownClusterError,
+        UnknownRemediationError,
+        RemediationRunningError,
+        StoreError,
+        LedgerBusyError,
+    ) as error:
         fail(str(error))
         return 1
     except RuntimeError as error:

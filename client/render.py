@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from client.api import ClusterSummary
+from client.api import ClusterSummary, RemediationSummary
 from models import Event, MonitorStatus, ShardStatus
+from models.remediation import Decision, RemediationStatus, State
 from store.base import StoredEvent
 
 
@@ -153,3 +154,62 @@ def events(stored: Sequence[StoredEvent]) -> str:
 def event_line(e: Event) -> str:
     """One event as `events --follow` prints it: no table to align, fields two spaces apart."""
     return "  ".join(str(cell) for cell in _event_row(e))
+
+
+def actions(found: Sequence[RemediationSummary]) -> str:
+    if not found:
+        return "no remediations"
+    return table(
+        ("ID", "STATE", "OUTCOME", "PLAYBOOK", "TARGET", "STARTED"),
+        [
+            (
+                a.remediation_id,
+                a.state,
+                a.outcome or "-",
+                a.playbook or "?",
+                a.target or "-",
+                ago(a.started_at),
+            )
+            for a in found
+        ],
+    )
+
+
+def _time(when: datetime | None) -> str:
+    return f"{when:%Y-%m-%d %H:%M:%S}" if when is not None else "-"
+
+
+def action(st: RemediationStatus) -> str:
+    lines = [
+        f"{st.workflow_id}  state: {st.state.value}"
+        f"  outcome: {st.outcome.value if st.outcome else '-'}",
+        f"cluster {st.cluster_id}  playbook {st.playbook}  target {st.target or '-'}"
+        f"  policy {st.policy.value}{'  DRY RUN' if st.dry_run else ''}"
+        f"  finding {st.finding or '- (started by hand)'}",
+    ]
+    if st.verdict is not None:
+        lines.append(f"safety: {'safe' if st.verdict.safe else 'UNSAFE'}: {st.verdict.reason}")
+    if st.approval_deadline is not None and st.approved is None and st.rejected is None:
+        waiting = " (waiting)" if st.state is State.AWAITING_APPROVAL else ""
+        lines.append(f"approval deadline: {_time(st.approval_deadline)} UTC{waiting}")
+    decisions: list[tuple[str, Decision | None]] = [
+        ("approved", st.approved),
+        ("rejected", st.rejected),
+        ("aborted", st.aborted),
+    ]
+    for verb, decision in decisions:
+        if decision is not None:
+            lines.append(f"{verb} by {decision.by}: {decision.reason or '(no reason given)'}")
+    lines.append("")
+    lines.append(
+        table(
+            ("STEP", "STATE", "STARTED (UTC)", "FINISHED (UTC)", "DETAIL"),
+            [
+                (r.step.name, r.state, _time(r.started_at), _time(r.finished_at), r.detail)
+                for r in st.steps
+            ],
+        )
+        if st.steps
+        else "no steps"
+    )
+    return "\n".join(lines)
