@@ -13,12 +13,15 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import Client, WorkflowHandle
 
 from activities.stream import KafkaPublisher, StreamSettings
+from client.cli import main
 from devstack.kafka import KafkaCluster
 from devstack.zookeeper import ZooKeeperEnsemble
 from models import ClusterSpec, Event, MonitorInput, parse_spec
@@ -282,3 +285,32 @@ def worker_processes(env: dict[str, str], logs: Path) -> Iterator[Workers]:
         yield workers
     finally:
         workers.stop_all()
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+
+
+def point_cli_at(monkeypatch: pytest.MonkeyPatch, client: Client, queue: str, store: Path) -> None:
+    """The environment the CLI reads its settings from: this Temporal server, the task
+    queue of the test's worker, its event store. (Not REPLICANTE_HOME: the agents' start
+    commands, run with this environment, find the ZooKeeper jars there.)"""
+    monkeypatch.setenv("REPLICANTE_TEMPORAL_ADDRESS", client.service_client.config.target_host)
+    monkeypatch.setenv("REPLICANTE_NAMESPACE", client.namespace)
+    monkeypatch.setenv("REPLICANTE_TASK_QUEUE", queue)
+    monkeypatch.setenv("REPLICANTE_STORE", str(store))
+
+
+async def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> Run:
+    """`replicante ARGV` through the CLI's `main`, in a thread: its `asyncio.run` cannot nest
+    in the session loop the async fixtures and in-process workers use."""
+    capsys.readouterr()  # drop whatever came before
+    try:
+        code = await asyncio.to_thread(main, list(argv))
+    except SystemExit as exit:  # argparse refusing the command line
+        code = exit.code if isinstance(exit.code, int) else 2
+    out, err = capsys.readouterr()
+    return Run(code, out, err)

@@ -1,7 +1,6 @@
 """The `replicante` CLI against the real Temporal dev server and ZooKeeper ensemble.
 
-`client.cli.main` runs `asyncio.run`, which cannot nest in the session loop the async
-fixtures (and the in-process core worker) use, so each call runs in a thread.
+Each call runs `client.cli.main` in a thread (tests.helpers.run_cli).
 """
 
 from __future__ import annotations
@@ -23,21 +22,13 @@ from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
-from client.cli import main
 from devstack.zookeeper import ZooKeeperEnsemble
 from models import Event, MonitorStatus
 from store import EventQuery, SQLiteEventStore
-from tests.helpers import of_type, wait_for_event, zk_spec
+from tests.helpers import Run, of_type, point_cli_at, run_cli, wait_for_event, zk_spec
 from worker.core import core_worker
 from worker.settings import REPO_ROOT
 from workflows.monitor import workflow_id
-
-
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
 
 
 @dataclass
@@ -48,10 +39,7 @@ class Cli:
     cluster_id: str
 
     async def __call__(self, *argv: str) -> Run:
-        self.capsys.readouterr()  # drop whatever came before
-        code = await asyncio.to_thread(main, list(argv))
-        out, err = self.capsys.readouterr()
-        return Run(code, out, err)
+        return await run_cli(self.capsys, *argv)
 
     async def until(self, type_: str, after: float) -> Event:
         return await wait_for_event(self.store, self.cluster_id, of_type(type_), 30.0, after)
@@ -72,12 +60,7 @@ async def cli(
     cluster_id = f"cli-{uuid.uuid4().hex[:8]}"
     queue = f"q-{cluster_id}"
     store_path = tmp_path / "events.db"
-    monkeypatch.setenv(
-        "REPLICANTE_TEMPORAL_ADDRESS", temporal_env.client.service_client.config.target_host
-    )
-    monkeypatch.setenv("REPLICANTE_NAMESPACE", temporal_env.client.namespace)
-    monkeypatch.setenv("REPLICANTE_TASK_QUEUE", queue)
-    monkeypatch.setenv("REPLICANTE_STORE", str(store_path))
+    point_cli_at(monkeypatch, temporal_env.client, queue, store_path)
     monkeypatch.setenv("REPLICANTE_HOME", str(tmp_path / "home"))
     spec_file = tmp_path / "spec.yaml"
     write_spec(spec_file, cluster_id, zk_healthy)

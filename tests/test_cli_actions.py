@@ -1,0 +1,234 @@
+"""The remediation commands (`remediate`, `actions ls|show`, `approve`, `reject`, `abort`)
+against the real Temporal dev server, the real ZooKeeper ensemble and real node agents in
+this process (the `stage` fixture), with the cluster's monitor running: `remediate` takes
+the spec in force from it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from temporalio.client import WorkflowExecutionStatus
+
+from models.remediation import Outcome, RemediationStatus
+from tests.helpers import Monitor, Run, point_cli_at, run_cli, start_monitor
+from tests.remediation_stage import Stage
+from workflows.remediation import RemediationWorkflow
+
+
+@dataclass
+class Cli:
+    capsys: pytest.CaptureFixture[str]
+    stage: Stage
+    monitor: Monitor
+
+    @property
+    def cluster_id(self) -> str:
+        return self.stage.spec.cluster_id
+
+    async def __call__(self, *argv: str) -> Run:
+        return await run_cli(self.capsys, *argv)
+
+    async def ok(self, *argv: str) -> str:
+        run = await self(*argv)
+        assert (run.code, run.err) == (0, ""), run
+        return run.out
+
+    async def result(self, remediation_id: str) -> RemediationStatus:
+        handle = self.stage.env.client.get_workflow_handle_for(
+            RemediationWorkflow.run, remediation_id
+        )
+        return await asyncio.wait_for(handle.result(), timeout=60)
+
+    async def ls_row(self, remediation_id: str, state: str) -> list[str]:
+        """The row of `actions ls CLUSTER` once it shows `state` (visibility lags a little)."""
+        deadline = time.monotonic() + 15
+        while True:
+            out = await self.ok("actions", "ls", self.cluster_id)
+            rows = [line.split() for line in out.splitlines()]
+            row = next((r for r in rows if r[0] == remediation_id), None)
+            if row is not None and row[1] == state:
+                assert rows[0] == ["ID", "STATE", "OUTCOME", "PLAYBOOK", "TARGET", "STARTED"]
+                return row
+            assert time.monotonic() < deadline, f"never {state}: {out}"
+            await asyncio.sleep(0.2)
+
+
+def refused(run: Run, code: int, *words: str) -> None:
+    """Refused in one line on stderr naming what was wrong, nothing on stdout."""
+    assert run.code == code, run
+    assert run.out == ""
+    assert len(run.err.splitlines()) == 1, run.err
+    assert run.err.startswith("replicante: error: "), run.err
+    for word in words:
+        assert word in run.err, run.err
+
+
+@pytest.fixture
+async def cli(
+    stage: Stage,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> AsyncIterator[Cli]:
+    client = stage.env.client
+    point_cli_at(monkeypatch, client, stage.queue, stage.store.path)
+    monitor = await start_monitor(client, stage.store, stage.spec, stage.queue)
+    try:
+        yield Cli(capsys, stage, monitor)
+    finally:
+        # What a failed test left waiting for approval would wait an hour.
+        query = f"WorkflowId STARTS_WITH 'remediate/{stage.spec.cluster_id}/'"
+        async for execution in client.list_workflows(query):
+            if execution.status == WorkflowExecutionStatus.RUNNING:
+                await client.get_workflow_handle(execution.id).terminate("test over")
+        await monitor.handle.terminate("test over")
+
+
+async def test_dry_run_records_the_plan_and_stops(cli: Cli) -> None:
+    cli.stage.ensemble.kill_member(2)
+    out = await cli.ok(
+        "remediate", cli.cluster_id, "restart_dead_member", "--node", "zk2", "--dry-run"
+    )
+    rid = f"remediate/{cli.cluster_id}/restart_dead_member/zk2"
+    assert out == f"{rid}\n"
+    status = await cli.result(rid)
+    assert status.outcome is Outcome.DRY_RUN
+    assert status.finding is None and status.dry_run
+    assert cli.stage.event_types(rid) == ["remediation.planned", "remediation.finished"]
+    assert cli.stage.start_count() == 0
+    assert not cli.stage.ensemble.member_running(2)
+
+    row = await cli.ls_row(rid, "finished")
+    assert row[2:5] == ["dry_run", "restart_dead_member", "zk2"]
+    shown = (await cli.ok("actions", "show", rid)).splitlines()
+    assert shown[0] == f"{rid}  state: finished  outcome: dry_run"
+    assert "policy approve  DRY RUN  finding - (started by hand)" in shown[1]
+    assert shown[2].startswith("safety: safe: ")
+    steps = [line.split()[:2] for line in shown if line.startswith(("start-", "wait-"))]
+    assert steps == [["start-zk2", "pending"], ["wait-zk2-serving", "pending"]]
+    as_json = RemediationStatus.model_validate_json(await cli.ok("actions", "show", rid, "--json"))
+    assert as_json == status
+
+
+async def test_approve_heals_and_a_second_decision_is_refused(cli: Cli) -> None:
+    cli.stage.ensemble.kill_member(2)
+    rid = await cli.ok("remediate", cli.cluster_id, "restart_dead_member", "--node", "zk2")
+    rid = rid.strip()
+    row = await cli.ls_row(rid, "awaiting_approval")
+    assert row[2:5] == ["-", "restart_dead_member", "zk2"]
+    shown = await cli.ok("actions", "show", rid)
+    assert shown.startswith(f"{rid}  state: awaiting_approval  outcome: -\n")
+    assert "approval deadline: " in shown and "(waiting)" in shown
+    assert cli.stage.start_count() == 0
+
+    # One remediation per id: the running one is named, no second starts.
+    again = await cli("remediate", cli.cluster_id, "restart_dead_member", "--node", "zk2")
+    refused(again, 1, rid, "already running")
+    missing_reason = await cli("approve", rid)
+    assert missing_reason.code == 2 and "--reason" in missing_reason.err
+
+    out = await cli.ok("approve", rid, "--reason", "disk replaced", "--by", "alice")
+    assert out == f"{rid}: approved by alice\n"
+    status = await cli.result(rid)
+    assert status.outcome is Outcome.HEALED, status
+    assert cli.stage.ensemble.member_running(2)
+    assert cli.stage.start_count() == 1
+    shown = await cli.ok("actions", "show", rid)
+    assert "approved by alice: disk replaced" in shown.splitlines()
+    assert [
+        line.split()[1] for line in shown.splitlines() if line.startswith(("start-", "wait-"))
+    ] == ["done", "done"]
+    assert "approval deadline" not in shown
+
+    # Finished: every decision is refused in one line naming it, and changes nothing.
+    for argv in (
+        ["approve", rid, "--reason", "again"],
+        ["reject", rid, "--reason", "late"],
+        ["abort", rid],
+    ):
+        refused(await cli(*argv), 2, rid, "has finished")
+    assert (await cli.result(rid)).approved is not None
+    assert cli.stage.start_count() == 1
+
+
+async def test_reject_and_abort(cli: Cli, tmp_path: Path) -> None:
+    cli.stage.ensemble.kill_member(1)
+    rejected = (
+        await cli.ok("remediate", cli.cluster_id, "restart_dead_member", "--node", "zk1")
+    ).strip()
+    await cli.ls_row(rejected, "awaiting_approval")
+    out = await cli.ok("reject", rejected, "--reason", "planned maintenance", "--by", "bob")
+    assert out == f"{rejected}: rejected by bob\n"
+    assert (await cli.result(rejected)).outcome is Outcome.REJECTED
+    shown = await cli.ok("actions", "show", rejected)
+    assert "rejected by bob: planned maintenance" in shown.splitlines()
+    assert cli.stage.start_count() == 0
+
+    # The spec in force now names agents nobody runs: an `--auto` remediation stays at its
+    # first step, running, until aborted.
+    spec = cli.stage.spec.model_copy(
+        update={
+            "nodes": tuple(
+                n.model_copy(update={"agent": f"nobody-{n.node_id}"}) for n in cli.stage.spec.nodes
+            )
+        }
+    )
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump(spec.model_dump(mode="json")))
+    await cli.ok("cluster", "apply", "-f", str(spec_file))
+    running = (
+        await cli.ok("remediate", cli.cluster_id, "restart_dead_member", "--node", "zk1", "--auto")
+    ).strip()
+    assert running == rejected  # the same playbook and node: the same id, started again
+    await cli.ls_row(running, "running")
+    refused(
+        await cli("approve", running, "--reason", "go"),
+        2,
+        f"{running} is not waiting for approval (it is running): nothing to approve",
+    )
+    out = await cli.ok("abort", running, "--reason", "wrong node", "--by", "carol")
+    assert out == f"abort asked of {running} by carol\n"
+    status = await cli.result(running)
+    assert status.outcome is Outcome.ABORTED
+    assert status.aborted is not None and status.aborted.by == "carol"
+    assert [r.state for r in status.steps] == ["failed", "pending"]
+    assert "aborted by carol: wrong node" in (await cli.ok("actions", "show", running))
+    assert cli.stage.start_count() == 0
+
+
+async def test_unknown_ids_playbooks_nodes_and_clusters(cli: Cli) -> None:
+    cid = cli.cluster_id
+    nosuch = f"remediate/{cid}/nosuch"
+    for argv in (
+        ["actions", "show", nosuch],
+        ["approve", nosuch, "--reason", "r"],
+        ["reject", nosuch, "--reason", "r"],
+        ["abort", nosuch],
+    ):
+        refused(await cli(*argv), 1, f"unknown remediation {nosuch!r}")
+    # A workflow that is no remediation is unknown as one.
+    refused(await cli("actions", "show", f"monitor/{cid}"), 1, "unknown remediation")
+
+    for argv, words in (
+        (["no_such_playbook", "--node", "zk1"], ["'no_such_playbook' is not a zookeeper playbook"]),
+        (["restart_broker", "--node", "zk1"], ["'restart_broker'"]),
+        (["restart_dead_member", "--node", "zk9"], ["node 'zk9' is not a node of", cid]),
+        (["restart_dead_member"], ["restart_dead_member needs a target node"]),
+        (["rolling_restart"], ["'rolling_restart' has no steps yet"]),
+    ):
+        refused(await cli("remediate", cid, *argv), 2, *words, "nothing started")
+    refused(
+        await cli("remediate", "nosuch", "restart_dead_member", "--node", "zk1"),
+        1,
+        "unknown cluster 'nosuch'",
+    )
+    refused(await cli("actions", "ls", "nosuch"), 1, "unknown cluster 'nosuch'")
+    refused(await cli("approve", nosuch, "--reason", "r", "--by", ""), 2, "--by")
+
+    assert (await cli.ok("actions", "ls", cid)) == "no remediations\n"
+    assert cli.stage.start_count() == 0
