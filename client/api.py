@@ -248,6 +248,7 @@ class ReplicanteClient:
                     target=node,
                     policy=Policy.AUTO if auto else Policy.APPROVE,
                     dry_run=dry_run,
+                    approval_timeout_s=spec.remediate.approval_timeout_s,
                     requested_by=requested_by or operator(),
                 ),
                 id=remediation_id,
