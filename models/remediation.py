@@ -24,6 +24,11 @@ class StepKind(StrEnum):
     """Ask the node's agent to start/stop/restart its service."""
     WAIT_SERVING = "wait_serving"
     """Probe until the node serves again (a member rejoined and synced, a broker back)."""
+    ELECT_PREFERRED = "elect_preferred"
+    """Kafka: ask the controller to give leadership back to in-sync preferred replicas."""
+    WAIT_PREFERRED = "wait_preferred"
+    """Probe until no partition that could be led by its preferred replica is led by
+    another."""
 
 
 class Step(Message):
@@ -31,6 +36,7 @@ class Step(Message):
     """Unique in its plan; with the workflow id, the agent's idempotency key."""
     kind: StepKind
     node_id: str
+    """The node acted on; the cluster id for steps on the whole cluster."""
     action: ServiceAction | None = None
     stops_service: bool = False
     """The step takes a live service away: its safety verdict is checked again, on a fresh
@@ -109,7 +115,7 @@ class RemediationStatus(Message):
     approval_deadline: datetime | None = None
 
 
-class WaitServingRequest(Message):
+class WaitRequest(Message):
     spec: ClusterSpec
     node_id: str
     timeout_s: float = 300.0
@@ -136,5 +142,18 @@ def plan(spec: ClusterSpec, playbook: str, target: str | None) -> list[Step]:
                 action=ServiceAction.START,
             ),
             Step(name=f"wait-{target}-serving", kind=StepKind.WAIT_SERVING, node_id=target),
+        ]
+    if playbook == "preferred_leader_election":
+        return [
+            Step(
+                name="elect-preferred-leaders",
+                kind=StepKind.ELECT_PREFERRED,
+                node_id=spec.cluster_id,
+            ),
+            Step(
+                name="wait-leaders-preferred",
+                kind=StepKind.WAIT_PREFERRED,
+                node_id=spec.cluster_id,
+            ),
         ]
     raise ValueError(f"playbook {playbook!r} has no steps yet")

@@ -9,6 +9,7 @@ what the rule needs) is a refusal: unsure means no.
 
 from __future__ import annotations
 
+from models.findings.kafka import movable_to_preferred
 from models.monitor import Message
 from models.spec import ClusterSpec, Kind
 from models.view import ClusterView, Role
@@ -105,7 +106,7 @@ def preferred_leader_election(spec: ClusterSpec, view: ClusterView) -> Verdict:
     ]
     if not moved:
         return refuse("every partition is led by its preferred replica: nothing to elect")
-    eligible = [s for s in moved if s.replicas[0] in s.in_sync]
+    eligible = movable_to_preferred(moved)
     if not eligible:
         return refuse("no preferred replica is in sync: an election would fail")
     return ok(f"{len(eligible)} partition(s) can move back to an in-sync preferred replica")

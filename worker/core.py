@@ -15,8 +15,9 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
 from activities.events import EventActivities
+from activities.kafka_actions import elect_preferred_leaders
 from activities.monitor import probe_cluster, watch_cluster
-from activities.remediation import wait_serving
+from activities.remediation import wait_preferred, wait_serving
 from activities.stream import StreamActivities, StreamSettings
 from models import RelayRequest
 from store import EventStore, open_store
@@ -47,6 +48,8 @@ def core_worker(
         watch_cluster,
         probe_cluster,
         wait_serving,
+        wait_preferred,
+        elect_preferred_leaders,
         events.record_events,
     ]
     if stream is not None:

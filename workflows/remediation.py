@@ -18,8 +18,9 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from activities.events import EventActivities
+    from activities.kafka_actions import elect_preferred_leaders
     from activities.monitor import probe_cluster
-    from activities.remediation import wait_serving
+    from activities.remediation import wait_preferred, wait_serving
     from models import (
         ClusterView,
         EventBatch,
@@ -45,10 +46,15 @@ with workflow.unsafe.imports_passed_through():
         Step,
         StepKind,
         StepRecord,
-        WaitServingRequest,
+        WaitRequest,
         plan,
     )
-    from models.safety import Verdict, start_dead_node, stop_live_node
+    from models.safety import (
+        Verdict,
+        preferred_leader_election,
+        start_dead_node,
+        stop_live_node,
+    )
     from workflows.policies import RETRY_FOREVER
 
 
@@ -121,6 +127,8 @@ class RemediationWorkflow:
             return start_dead_node(spec, view, step.node_id)
         if step.kind is StepKind.SERVICE:
             return stop_live_node(spec, view, step.node_id)
+        if step.kind is StepKind.ELECT_PREFERRED:
+            return preferred_leader_election(spec, view)
         return Verdict(safe=True, reason="only watches the cluster")
 
     def _still_needed(self, view: ClusterView) -> bool:
@@ -194,16 +202,25 @@ class RemediationWorkflow:
                 retry_policy=RETRY_FOREVER,
                 summary=f"{step.action.value} {step.node_id}",
             )
-        else:
+        elif step.kind is StepKind.ELECT_PREFERRED:
             handle = workflow.start_activity(
-                wait_serving,
-                WaitServingRequest(spec=self._input.spec, node_id=step.node_id),
+                elect_preferred_leaders,
+                self._input.spec,
+                start_to_close_timeout=timedelta(minutes=2),
+                retry_policy=RETRY_FOREVER,
+                summary="preferred leader election",
+            )
+        else:
+            wait = wait_serving if step.kind is StepKind.WAIT_SERVING else wait_preferred
+            handle = workflow.start_activity(
+                wait,
+                WaitRequest(spec=self._input.spec, node_id=step.node_id),
                 start_to_close_timeout=timedelta(minutes=6),
                 heartbeat_timeout=timedelta(
                     seconds=max(10.0, 3 * self._input.spec.probe.interval_s)
                 ),
                 retry_policy=RETRY_FOREVER,
-                summary=f"wait until {step.node_id} serves",
+                summary=step.name,
             )
         await workflow.wait_condition(lambda: handle.done() or self._aborted is not None)
         if not handle.done():
@@ -221,11 +238,12 @@ class RemediationWorkflow:
                 "remediation.step_finished", f"step {step.name} failed: {cause}", step=step.name
             )
             return f"{step.name} failed: {cause}"
-        detail = (
-            f"ran={result.ran} resumed_after_crash={result.resumed_after_crash}"
-            if isinstance(result, ServiceResult)
-            else "serving"
-        )
+        if isinstance(result, ServiceResult):
+            detail = f"ran={result.ran} resumed_after_crash={result.resumed_after_crash}"
+        elif isinstance(result, int):
+            detail = f"election asked for {result} partition(s)"
+        else:
+            detail = "serving" if step.kind is StepKind.WAIT_SERVING else "verified"
         self._set(step, "done", detail)
         await self._event(
             "remediation.step_finished", f"step {step.name} done ({detail})", step=step.name

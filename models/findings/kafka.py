@@ -7,6 +7,8 @@ not hundreds.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from models.findings.base import Finding, Severity, listing
 from models.spec import ClusterSpec
 from models.view import ClusterView, ShardStatus
@@ -71,14 +73,20 @@ def evaluate(spec: ClusterSpec, view: ClusterView) -> list[Finding]:
     add(
         "leader_not_preferred",
         Severity.INFO,
-        [
-            s
-            for s in partitions
-            if s.node_id is not None
-            and s.replicas
-            and s.node_id != s.replicas[0]
-            and s.replicas[0] in s.in_sync
-        ],
+        movable_to_preferred(partitions),
         "led by a broker other than the preferred replica",
     )
     return findings
+
+
+def movable_to_preferred(partitions: Iterable[ShardStatus]) -> list[ShardStatus]:
+    """Partitions led by another broker although their preferred replica is in sync: the
+    ones a preferred leader election can move back."""
+    return [
+        s
+        for s in partitions
+        if s.node_id is not None
+        and s.replicas
+        and s.node_id != s.replicas[0]
+        and s.replicas[0] in s.in_sync
+    ]
