@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -13,48 +14,51 @@ from models.remediation import WaitRequest
 from models.safety import SERVING
 
 
-@activity.defn
-async def wait_serving(request: WaitRequest) -> ClusterView:
-    """Probe until the node serves again; heartbeats, so an abort cancels it at once.
-
-    Serving, not merely reachable: a ZooKeeper member that answers while it syncs with the
-    leader, or a fenced Kafka broker, has not rejoined yet.
-    """
+async def _probe_until(
+    request: WaitRequest, missing: Callable[[ClusterView], str | None]
+) -> ClusterView:
+    """Probe every interval until `missing(view)` is None, heartbeating what is still
+    missing (so an abort cancels the wait at once); past the timeout, fail saying it."""
     spec = request.spec
     adapter = adapter_for(spec.kind)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + request.timeout_s
     while True:
         view = await adapter.probe(spec)
-        node = view.node(request.node_id)
-        if node is not None and node.reachable and node.role in SERVING:
+        still = missing(view)
+        if still is None:
             return view
         if loop.time() >= deadline:
-            state = "unknown" if node is None else (node.error or node.role.value)
-            raise ApplicationError(
-                f"{request.node_id} not serving after {request.timeout_s:.0f} s ({state})",
-                non_retryable=True,
-            )
-        activity.heartbeat(node.role.value if node is not None else None)
+            raise ApplicationError(f"{still} after {request.timeout_s:.0f} s", non_retryable=True)
+        activity.heartbeat(still)
         await asyncio.sleep(spec.probe.interval_s)
+
+
+@activity.defn
+async def wait_serving(request: WaitRequest) -> ClusterView:
+    """Probe until the node serves again.
+
+    Serving, not merely reachable: a ZooKeeper member that answers while it syncs with the
+    leader, or a fenced Kafka broker, has not rejoined yet.
+    """
+
+    def missing(view: ClusterView) -> str | None:
+        node = view.node(request.node_id)
+        if node is not None and node.reachable and node.role in SERVING:
+            return None
+        state = "unknown" if node is None else (node.error or node.role.value)
+        return f"{request.node_id} not serving ({state})"
+
+    return await _probe_until(request, missing)
 
 
 @activity.defn
 async def wait_preferred(request: WaitRequest) -> ClusterView:
     """Probe until no partition that its in-sync preferred replica could lead is led by
     another (the `leader_not_preferred` finding is gone)."""
-    spec = request.spec
-    adapter = adapter_for(spec.kind)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + request.timeout_s
-    while True:
-        view = await adapter.probe(spec)
-        left = [f for f in evaluate(spec, view) if f.code == "leader_not_preferred"]
-        if not left:
-            return view
-        if loop.time() >= deadline:
-            raise ApplicationError(
-                f"still {left[0].message} after {request.timeout_s:.0f} s", non_retryable=True
-            )
-        activity.heartbeat(left[0].message)
-        await asyncio.sleep(spec.probe.interval_s)
+
+    def missing(view: ClusterView) -> str | None:
+        left = [f for f in evaluate(request.spec, view) if f.code == "leader_not_preferred"]
+        return f"still {left[0].message}" if left else None
+
+    return await _probe_until(request, missing)
