@@ -27,7 +27,6 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from models import ClusterSpec, MonitorInput, MonitorStatus, Policy
 from models import remediation as rem
-from models.playbooks import check_playbooks
 from models.remediation import Decision, RemediationInput, RemediationStatus
 from store import EventQuery, EventStore, StoredEvent, open_store
 from worker.core import connect
@@ -229,13 +228,12 @@ class ReplicanteClient:
         """
         spec = await self.spec(cluster_id)
         try:
-            check_playbooks(spec.kind.value, [playbook])
             if node is not None and node not in {n.node_id for n in spec.nodes}:
                 known = ", ".join(n.node_id for n in spec.nodes)
                 raise ValueError(f"node {node!r} is not a node of {cluster_id} (nodes: {known})")
-            # The same plan the workflow computes first: a playbook it could not run (no
-            # node given, no steps yet) is refused here rather than started to fail.
-            rem.plan(spec, playbook, node)
+            # The same check the workflow makes first: a playbook it could not run (no node
+            # given) is refused here rather than started to fail.
+            rem.check(spec, playbook, node)
         except ValueError as error:
             raise RemediationRefusedError(f"{error}; nothing started") from None
         remediation_id = rem.workflow_id(cluster_id, f"{playbook}/{node}" if node else playbook)

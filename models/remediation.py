@@ -15,8 +15,17 @@ from pydantic import Field
 from models.agent import ServiceAction
 from models.findings import Finding
 from models.monitor import Message
-from models.safety import Verdict
-from models.spec import ClusterSpec, Policy
+from models.playbooks import check_playbooks
+from models.safety import (
+    Verdict,
+    ok,
+    preferred_leader_election,
+    start_dead_node,
+    step_down_primary,
+    stop_live_node,
+)
+from models.spec import ClusterSpec, Kind, Policy
+from models.view import ClusterView
 
 
 class StepKind(StrEnum):
@@ -29,6 +38,12 @@ class StepKind(StrEnum):
     WAIT_PREFERRED = "wait_preferred"
     """Probe until no partition that could be led by its preferred replica is led by
     another."""
+    WAIT_IN_SYNC = "wait_in_sync"
+    """Kafka: probe until no partition is under-replicated."""
+    STEP_DOWN = "step_down"
+    """MongoDB: ask the primary to step down."""
+    WAIT_NEW_LEADER = "wait_new_leader"
+    """Probe until a node other than the step's serves as leader / primary."""
 
 
 class Step(Message):
@@ -105,6 +120,7 @@ class RemediationStatus(Message):
     finding: str | None
     policy: Policy
     dry_run: bool
+    requested_by: str = "monitor"
     state: State
     outcome: Outcome | None
     verdict: Verdict | None
@@ -115,7 +131,9 @@ class RemediationStatus(Message):
     approval_deadline: datetime | None = None
 
 
-class WaitRequest(Message):
+class NodeRequest(Message):
+    """A core-worker step on one node (or the whole cluster): a wait, a step-down."""
+
     spec: ClusterSpec
     node_id: str
     timeout_s: float = 300.0
@@ -127,33 +145,99 @@ def workflow_id(cluster_id: str, what: str) -> str:
     return f"remediate/{cluster_id}/{what}"
 
 
-def plan(spec: ClusterSpec, playbook: str, target: str | None) -> list[Step]:
-    """The steps of `playbook`; a ValueError names what makes it impossible."""
-    if playbook in ("restart_dead_member", "restart_dead_broker"):
-        if target is None:
-            raise ValueError(f"{playbook} needs a target node")
-        if target not in {n.node_id for n in spec.nodes}:
-            raise ValueError(f"{target!r} is not a node of {spec.cluster_id}")
-        return [
-            Step(
-                name=f"start-{target}",
-                kind=StepKind.SERVICE,
-                node_id=target,
-                action=ServiceAction.START,
-            ),
-            Step(name=f"wait-{target}-serving", kind=StepKind.WAIT_SERVING, node_id=target),
-        ]
+NEEDS_TARGET = frozenset({"restart_dead_member", "restart_dead_broker"})
+
+
+def check(spec: ClusterSpec, playbook: str, target: str | None) -> None:
+    """What makes a request impossible whatever the cluster's state, as a ValueError."""
+    check_playbooks(spec.kind.value, [playbook])
+    if playbook in NEEDS_TARGET and target is None:
+        raise ValueError(f"{playbook} needs a target node")
+    if target is not None and target not in {n.node_id for n in spec.nodes}:
+        raise ValueError(f"{target!r} is not a node of {spec.cluster_id}")
+
+
+def plan(spec: ClusterSpec, playbook: str, target: str | None, view: ClusterView) -> list[Step]:
+    """The steps of `playbook` on the cluster as `view` shows it; a ValueError names what
+    makes it impossible. Pure, so a replay rebuilds the same plan from the recorded view."""
+    check(spec, playbook, target)
+    if playbook in NEEDS_TARGET:
+        assert target is not None
+        return [_service(target, ServiceAction.START), _wait(StepKind.WAIT_SERVING, target)]
     if playbook == "preferred_leader_election":
+        return _elect_preferred(spec)
+    if playbook == "rolling_restart":
+        return _rolling_restart(spec, view)
+    if playbook == "step_down_primary":
+        primary = view.leader
+        if primary is None:
+            raise ValueError(f"{spec.cluster_id} has no primary to step down")
+        if target is not None and target != primary:
+            raise ValueError(f"{target!r} is not the primary of {spec.cluster_id} ({primary} is)")
         return [
-            Step(
-                name="elect-preferred-leaders",
-                kind=StepKind.ELECT_PREFERRED,
-                node_id=spec.cluster_id,
-            ),
-            Step(
-                name="wait-leaders-preferred",
-                kind=StepKind.WAIT_PREFERRED,
-                node_id=spec.cluster_id,
-            ),
+            Step(name=f"step-down-{primary}", kind=StepKind.STEP_DOWN, node_id=primary),
+            _wait(StepKind.WAIT_NEW_LEADER, primary),
         ]
-    raise ValueError(f"playbook {playbook!r} has no steps yet")
+    raise ValueError(f"playbook {playbook!r} has no steps")
+
+
+def _rolling_restart(spec: ClusterSpec, view: ClusterView) -> list[Step]:
+    """Every node in the spec's order, the leader (ZooKeeper's leader, Kafka's active
+    controller) last: it is restarted once, after everyone else is back. Kafka waits for
+    zero under-replicated partitions between brokers and ends with a preferred election,
+    which it would otherwise do only at its next imbalance check (5 minutes)."""
+    order = sorted((n.node_id for n in spec.nodes), key=lambda node_id: node_id == view.leader)
+    steps: list[Step] = []
+    for node_id in order:
+        steps += [
+            _service(node_id, ServiceAction.RESTART),
+            _wait(StepKind.WAIT_SERVING, node_id),
+        ]
+        if spec.kind is Kind.KAFKA:
+            steps.append(_wait(StepKind.WAIT_IN_SYNC, node_id))
+    if spec.kind is Kind.KAFKA:
+        steps += _elect_preferred(spec)
+    return steps
+
+
+def _service(node_id: str, action: ServiceAction) -> Step:
+    return Step(
+        name=f"{action.value}-{node_id}",
+        kind=StepKind.SERVICE,
+        node_id=node_id,
+        action=action,
+        stops_service=action is not ServiceAction.START,
+    )
+
+
+WAIT_NAMES = {
+    StepKind.WAIT_SERVING: "wait-{}-serving",
+    StepKind.WAIT_IN_SYNC: "wait-in-sync-after-{}",
+    StepKind.WAIT_NEW_LEADER: "wait-primary-other-than-{}",
+}
+
+
+def _wait(kind: StepKind, node_id: str) -> Step:
+    return Step(name=WAIT_NAMES[kind].format(node_id), kind=kind, node_id=node_id)
+
+
+def _elect_preferred(spec: ClusterSpec) -> list[Step]:
+    cluster = spec.cluster_id
+    return [
+        Step(name="elect-preferred-leaders", kind=StepKind.ELECT_PREFERRED, node_id=cluster),
+        Step(name="wait-leaders-preferred", kind=StepKind.WAIT_PREFERRED, node_id=cluster),
+    ]
+
+
+def gate(spec: ClusterSpec, view: ClusterView, step: Step) -> Verdict:
+    """The safety verdict on running `step` now: asked of a plan's first step, and again
+    of every step that takes a live service away, right before it runs."""
+    if step.kind is StepKind.SERVICE and step.action is ServiceAction.START:
+        return start_dead_node(spec, view, step.node_id)
+    if step.kind is StepKind.SERVICE:
+        return stop_live_node(spec, view, step.node_id)
+    if step.kind is StepKind.STEP_DOWN:
+        return step_down_primary(spec, view)
+    if step.kind is StepKind.ELECT_PREFERRED:
+        return preferred_leader_election(spec, view)
+    return ok("only watches the cluster")

@@ -219,7 +219,7 @@ async def test_unknown_ids_playbooks_nodes_and_clusters(cli: Cli) -> None:
         (["restart_broker", "--node", "zk1"], ["'restart_broker'"]),
         (["restart_dead_member", "--node", "zk9"], ["node 'zk9' is not a node of", cid]),
         (["restart_dead_member"], ["restart_dead_member needs a target node"]),
-        (["rolling_restart"], ["'rolling_restart' has no steps yet"]),
+        (["step_down_primary"], ["'step_down_primary' is not a zookeeper playbook"]),
     ):
         refused(await cli("remediate", cid, *argv), 2, *words, "nothing started")
     refused(

@@ -13,13 +13,12 @@ from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
 from activities.zookeeper import ZooKeeperAdapter
-from models import ClusterSpec, Policy, evaluate
+from models import Policy, evaluate
 from models.remediation import (
     Decision,
     Outcome,
     RemediationStatus,
     State,
-    plan,
 )
 from tests.remediation_stage import Stage
 from workflows.remediation import RemediationWorkflow
@@ -34,18 +33,6 @@ async def wait_state(
             return status
         await asyncio.sleep(0.1)
     raise AssertionError(f"never {state}; last {status}")
-
-
-def test_plan_of_a_dead_member_is_start_then_wait() -> None:
-    spec = ClusterSpec.model_validate(
-        {"cluster_id": "c", "kind": "zookeeper", "nodes": [{"node_id": "a", "address": "h:1"}]}
-    )
-    assert [(s.name, s.kind.value) for s in plan(spec, "restart_dead_member", "a")] == [
-        ("start-a", "service"),
-        ("wait-a-serving", "wait_serving"),
-    ]
-    with pytest.raises(ValueError, match="'b' is not a node of c"):
-        plan(spec, "restart_dead_member", "b")
 
 
 async def test_auto_restarts_a_killed_member_once(stage: Stage) -> None:

@@ -16,8 +16,9 @@ from temporalio.worker import Worker
 
 from activities.events import EventActivities
 from activities.kafka_actions import elect_preferred_leaders
+from activities.mongodb_actions import step_down_primary
 from activities.monitor import probe_cluster, watch_cluster
-from activities.remediation import wait_preferred, wait_serving
+from activities.remediation import wait_in_sync, wait_new_leader, wait_preferred, wait_serving
 from activities.stream import StreamActivities, StreamSettings
 from models import RelayRequest
 from store import EventStore, open_store
@@ -49,7 +50,10 @@ def core_worker(
         probe_cluster,
         wait_serving,
         wait_preferred,
+        wait_in_sync,
+        wait_new_leader,
         elect_preferred_leaders,
+        step_down_primary,
         events.record_events,
     ]
     if stream is not None:

@@ -19,8 +19,14 @@ from temporalio.exceptions import ActivityError
 with workflow.unsafe.imports_passed_through():
     from activities.events import EventActivities
     from activities.kafka_actions import elect_preferred_leaders
+    from activities.mongodb_actions import step_down_primary
     from activities.monitor import probe_cluster
-    from activities.remediation import wait_preferred, wait_serving
+    from activities.remediation import (
+        wait_in_sync,
+        wait_new_leader,
+        wait_preferred,
+        wait_serving,
+    )
     from models import (
         ClusterView,
         EventBatch,
@@ -32,13 +38,13 @@ with workflow.unsafe.imports_passed_through():
     )
     from models.agent import (
         SERVICE_ACTIVITY,
-        ServiceAction,
         ServiceRequest,
         ServiceResult,
         agent_task_queue,
     )
     from models.remediation import (
         Decision,
+        NodeRequest,
         Outcome,
         RemediationInput,
         RemediationStatus,
@@ -46,16 +52,22 @@ with workflow.unsafe.imports_passed_through():
         Step,
         StepKind,
         StepRecord,
-        WaitRequest,
+        check,
+        gate,
         plan,
     )
-    from models.safety import (
-        Verdict,
-        preferred_leader_election,
-        start_dead_node,
-        stop_live_node,
-    )
+    from models.safety import Verdict
     from workflows.policies import RETRY_FOREVER
+
+
+CORE_STEPS = {
+    StepKind.WAIT_SERVING: wait_serving,
+    StepKind.WAIT_PREFERRED: wait_preferred,
+    StepKind.WAIT_IN_SYNC: wait_in_sync,
+    StepKind.WAIT_NEW_LEADER: wait_new_leader,
+    StepKind.STEP_DOWN: step_down_primary,
+}
+"""The steps a core worker runs, each on a `NodeRequest`; long ones heartbeat."""
 
 
 @workflow.defn
@@ -78,12 +90,16 @@ class RemediationWorkflow:
     async def run(self, input: RemediationInput) -> RemediationStatus:
         spec = input.spec
         try:
-            steps = plan(spec, input.playbook, input.target)
+            check(spec, input.playbook, input.target)
+        except ValueError as error:
+            return await self._finish(Outcome.FAILED, str(error))
+        view = await self._probe()
+        try:
+            steps = plan(spec, input.playbook, input.target, view)
         except ValueError as error:
             return await self._finish(Outcome.FAILED, str(error))
         self._steps = [StepRecord(step=s) for s in steps]
-        view = await self._probe()
-        self._verdict = self._gate(steps[0], view)
+        self._verdict = gate(spec, view, steps[0])
         await self._event(
             "remediation.planned",
             f"{input.playbook} on {input.target or spec.cluster_id}:"
@@ -120,16 +136,6 @@ class RemediationWorkflow:
         return await self._finish(Outcome.HEALED, "every step done and verified")
 
     # --- gates -------------------------------------------------------------------------------
-
-    def _gate(self, step: Step, view: ClusterView) -> Verdict:
-        spec = self._input.spec
-        if step.kind is StepKind.SERVICE and step.action is ServiceAction.START:
-            return start_dead_node(spec, view, step.node_id)
-        if step.kind is StepKind.SERVICE:
-            return stop_live_node(spec, view, step.node_id)
-        if step.kind is StepKind.ELECT_PREFERRED:
-            return preferred_leader_election(spec, view)
-        return Verdict(safe=True, reason="only watches the cluster")
 
     def _still_needed(self, view: ClusterView) -> bool:
         finding = self._input.finding
@@ -179,7 +185,7 @@ class RemediationWorkflow:
     async def _run_step(self, step: Step) -> str | None:
         """Run one step; the reason it failed, or None."""
         if step.stops_service:
-            verdict = self._gate(step, await self._probe())
+            verdict = gate(self._input.spec, await self._probe(), step)
             if not verdict.safe:
                 self._set(step, "skipped", verdict.reason)
                 return f"{step.name} refused: {verdict.reason}"
@@ -211,10 +217,9 @@ class RemediationWorkflow:
                 summary="preferred leader election",
             )
         else:
-            wait = wait_serving if step.kind is StepKind.WAIT_SERVING else wait_preferred
             handle = workflow.start_activity(
-                wait,
-                WaitRequest(spec=self._input.spec, node_id=step.node_id),
+                CORE_STEPS[step.kind],
+                NodeRequest(spec=self._input.spec, node_id=step.node_id),
                 start_to_close_timeout=timedelta(minutes=6),
                 heartbeat_timeout=timedelta(
                     seconds=max(10.0, 3 * self._input.spec.probe.interval_s)
@@ -242,8 +247,10 @@ class RemediationWorkflow:
             detail = f"ran={result.ran} resumed_after_crash={result.resumed_after_crash}"
         elif isinstance(result, int):
             detail = f"election asked for {result} partition(s)"
+        elif isinstance(result, str):
+            detail = result
         else:
-            detail = "serving" if step.kind is StepKind.WAIT_SERVING else "verified"
+            detail = "verified"
         self._set(step, "done", detail)
         await self._event(
             "remediation.step_finished", f"step {step.name} done ({detail})", step=step.name
@@ -385,6 +392,7 @@ class RemediationWorkflow:
             finding=i.finding.key if i.finding is not None else None,
             policy=i.policy,
             dry_run=i.dry_run,
+            requested_by=i.requested_by,
             state=State.PAUSED if self._paused and self._state is State.RUNNING else self._state,
             outcome=self._outcome,
             verdict=self._verdict,
