@@ -1,6 +1,6 @@
 """A stage for remediation tests: the real ZooKeeper ensemble of the session, a core
-worker, and one real node agent (in this process) per member whose start command starts
-that member and counts the starts. The `stage` fixture is in tests/conftest.py."""
+worker, and one real node agent (in this process) per member whose start and restart
+commands act on that member and count what they did. The `stage` fixture is in tests/conftest.py."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from temporalio.client import WorkflowHandle
+from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
 from activities.service import Ledger
+from devstack.jvm import JvmCluster
 from devstack.zookeeper import ZooKeeperEnsemble
 from models import ClusterSpec, Finding, Policy, Severity
 from models.agent import parse_agent_config
@@ -25,14 +27,18 @@ from worker.agent import agent_worker
 from worker.core import core_worker
 from workflows.remediation import RemediationWorkflow
 
-START_MEMBER = """\
-import sys
+MEMBER_ACTION = """\
+import importlib, sys
 from pathlib import Path
-from devstack.zookeeper import ZooKeeperEnsemble
-home, name, ips, n = Path(sys.argv[1]), sys.argv[2], tuple(sys.argv[3].split(",")), int(sys.argv[4])
-ZooKeeperEnsemble(home, name, ips).start_member(n)
-with open(sys.argv[5], "a") as counter:
-    counter.write("start\\n")
+module, _, name = sys.argv[1].rpartition(".")
+kind = getattr(importlib.import_module(module), name)
+home, name, ips, n = Path(sys.argv[2]), sys.argv[3], tuple(sys.argv[4].split(",")), int(sys.argv[5])
+action, cluster = sys.argv[7], kind(home, name, ips)
+if action == "restart":
+    cluster.stop_member(n)
+cluster.start_member(n)
+with open(sys.argv[6], "a") as counter:
+    counter.write(f"{action} {n}\\n")
 """
 
 
@@ -44,7 +50,8 @@ class Stage:
     store: SQLiteEventStore
     queue: str
     starts: Path
-    """One line per start command the agent ran: the effect count."""
+    """One line per start or restart command an agent ran (`start 2`, `restart 1`): the
+    effect count."""
 
     async def start(
         self, n: int, policy: Policy, dry_run: bool = False
@@ -55,8 +62,7 @@ class Stage:
             subject=f"zk{n}",
             message=f"zk{n} is down",
         )
-        return await self.env.client.start_workflow(
-            RemediationWorkflow.run,
+        return await self.remediate(
             RemediationInput(
                 spec=self.spec,
                 playbook="restart_dead_member",
@@ -65,12 +71,24 @@ class Stage:
                 policy=policy,
                 dry_run=dry_run,
             ),
-            id=f"remediate/{self.spec.cluster_id}/node_down/zk{n}/{uuid.uuid4().hex[:6]}",
+            f"node_down/zk{n}",
+        )
+
+    async def remediate(
+        self, input: RemediationInput, what: str
+    ) -> WorkflowHandle[RemediationWorkflow, RemediationStatus]:
+        return await self.env.client.start_workflow(
+            RemediationWorkflow.run,
+            input,
+            id=f"remediate/{self.spec.cluster_id}/{what}/{uuid.uuid4().hex[:6]}",
             task_queue=self.queue,
         )
 
+    def effects(self) -> list[str]:
+        return self.starts.read_text().splitlines() if self.starts.exists() else []
+
     def start_count(self) -> int:
-        return len(self.starts.read_text().splitlines()) if self.starts.exists() else 0
+        return sum(1 for line in self.effects() if line.startswith("start "))
 
     def event_types(self, workflow_id: str) -> list[str]:
         return [
@@ -80,34 +98,52 @@ class Stage:
         ]
 
 
+def member_agents(
+    client: Client, cluster: JvmCluster, spec: ClusterSpec, tmp_path: Path, counter: Path
+) -> list[Worker]:
+    """One agent (not started) per node of `spec`, whose start and restart commands act on
+    the matching member of `cluster` and append what they did to `counter`."""
+    script = tmp_path / "member_action.py"
+    script.write_text(MEMBER_ACTION)
+    kind = f"{type(cluster).__module__}.{type(cluster).__name__}"
+    home = cluster.dir.parent.parent
+    agents = []
+    for n, node in enumerate(spec.nodes, start=1):
+        assert node.agent is not None
+        argv = [sys.executable, str(script), kind, str(home), cluster.name, ",".join(cluster.ips)]
+        argv += [str(n), str(counter)]
+        config = parse_agent_config(
+            {
+                "node_id": node.agent,
+                "actions": {"start": [*argv, "start"], "restart": [*argv, "restart"]},
+            }
+        )
+        agents.append(agent_worker(client, config, Ledger(tmp_path / f"{n}.db")))
+    return agents
+
+
+def own_agents(spec: ClusterSpec) -> ClusterSpec:
+    """`spec` with each node's agent named after the cluster and node: agents of two tests
+    never share a task queue."""
+    return spec.model_copy(
+        update={
+            "nodes": tuple(
+                n.model_copy(update={"agent": f"{spec.cluster_id}-{n.node_id}"}) for n in spec.nodes
+            )
+        }
+    )
+
+
 @asynccontextmanager
 async def open_stage(
     temporal_env: WorkflowEnvironment, ensemble: ZooKeeperEnsemble, tmp_path: Path
 ) -> AsyncIterator[Stage]:
     cluster_id = f"heal-{uuid.uuid4().hex[:6]}"
     queue = f"q-{cluster_id}"
-    # Every member's agent listens on node/<node id>; the node ids are unique per test.
-    spec = zk_spec(ensemble, cluster_id, interval_s=0.5)
-    spec = spec.model_copy(
-        update={
-            "nodes": tuple(
-                n.model_copy(update={"agent": f"{cluster_id}-{n.node_id}"}) for n in spec.nodes
-            )
-        }
-    )
-    script = tmp_path / "start_member.py"
-    script.write_text(START_MEMBER)
+    spec = own_agents(zk_spec(ensemble, cluster_id, interval_s=0.5))
     starts = tmp_path / "starts.log"
-    home = ensemble.dir.parent.parent
     store = SQLiteEventStore(tmp_path / "events.db")
-    agents = []
-    for n, node in enumerate(spec.nodes, start=1):
-        assert node.agent is not None
-        argv = [sys.executable, str(script), str(home), ensemble.name, ",".join(ensemble.ips)]
-        config = parse_agent_config(
-            {"node_id": node.agent, "actions": {"start": [*argv, str(n), str(starts)]}}
-        )
-        agents.append(agent_worker(temporal_env.client, config, Ledger(tmp_path / f"{n}.db")))
+    agents = member_agents(temporal_env.client, ensemble, spec, tmp_path, starts)
     async with core_worker(temporal_env.client, queue, store):
         for agent in agents:
             await agent.__aenter__()

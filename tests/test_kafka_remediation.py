@@ -1,12 +1,17 @@
-"""Kafka's preferred leader election playbook on the real Kafka cluster and Temporal dev
-server: after a broker comes back Kafka leaves leadership where it moved (until its own
-rebalance, minutes later); the remediation moves it back to the preferred replicas."""
+"""Kafka's playbooks on the real Kafka cluster and Temporal dev server.
+
+Preferred leader election: after a broker comes back Kafka leaves leadership where it
+moved (until its own rebalance, minutes later); the remediation moves it back to the
+preferred replicas. Rolling restart: real agents restart each broker, the active
+controller last, with zero under-replicated partitions before each next stop."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 from temporalio.testing import WorkflowEnvironment
@@ -14,9 +19,10 @@ from temporalio.testing import WorkflowEnvironment
 from activities.kafka import KafkaAdapter
 from devstack.kafka import KafkaCluster
 from models import ClusterSpec, Policy, evaluate
-from models.remediation import Outcome, RemediationInput
+from models.remediation import Outcome, RemediationInput, RemediationStatus
 from store import SQLiteEventStore
 from tests.helpers import kafka_spec, new_topic
+from tests.remediation_stage import member_agents, own_agents
 from worker.core import core_worker
 from workflows.remediation import RemediationWorkflow
 
@@ -60,3 +66,65 @@ async def test_preferred_leader_election_moves_leadership_back(
     assert "leader_not_preferred" not in await codes(spec)
     after = await KafkaAdapter().probe(spec)
     assert all(s.node_id == s.replicas[0] for s in after.shards if s.replicas[0] in s.in_sync)
+
+
+async def roll(
+    env: WorkflowEnvironment, kafka: KafkaCluster, spec: ClusterSpec, tmp_path: Path
+) -> tuple[RemediationStatus, Path]:
+    """A rolling restart under `auto` with a core worker and one real agent per broker;
+    its final status and the file where the agents counted their effects."""
+    counter = tmp_path / "effects.log"
+    store = SQLiteEventStore(tmp_path / "events.db")
+    queue = f"q-{spec.cluster_id}"
+    async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(core_worker(env.client, queue, store))
+        for agent in member_agents(env.client, kafka, spec, tmp_path, counter):
+            await stack.enter_async_context(agent)
+        status = await env.client.execute_workflow(
+            RemediationWorkflow.run,
+            RemediationInput(spec=spec, playbook="rolling_restart", policy=Policy.AUTO),
+            id=f"remediate/{spec.cluster_id}/rolling_restart",
+            task_queue=queue,
+            execution_timeout=timedelta(minutes=5),
+        )
+    store.close()
+    return status, counter
+
+
+async def test_rolling_restart_restarts_each_broker_once_in_sync_between_them(
+    temporal_env: WorkflowEnvironment, kafka_healthy: KafkaCluster, tmp_path: Path
+) -> None:
+    kafka = kafka_healthy
+    spec = own_agents(kafka_spec(kafka, f"roll-{uuid.uuid4().hex[:6]}"))
+    new_topic(kafka, partitions=3, min_isr=2)
+    controller = (await KafkaAdapter().probe(spec)).leader
+    assert controller is not None
+    status, counter = await roll(temporal_env, kafka, spec, tmp_path)
+    assert status.outcome is Outcome.HEALED, status
+    order = [n.node_id for n in spec.nodes if n.node_id != controller] + [controller]
+    numbers = {n.node_id: i for i, n in enumerate(spec.nodes, start=1)}
+    assert counter.read_text().splitlines() == [f"restart {numbers[b]}" for b in order]
+    assert [r.step.name for r in status.steps] == [
+        *(
+            name
+            for b in order
+            for name in (f"restart-{b}", f"wait-{b}-serving", f"wait-in-sync-after-{b}")
+        ),
+        "elect-preferred-leaders",
+        "wait-leaders-preferred",
+    ]
+    assert all(r.state == "done" for r in status.steps)
+    assert not await codes(spec)
+
+
+async def test_rolling_restart_refuses_while_a_stop_would_drop_a_partition_below_min_isr(
+    temporal_env: WorkflowEnvironment, kafka_healthy: KafkaCluster, tmp_path: Path
+) -> None:
+    kafka = kafka_healthy
+    spec = own_agents(kafka_spec(kafka, f"roll-{uuid.uuid4().hex[:6]}"))
+    topic = new_topic(kafka, partitions=1, min_isr=3)
+    status, counter = await roll(temporal_env, kafka, spec, tmp_path)
+    assert status.outcome is Outcome.REFUSED, status
+    assert status.verdict is not None
+    assert "below min.insync.replicas, e.g. " + topic in status.verdict.reason
+    assert not counter.exists()

@@ -17,6 +17,7 @@ from models import Policy, evaluate
 from models.remediation import (
     Decision,
     Outcome,
+    RemediationInput,
     RemediationStatus,
     State,
 )
@@ -123,3 +124,45 @@ async def test_dry_run_records_the_plan_and_the_verdict_only(stage: Stage) -> No
     assert not stage.ensemble.member_running(2)
     view = await ZooKeeperAdapter().probe(stage.spec)
     assert "node_down/zk2" in {f.key for f in evaluate(stage.spec, view)}
+
+
+async def test_rolling_restart_restarts_every_member_once_the_leader_last(stage: Stage) -> None:
+    ensemble = stage.ensemble
+    pids = {n: ensemble.member_pid(n) for n in ensemble.members}
+    view = await ZooKeeperAdapter().probe(stage.spec)
+    assert view.leader is not None
+    leader = int(view.leader.removeprefix("zk"))
+    handle = await stage.remediate(
+        RemediationInput(spec=stage.spec, playbook="rolling_restart", policy=Policy.AUTO),
+        "rolling_restart",
+    )
+    status = await asyncio.wait_for(handle.result(), timeout=120)
+    assert status.outcome is Outcome.HEALED, status
+    followers = [n for n in ensemble.members if n != leader]
+    assert stage.effects() == [f"restart {n}" for n in (*followers, leader)]
+    assert all(ensemble.member_pid(n) not in (None, pids[n]) for n in ensemble.members)
+    assert [(r.step.name, r.state) for r in status.steps] == [
+        (name, "done")
+        for n in (*followers, leader)
+        for name in (f"restart-zk{n}", f"wait-zk{n}-serving")
+    ]
+    # Each restart's verdict was taken again, on a fresh view, right before it ran: with
+    # every member back, quorum holds without the next one.
+    assert status.verdict is not None
+    assert status.verdict.reason == "2 of 3 voting members stay: quorum kept"
+    assert not evaluate(stage.spec, await ZooKeeperAdapter().probe(stage.spec))
+
+
+async def test_rolling_restart_refuses_to_stop_a_member_while_another_is_down(
+    stage: Stage,
+) -> None:
+    stage.ensemble.kill_member(3)
+    handle = await stage.remediate(
+        RemediationInput(spec=stage.spec, playbook="rolling_restart", policy=Policy.AUTO),
+        "rolling_restart",
+    )
+    status = await asyncio.wait_for(handle.result(), timeout=60)
+    assert status.outcome is Outcome.REFUSED
+    assert status.verdict is not None and "zk3 not serving" in status.verdict.reason
+    assert stage.effects() == []
+    assert stage.event_types(handle.id) == ["remediation.planned", "remediation.finished"]
