@@ -9,6 +9,7 @@ import asyncio
 import uuid
 
 import pytest
+from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
@@ -151,6 +152,10 @@ async def test_rolling_restart_restarts_every_member_once_the_leader_last(stage:
     assert status.verdict is not None
     assert status.verdict.reason == "2 of 3 voting members stay: quorum kept"
     assert not evaluate(stage.spec, await ZooKeeperAdapter().probe(stage.spec))
+    # What the Temporal UI shows as the workflow's current details: every step's state.
+    shown = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+    for record in status.steps:
+        assert f"| {record.step.name} | done | {record.detail} |" in shown.current_details
 
 
 async def test_rolling_restart_refuses_to_stop_a_member_while_another_is_down(

@@ -313,9 +313,27 @@ class RemediationWorkflow:
                 workflow.logger.warning("could not tell the monitor: %s", error)
         return self.status()
 
+    def _details(self) -> str:
+        """Markdown for the Temporal UI's current details: the plan with each step's state,
+        so an operator watching the workflow there sees every step as it goes."""
+        status = self.status()
+        lines = [
+            f"**{status.playbook}** on {status.target or status.cluster_id}:"
+            f" {status.outcome.value if status.outcome else status.state.value}",
+            "",
+            f"safety: {status.verdict.reason}" if status.verdict else "safety: not checked yet",
+            "",
+            "| step | state | detail |",
+            "|---|---|---|",
+            *(f"| {r.step.name} | {r.state} | {r.detail} |" for r in status.steps),
+        ]
+        return "\n".join(lines)
+
     async def _event(
         self, type: str, message: str, severity: Severity = Severity.INFO, **payload: object
     ) -> None:
+        # Every change worth an event is worth showing in the UI too.
+        workflow.set_current_details(self._details())
         spec = self._input.spec
         draft = EventDraft(
             type=type,
