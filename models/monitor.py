@@ -75,5 +75,6 @@ class RemediationFinished(Message):
     """What a remediation the monitor started tells it when it ends."""
 
     workflow_id: str
-    finding: str
+    finding: str | None = None
+    """None for one started by hand: nothing to block afterwards."""
     outcome: str

@@ -74,6 +74,17 @@ class RemediationInput(Message):
     one and holds the cluster's other remediations until then."""
 
 
+class RemediationRequest(Message):
+    """`replicante remediate`: what an operator asks the cluster's monitor to start. The
+    monitor starts it, so a remediation by hand and the monitor's own never overlap."""
+
+    playbook: str
+    target: str | None = None
+    policy: Policy = Policy.APPROVE
+    dry_run: bool = False
+    requested_by: str = Field(min_length=1, max_length=200)
+
+
 class State(StrEnum):
     PLANNING = "planning"
     AWAITING_APPROVAL = "awaiting_approval"

@@ -7,10 +7,11 @@ from __future__ import annotations
 import asyncio
 import time
 
-from temporalio.client import WorkflowHandle
+import pytest
+from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 
 from models import MonitorInput, Policy
-from models.remediation import Decision
+from models.remediation import Decision, Outcome, RemediationRequest
 from store import EventQuery
 from tests.helpers import of_type, wait_for_event
 from tests.remediation_stage import Stage
@@ -121,4 +122,52 @@ async def test_a_finding_that_clears_before_approval_ends_the_remediation_unneed
     assert finished.payload["outcome"] == "unneeded"
     assert finished.payload["why"] == "the finding cleared before approval"
     assert stage.start_count() == 0
+    await monitor.terminate("test over")
+
+
+async def test_a_remediation_by_hand_waits_for_the_monitors_own_and_holds_it_back(
+    stage: Stage,
+) -> None:
+    monitor = await watch(stage, Policy.APPROVE)
+    mark = time.time()
+    stage.ensemble.kill_member(3)
+    cid = stage.spec.cluster_id
+    await wait_for_event(
+        stage.store, cid, of_type("remediation.awaiting_approval"), timeout=30, after=mark
+    )
+    own = f"remediate/{cid}/node_down/zk3"
+    by_hand = RemediationRequest(playbook="rolling_restart", policy=Policy.AUTO, requested_by="ops")
+    with pytest.raises(WorkflowUpdateFailedError) as refused:
+        await monitor.execute_update(ClusterMonitorWorkflow.remediate, by_hand)
+    assert str(refused.value.cause).endswith(
+        f"{own} is running on {cid}: one remediation per cluster at a time"
+    )
+    remediation = stage.env.client.get_workflow_handle_for(RemediationWorkflow.run, own)
+    await remediation.execute_update(RemediationWorkflow.reject, Decision(by="ops", reason="mine"))
+    await remediation.result()
+    # Its end reaches the monitor a moment after the workflow's.
+    for _ in range(100):
+        if (await monitor.query(ClusterMonitorWorkflow.status)).remediating is None:
+            break
+        await asyncio.sleep(0.1)
+    # By hand now, through the monitor: it holds the monitor's next own remediation back
+    # until it ends, and the monitor hears of its end.
+    start_zk3 = by_hand.model_copy(update={"playbook": "restart_dead_member", "target": "zk3"})
+    wid = await monitor.execute_update(ClusterMonitorWorkflow.remediate, start_zk3)
+    assert wid == f"remediate/{cid}/restart_dead_member/zk3"
+    assert (await monitor.query(ClusterMonitorWorkflow.status)).remediating == wid
+    status = await stage.env.client.get_workflow_handle_for(RemediationWorkflow.run, wid).result()
+    assert status.outcome is Outcome.HEALED and status.requested_by == "ops"
+    assert stage.start_count() == 1
+    for _ in range(100):
+        if (await monitor.query(ClusterMonitorWorkflow.status)).remediating is None:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("the monitor never heard the remediation by hand end")
+    with pytest.raises(WorkflowUpdateFailedError) as bad:
+        await monitor.execute_update(
+            ClusterMonitorWorkflow.remediate, by_hand.model_copy(update={"target": "zk9"})
+        )
+    assert str(bad.value.cause).endswith(f"'zk9' is not a node of {cid}")
     await monitor.terminate("test over")

@@ -12,7 +12,7 @@ import contextlib
 from datetime import datetime, timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, WorkflowAlreadyStartedError
+from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
@@ -37,7 +37,7 @@ with workflow.unsafe.imports_passed_through():
         watch_key,
     )
     from models.playbooks import PLAYBOOKS
-    from models.remediation import RemediationInput
+    from models.remediation import RemediationInput, RemediationRequest, check
     from models.remediation import workflow_id as remediation_workflow_id
     from workflows import search_attributes
     from workflows.policies import RETRY_FOREVER
@@ -187,12 +187,11 @@ class ClusterMonitorWorkflow:
             if not workflow.patched(REMEDIATIONS):
                 return
             wid = remediation_workflow_id(self._spec.cluster_id, finding.key)
-            self._remediating = wid  # before the await: a signal may call this meanwhile
             target = finding.subject if finding.subject != self._spec.cluster_id else None
-            # Already started (by hand, or by this monitor's previous run): that one it is.
+            # Already started (by this monitor's previous run): that one it is.
             with contextlib.suppress(WorkflowAlreadyStartedError):
-                await workflow.start_child_workflow(
-                    RemediationWorkflow.run,
+                await self._start_remediation(
+                    wid,
                     RemediationInput(
                         spec=self._spec,
                         playbook=playbook,
@@ -202,11 +201,7 @@ class ClusterMonitorWorkflow:
                         approval_timeout_s=self._spec.remediate.approval_timeout_s,
                         notify_monitor=True,
                     ),
-                    id=wid,
-                    task_queue=workflow.info().task_queue,
-                    # It outlives this run: the monitor continues as new while it heals.
-                    parent_close_policy=ParentClosePolicy.ABANDON,
-                    static_summary=f"{playbook} for {finding.key}",
+                    f"{playbook} for {finding.key}",
                 )
             self._control_event(
                 "remediation.requested",
@@ -217,6 +212,67 @@ class ClusterMonitorWorkflow:
                 finding=finding.key,
             )
             return
+
+    async def _start_remediation(self, wid: str, input: RemediationInput, summary: str) -> None:
+        """Start it as this cluster's one running remediation; WorkflowAlreadyStartedError
+        when one with its id runs already."""
+        self._remediating = wid  # before the await: a signal may call this meanwhile
+        await workflow.start_child_workflow(
+            RemediationWorkflow.run,
+            input,
+            id=wid,
+            task_queue=workflow.info().task_queue,
+            # It outlives this run: the monitor continues as new while it heals.
+            parent_close_policy=ParentClosePolicy.ABANDON,
+            static_summary=summary,
+        )
+
+    @workflow.update
+    async def remediate(self, request: RemediationRequest) -> str:
+        """Start a remediation an operator asked for; its workflow id. Through the monitor,
+        so it and the monitor's own hold each other back: one per cluster at a time."""
+        target = request.target
+        what = f"{request.playbook}/{target}" if target else request.playbook
+        wid = remediation_workflow_id(self._spec.cluster_id, what)
+        try:
+            await self._start_remediation(
+                wid,
+                RemediationInput(
+                    spec=self._spec,
+                    playbook=request.playbook,
+                    target=target,
+                    policy=request.policy,
+                    dry_run=request.dry_run,
+                    approval_timeout_s=self._spec.remediate.approval_timeout_s,
+                    requested_by=request.requested_by,
+                    notify_monitor=True,
+                ),
+                f"{request.playbook} on {target or self._spec.cluster_id}"
+                f" (by {request.requested_by})",
+            )
+        except WorkflowAlreadyStartedError:
+            # Started outside this monitor (before remediations by hand went through it):
+            # it would never report its end here, so it holds nothing back.
+            self._remediating = None
+            raise ApplicationError(f"{wid} is already running", non_retryable=True) from None
+        self._control_event(
+            "remediation.requested",
+            f"{request.playbook} ({request.policy.value}) by {request.requested_by}",
+            remediation=wid,
+            playbook=request.playbook,
+            policy=request.policy.value,
+            by=request.requested_by,
+        )
+        return wid
+
+    @remediate.validator
+    def _validate_remediate(self, request: RemediationRequest) -> None:
+        if self._remediating is not None:
+            raise ValueError(
+                f"{self._remediating} is running on {self._spec.cluster_id}:"
+                " one remediation per cluster at a time"
+            )
+        check(self._spec, request.playbook, request.target)
 
     async def _tell_cleared(self) -> None:
         """Tell the running remediation once that its finding went away: one still waiting
@@ -245,8 +301,9 @@ class ClusterMonitorWorkflow:
     async def remediation_finished(self, done: RemediationFinished) -> None:
         if done.workflow_id == self._remediating:
             self._remediating = None
-        block = timedelta(seconds=self._spec.remediate.blocking_s)
-        self._blocked[done.finding] = workflow.now() + block
+        if done.finding is not None:
+            block = timedelta(seconds=self._spec.remediate.blocking_s)
+            self._blocked[done.finding] = workflow.now() + block
         await self._remediate()
 
     def _index(self) -> None:

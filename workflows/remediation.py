@@ -295,7 +295,7 @@ class RemediationWorkflow:
             why=why,
         )
         finding = self._input.finding
-        if self._input.notify_monitor and finding is not None:
+        if self._input.notify_monitor:
             monitor = workflow.get_external_workflow_handle(
                 monitor_workflow_id(self._input.spec.cluster_id)
             )
@@ -304,7 +304,7 @@ class RemediationWorkflow:
                     "remediation_finished",
                     RemediationFinished(
                         workflow_id=workflow.info().workflow_id,
-                        finding=finding.key,
+                        finding=finding.key if finding is not None else None,
                         outcome=outcome.value,
                     ),
                 )
