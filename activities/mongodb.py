@@ -850,7 +850,7 @@ def describe_error(error: PyMongoError, timeout: float) -> str:
     return cause.splitlines()[0][:MAX_ERROR] if cause else type(error).__name__
 
 
-def _hello(client: MongoClient[dict[str, Any]]) -> dict[str, Any]:
+def ask_hello(client: MongoClient[dict[str, Any]]) -> dict[str, Any]:
     """`hello`, or `isMaster` from a server older than 4.4.2 that lacks it."""
     try:
         return client.admin.command("hello")
@@ -887,7 +887,7 @@ def read_server(client: MongoClient[dict[str, Any]], address: str, timeout: floa
     try:
         with pymongo.timeout(timeout):
             started = time.perf_counter()
-            hello = _hello(client)
+            hello = ask_hello(client)
             latency_ms = round((time.perf_counter() - started) * 1000, 3)
             commands = ROUTER_COMMANDS if hello.get("msg") == ROUTER_MSG else MONGOD_COMMANDS
             replies = {"hello": hello} | {
@@ -934,7 +934,7 @@ class _LinkWatch(monitoring.ServerHeartbeatListener, monitoring.ServerListener):
         pass
 
 
-def _client(
+def pinned_client(
     address: str,
     timeout: float,
     credentials: Mapping[str, str],
@@ -1009,7 +1009,7 @@ class MongoDBAdapter(Adapter):
             client = cached.get(address) if cached is not None else None
             owned = client is None and cached is None
             if client is None:
-                client = _client(address, timeout, credentials, PROBE_HEARTBEAT_MS)
+                client = pinned_client(address, timeout, credentials, PROBE_HEARTBEAT_MS)
                 if cached is not None:
                     cached[address] = client
         try:
@@ -1033,7 +1033,9 @@ class MongoDBAdapter(Adapter):
             return
         watches = {node.address: _LinkWatch(on_change) for node in spec.nodes}
         clients = {
-            address: _client(address, spec.probe.timeout_s, credentials, LINK_HEARTBEAT_MS, watch)
+            address: pinned_client(
+                address, spec.probe.timeout_s, credentials, LINK_HEARTBEAT_MS, watch
+            )
             for address, watch in watches.items()
         }
         with self._lock:

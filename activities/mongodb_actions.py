@@ -4,13 +4,15 @@ agent."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pymongo
-from pymongo.errors import AutoReconnect, PyMongoError
+from pymongo import MongoClient
+from pymongo.errors import AutoReconnect, NotPrimaryError, OperationFailure, PyMongoError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.mongodb import _client, _hello, describe_error
+from activities.mongodb import PROBE_HEARTBEAT_MS, ask_hello, describe_error, pinned_client
 from activities.secrets import read_secrets
 from models.remediation import NodeRequest
 
@@ -24,17 +26,25 @@ down; none caught up, it refuses and stays primary, so no acknowledged write is 
 @activity.defn
 async def step_down_primary(request: NodeRequest) -> str:
     """`replSetStepDown` on the node, if it is still the primary; what happened, in one
-    line. A retry after the step-down found the node a secondary and does nothing again."""
+    line. A retry after the step-down finds the node a secondary and does nothing again.
+
+    The server's refusal (no electable secondary caught up, not authorized, authentication
+    failed) fails the step for good: asked again, it would refuse again, and the set keeps
+    its primary meanwhile. A network error or a timeout is retried.
+    """
     spec = request.spec
     node = spec.node(request.node_id)
     credentials = read_secrets(spec, "username", "password")
     timeout = spec.probe.timeout_s
 
+    def own_word(client: MongoClient[dict[str, Any]]) -> dict[str, Any]:
+        with pymongo.timeout(timeout):
+            return ask_hello(client)
+
     def step_down() -> str:
-        client = _client(node.address, timeout, credentials, heartbeat_ms=10_000)
+        client = pinned_client(node.address, timeout, credentials, PROBE_HEARTBEAT_MS)
         try:
-            with pymongo.timeout(timeout):
-                hello = _hello(client)
+            hello = own_word(client)
             if not hello.get("isWritablePrimary", hello.get("ismaster")):
                 return f"{node.node_id} is not the primary: nothing to step down"
             try:
@@ -42,15 +52,28 @@ async def step_down_primary(request: NodeRequest) -> str:
                     client.admin.command(
                         {"replSetStepDown": STEP_DOWN_S, "secondaryCatchUpPeriodSecs": CATCH_UP_S}
                     )
+            except NotPrimaryError:
+                # An election (or a shutdown) took the role between the hello and the command.
+                return f"{node.node_id} is no longer the primary: nothing to step down"
             except AutoReconnect:
-                # Servers before 4.2 close every connection as they step down.
-                pass
+                # Servers before 4.2 close every connection as they step down, so no reply
+                # comes; a timeout leaves it open whether they did. The node's own word
+                # decides: a secondary now. (While a step-down is still under way, hello
+                # says neither writable primary nor secondary.)
+                if not own_word(client).get("secondary"):
+                    raise
+                return f"{node.node_id} stepped down (no reply; it answers as a secondary now)"
             return f"{node.node_id} stepped down"
         finally:
             client.close()
 
     try:
         return await asyncio.to_thread(step_down)
+    except OperationFailure as error:
+        raise ApplicationError(
+            f"{node.node_id} refused to step down: {describe_error(error, timeout)}",
+            non_retryable=True,
+        ) from None
     except PyMongoError as error:
         raise ApplicationError(
             f"step down {node.node_id}: {describe_error(error, timeout)}"

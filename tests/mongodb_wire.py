@@ -2,9 +2,12 @@
 (OP_MSG) and answers each command with one server's reply from tests/replies/mongodb/, so
 pymongo, our timeouts and our error handling run end to end without a MongoDB.
 
-It is not MongoDB: it knows no state, runs no command, and answers every hello alike. What
-it proves is how the adapter talks and copes (a dead, hung, garbled or refusing server);
-what a real server answers is tests/test_mongodb_live.py's business.
+It is not MongoDB: it runs no command and answers every hello alike. Its one change of
+state is the one a test scripts: an accepted `replSetStepDown` makes a stand-in set answer
+with the replies the test gave for after the election. What it proves is how the adapter
+talks and copes (a dead, hung, garbled or refusing server, a step-down accepted, refused,
+or cut short by a closed connection); what a real server answers is
+tests/test_mongodb_live.py's business.
 """
 
 from __future__ import annotations
@@ -13,8 +16,8 @@ import asyncio
 import itertools
 import struct
 import threading
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager, suppress
 from typing import Any
 
 import bson
@@ -42,13 +45,23 @@ AUTH_FAILED = {
 }
 
 
+class _HangUp(Exception):
+    """Drop every connection instead of answering."""
+
+
 class ReplayServer:
     """Listens on 127.0.0.1 on a port of its own, on a thread of its own (pymongo's threads
     talk to it while a test blocks), until `stop()`.
 
     `replies` maps command names, as the reply files name them, to replies. `garbage` is
     written to each connection instead of any reply; `hang` accepts and never answers.
+
+    `replSetStepDown` is answered from `replies` too. When that answer is ok, `on_step_down`
+    runs first, and `closes_on_step_down` then drops every connection instead of answering,
+    as servers before 4.2 do.
     """
+
+    replies: dict[str, Mapping[str, Any]]
 
     def __init__(
         self,
@@ -56,14 +69,15 @@ class ReplayServer:
         *,
         garbage: bytes | None = None,
         hang: bool = False,
+        closes_on_step_down: bool = False,
     ) -> None:
-        self.replies: dict[str, Mapping[str, Any]] = {
-            name.lower(): reply for name, reply in (replies or {}).items()
-        }
+        self.answer(replies or {})
         self.garbage = garbage
         self.hang = hang
-        self.commands: list[str] = []
-        """Every command name received, in order (hello and isMaster included)."""
+        self.closes_on_step_down = closes_on_step_down
+        self.on_step_down: Callable[[], None] | None = None
+        self.received: list[Mapping[str, Any]] = []
+        """Every command received, in order (hello and isMaster included), as sent."""
         self._ids = itertools.count(1)
         self._loop = asyncio.new_event_loop()
         self._writers: set[asyncio.StreamWriter] = set()
@@ -71,6 +85,15 @@ class ReplayServer:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
         self.address = asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(5)
+
+    def answer(self, replies: Mapping[str, Any]) -> None:
+        """Answer with `replies` from now on."""
+        self.replies = {name.lower(): reply for name, reply in replies.items()}
+
+    @property
+    def commands(self) -> list[str]:
+        """The name of every command received, in order."""
+        return [next(iter(command)) for command in self.received]
 
     async def _start(self) -> str:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -119,6 +142,9 @@ class ReplayServer:
                     + payload
                 )
                 await writer.drain()
+        except _HangUp:
+            for open_writer in list(self._writers):
+                open_writer.transport.abort()
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
             # The client went away, or stop() is tearing this connection down.
             pass
@@ -129,7 +155,7 @@ class ReplayServer:
 
     async def _answer(self, command: Mapping[str, Any]) -> Mapping[str, Any]:
         name = next(iter(command))
-        self.commands.append(name)
+        self.received.append(command)
         if name.lower() in ("hello", "ismaster"):
             if "maxAwaitTimeMS" in command:
                 # An awaitable hello: a server answers when its topology changes or the
@@ -141,7 +167,14 @@ class ReplayServer:
         if name == "endSessions":
             return {"ok": 1.0}
         reply = self.replies.get(name.lower())
-        return reply if reply is not None else _not_found(name)
+        if reply is None:
+            return _not_found(name)
+        if name == "replSetStepDown" and reply.get("ok") == 1:
+            if self.on_step_down is not None:
+                self.on_step_down()
+            if self.closes_on_step_down:
+                raise _HangUp
+        return reply
 
     def _hello(self, name: str, command: Mapping[str, Any]) -> Mapping[str, Any]:
         if name == "hello":
@@ -166,3 +199,24 @@ def replaying(replies: Mapping[str, Any] | None = None, **behaviour: Any) -> Ite
         yield server
     finally:
         server.stop()
+
+
+@contextmanager
+def replaying_set(
+    members: Mapping[str, Mapping[str, Any]],
+    after_step_down: Mapping[str, Mapping[str, Any]],
+    **behaviour: Any,
+) -> Iterator[dict[str, ReplayServer]]:
+    """Stand-ins for the members of one replica set, by node id. A `replSetStepDown` one of
+    them accepts makes every one answer with its `after_step_down` replies from then on: the
+    set as it is once the election that follows is over (none is played out)."""
+    with ExitStack() as stack:
+        running = {n: stack.enter_context(replaying(r, **behaviour)) for n, r in members.items()}
+
+        def elected() -> None:
+            for node_id, server in running.items():
+                server.answer(after_step_down[node_id])
+
+        for server in running.values():
+            server.on_step_down = elected
+        yield running
