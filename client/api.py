@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import getpass
 import socket
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from temporalio.client import (
     Client,
@@ -25,22 +24,25 @@ from temporalio.common import QueryRejectCondition, WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from models import ClusterSpec, MonitorInput, MonitorStatus, Policy
+from models import ClusterSpec, MonitorInput, MonitorStatus, Policy, monitor_workflow_id
 from models import remediation as rem
 from models.remediation import Decision, RemediationInput, RemediationStatus
 from store import EventQuery, EventStore, StoredEvent, open_store
-from worker.core import connect
-from worker.settings import Settings
+from worker.settings import Settings, connect
 from workflows import search_attributes
-from workflows.monitor import ClusterMonitorWorkflow, workflow_id
-from workflows.remediation import RemediationWorkflow
+
+# The workflows by the names the README's interface table documents, not by their classes:
+# those import their activities and with them every datastore client (kafka-python among
+# them), which a CLI call has no use for.
+MONITOR_WORKFLOW = "ClusterMonitorWorkflow"
+REMEDIATION_WORKFLOW = "RemediationWorkflow"
 
 
 class UnknownClusterError(LookupError):
     def __init__(self, cluster_id: str, why: str = "no such workflow") -> None:
         super().__init__(
             f"unknown cluster {cluster_id!r}: no running monitor workflow "
-            f"{workflow_id(cluster_id)!r}, {why} (see `replicante cluster ls`)"
+            f"{monitor_workflow_id(cluster_id)!r}, {why} (see `replicante cluster ls`)"
         )
 
 
@@ -128,9 +130,9 @@ class ReplicanteClient:
         """Start watching a cluster, or replace the spec of one already watched."""
         try:
             await self.temporal.start_workflow(
-                ClusterMonitorWorkflow.run,
+                MONITOR_WORKFLOW,
                 MonitorInput(spec=spec),
-                id=workflow_id(spec.cluster_id),
+                id=monitor_workflow_id(spec.cluster_id),
                 task_queue=self.settings.task_queue,
                 id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
                 search_attributes=search_attributes.initial(spec),
@@ -138,13 +140,13 @@ class ReplicanteClient:
             )
             return ApplyResult(spec.cluster_id, created=True, spec_generation=1)
         except WorkflowAlreadyStartedError:
-            generation = await self._handle(spec.cluster_id).execute_update(
-                ClusterMonitorWorkflow.replace_spec, spec
+            generation: int = await self._handle(spec.cluster_id).execute_update(
+                "replace_spec", spec, result_type=int
             )
             return ApplyResult(spec.cluster_id, created=False, spec_generation=generation)
 
     async def clusters(self, *, unhealthy: bool = False) -> list[ClusterSummary]:
-        query = "WorkflowType = 'ClusterMonitorWorkflow' AND ExecutionStatus = 'Running'"
+        query = f"WorkflowType = '{MONITOR_WORKFLOW}' AND ExecutionStatus = 'Running'"
         if unhealthy:
             query += f" AND {search_attributes.HEALTH.name} != 'healthy'"
         found: list[ClusterSummary] = []
@@ -163,20 +165,19 @@ class ReplicanteClient:
         return sorted(found, key=lambda c: c.cluster_id)
 
     async def status(self, cluster_id: str) -> MonitorStatus:
-        return await self._query_monitor(cluster_id, ClusterMonitorWorkflow.status)
+        return await self._query_monitor(cluster_id, "status", MonitorStatus)
 
     async def spec(self, cluster_id: str) -> ClusterSpec:
         """The spec the cluster's monitor has in force (the latest applied)."""
-        return await self._query_monitor(cluster_id, ClusterMonitorWorkflow.spec)
+        return await self._query_monitor(cluster_id, "spec", ClusterSpec)
 
-    async def _query_monitor(
-        self, cluster_id: str, query: Callable[[ClusterMonitorWorkflow], T]
-    ) -> T:
+    async def _query_monitor(self, cluster_id: str, query: str, result_type: type[T]) -> T:
         try:
             # A closed workflow still answers queries, with a view frozen at its end.
-            return await self._handle(cluster_id).query(
-                query, reject_condition=QueryRejectCondition.NOT_OPEN
+            result: T = await self._handle(cluster_id).query(
+                query, result_type=result_type, reject_condition=QueryRejectCondition.NOT_OPEN
             )
+            return result
         except WorkflowQueryRejectedError as error:
             state = error.status.name.lower() if error.status is not None else "closed"
             raise UnknownClusterError(cluster_id, f"its monitor is {state}") from None
@@ -204,10 +205,8 @@ class ReplicanteClient:
                 raise UnknownClusterError(cluster_id) from None
             raise
 
-    def _handle(self, cluster_id: str) -> WorkflowHandle[ClusterMonitorWorkflow, None]:
-        return self.temporal.get_workflow_handle_for(
-            ClusterMonitorWorkflow.run, workflow_id(cluster_id)
-        )
+    def _handle(self, cluster_id: str) -> WorkflowHandle[Any, None]:
+        return self.temporal.get_workflow_handle(monitor_workflow_id(cluster_id))
 
     # --- remediations ------------------------------------------------------------------------
 
@@ -239,7 +238,7 @@ class ReplicanteClient:
         remediation_id = rem.workflow_id(cluster_id, f"{playbook}/{node}" if node else playbook)
         try:
             await self.temporal.start_workflow(
-                RemediationWorkflow.run,
+                REMEDIATION_WORKFLOW,
                 RemediationInput(
                     spec=spec,
                     playbook=playbook,
@@ -264,7 +263,7 @@ class ReplicanteClient:
     ) -> list[RemediationSummary]:
         """Running remediations (oldest first), then the `finished` most recently started of
         the others."""
-        query = "WorkflowType = 'RemediationWorkflow'"
+        query = f"WorkflowType = '{REMEDIATION_WORKFLOW}'"
         if cluster_id is not None:
             query += f" AND WorkflowId STARTS_WITH '{rem.workflow_id(cluster_id, '')}'"
         running: list[RemediationSummary] = []
@@ -313,14 +312,15 @@ class ReplicanteClient:
         """Ask a running remediation to stop (between steps, or inside a long one)."""
         handle = self._remediation(remediation_id)
         try:
-            await handle.signal(RemediationWorkflow.abort, decision)
+            await handle.signal("abort", decision)
         except RPCError as error:
             raise await self._why_not(remediation_id, "abort", error) from None
 
     async def _decide(self, remediation_id: str, what: str, decision: Decision) -> str:
-        update = RemediationWorkflow.approve if what == "approve" else RemediationWorkflow.reject
         try:
-            result: str = await self._remediation(remediation_id).execute_update(update, decision)
+            result: str = await self._remediation(remediation_id).execute_update(
+                what, decision, result_type=str
+            )
         except WorkflowUpdateFailedError as error:
             # The validator refused: the message names the id and the state.
             cause = error.cause
@@ -347,27 +347,28 @@ class ReplicanteClient:
             if error.status == RPCStatusCode.NOT_FOUND:
                 raise UnknownRemediationError(remediation_id) from None
             raise
-        if description.workflow_type != "RemediationWorkflow":
+        if description.workflow_type != REMEDIATION_WORKFLOW:
             raise UnknownRemediationError(remediation_id)
         assert description.status is not None
         return description.status
 
     def _remediation(
         self, remediation_id: str, run_id: str | None = None
-    ) -> WorkflowHandle[RemediationWorkflow, RemediationStatus]:
-        return self.temporal.get_workflow_handle_for(
-            RemediationWorkflow.run, remediation_id, run_id=run_id
+    ) -> WorkflowHandle[Any, RemediationStatus]:
+        return self.temporal.get_workflow_handle(
+            remediation_id, run_id=run_id, result_type=RemediationStatus
         )
 
 
 async def _remediation_status(
-    handle: WorkflowHandle[RemediationWorkflow, RemediationStatus],
+    handle: WorkflowHandle[Any, RemediationStatus],
     execution: WorkflowExecutionStatus | None,
 ) -> RemediationStatus | None:
     """A running one answers the `status` query; a completed one's result is its final
     status, read from history (no worker needed); None for one that ended otherwise."""
     if execution == WorkflowExecutionStatus.RUNNING:
-        return await handle.query(RemediationWorkflow.status)
+        status: RemediationStatus = await handle.query("status", result_type=RemediationStatus)
+        return status
     if execution == WorkflowExecutionStatus.COMPLETED:
         return await handle.result()
     return None

@@ -16,7 +16,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from activities.service import LedgerBusyError
-from client import dev, render
+from client import render
 from client.api import (
     RemediationRefusedError,
     RemediationRunningError,
@@ -25,13 +25,11 @@ from client.api import (
     UnknownRemediationError,
     operator,
 )
-from client.follow import from_store, from_topic
 from client.script import exit_now
 from models import ClusterSpec, SpecError, load_spec
 from models.remediation import Decision
 from store import StoreError
 from worker.agent import run_agent
-from worker.core import run_core_worker
 from worker.settings import Settings
 
 DURATION = re.compile(r"^(\d+)([smhd])$")
@@ -144,13 +142,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def run(args: argparse.Namespace, settings: Settings) -> int:
+    # The core worker, `dev` and `events --follow` import what they run when they run:
+    # their workflows, datastore clients and kafka-python would otherwise load with every
+    # command, the node agent's among them (tests/test_agent.py checks that it stays small).
     if args.command == "worker":
+        from worker.core import run_core_worker
+
         await run_core_worker(settings)
         return 0
     if args.command == "agent":
         await run_agent(settings, args.node, args.config)
         return 0
     if args.command == "dev":
+        from client import dev
+
         return await (dev.up(settings) if args.dev_command == "up" else dev.down(settings))
     # Validate local input before connecting anywhere: bad input changes nothing.
     spec = (
@@ -253,6 +258,8 @@ async def remediation_command(api: ReplicanteClient, args: argparse.Namespace) -
 
 async def follow(api: ReplicanteClient, args: argparse.Namespace, since: datetime | None) -> None:
     """Print events as they come until interrupted; a reader that goes away ends it."""
+    from client.follow import from_store, from_topic
+
     stream = api.settings.stream
     batches = (
         from_topic(stream, args.cluster, since)

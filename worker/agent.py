@@ -14,8 +14,7 @@ from temporalio.worker import Worker
 
 from activities.service import Ledger, ServiceActivities
 from models import AgentConfig, SpecError, agent_task_queue, load_agent_config
-from worker.core import connect
-from worker.settings import Settings
+from worker.settings import Settings, connect
 
 log = logging.getLogger("replicante.agent")
 

@@ -1,12 +1,18 @@
-"""Where things are: read once from the environment, shared by worker, agent and CLI."""
+"""Where things are, read once from the environment, and the connection to Temporal:
+shared by worker, agent and CLI."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from activities.stream import StreamSettings
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+if TYPE_CHECKING:
+    from activities.stream import StreamSettings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,6 +35,10 @@ class Settings:
     def stream(self) -> StreamSettings | None:
         if self.events_kafka is None:
             return None
+        # Imported here: the stream's settings live beside its relay, which loads
+        # kafka-python; a node agent or a CLI call that does not stream must not pay for it.
+        from activities.stream import StreamSettings
+
         return StreamSettings(bootstrap=self.events_kafka, topic=self.events_topic)
 
     @classmethod
@@ -51,3 +61,12 @@ class Settings:
             events_kafka=env.get("REPLICANTE_EVENTS_KAFKA") or None,
             events_topic=env.get("REPLICANTE_EVENTS_TOPIC") or cls.events_topic,
         )
+
+
+async def connect(settings: Settings) -> Client:
+    """A client of the settings' Temporal, with the pydantic converter every process uses."""
+    return await Client.connect(
+        settings.temporal_address,
+        namespace=settings.namespace,
+        data_converter=pydantic_data_converter,
+    )
