@@ -21,6 +21,7 @@ STEP_DOWN_S = 60
 CATCH_UP_S = 10
 """How long the primary waits for an electable secondary to catch up before it steps
 down; none caught up, it refuses and stays primary, so no acknowledged write is lost."""
+HEARTBEAT_S = 1.0
 
 
 @activity.defn
@@ -67,8 +68,15 @@ async def step_down_primary(request: NodeRequest) -> str:
         finally:
             client.close()
 
+    # The primary answers only once a secondary caught up, or after CATCH_UP_S: heartbeats
+    # keep the step alive past the workflow's heartbeat timeout meanwhile. A cancel cannot
+    # take back a command already sent; its thread ends when the server answers.
+    stepping = asyncio.ensure_future(asyncio.to_thread(step_down))
     try:
-        return await asyncio.to_thread(step_down)
+        while not stepping.done():
+            activity.heartbeat(f"stepping {node.node_id} down")
+            await asyncio.wait([stepping], timeout=HEARTBEAT_S)
+        return stepping.result()
     except OperationFailure as error:
         raise ApplicationError(
             f"{node.node_id} refused to step down: {describe_error(error, timeout)}",
@@ -78,3 +86,5 @@ async def step_down_primary(request: NodeRequest) -> str:
         raise ApplicationError(
             f"step down {node.node_id}: {describe_error(error, timeout)}"
         ) from None
+    finally:
+        stepping.cancel()

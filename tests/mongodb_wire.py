@@ -56,9 +56,10 @@ class ReplayServer:
     `replies` maps command names, as the reply files name them, to replies. `garbage` is
     written to each connection instead of any reply; `hang` accepts and never answers.
 
-    `replSetStepDown` is answered from `replies` too. When that answer is ok, `on_step_down`
-    runs first, and `closes_on_step_down` then drops every connection instead of answering,
-    as servers before 4.2 do.
+    `replSetStepDown` is answered from `replies` too, after `step_down_wait_s` (a primary
+    waits up to secondaryCatchUpPeriodSecs for a secondary to catch up). When that answer is
+    ok, `on_step_down` runs first, and `closes_on_step_down` then drops every connection
+    instead of answering, as servers before 4.2 do.
     """
 
     replies: dict[str, Mapping[str, Any]]
@@ -69,11 +70,13 @@ class ReplayServer:
         *,
         garbage: bytes | None = None,
         hang: bool = False,
+        step_down_wait_s: float = 0.0,
         closes_on_step_down: bool = False,
     ) -> None:
         self.answer(replies or {})
         self.garbage = garbage
         self.hang = hang
+        self.step_down_wait_s = step_down_wait_s
         self.closes_on_step_down = closes_on_step_down
         self.on_step_down: Callable[[], None] | None = None
         self.received: list[Mapping[str, Any]] = []
@@ -169,10 +172,11 @@ class ReplayServer:
         reply = self.replies.get(name.lower())
         if reply is None:
             return _not_found(name)
-        if name == "replSetStepDown" and reply.get("ok") == 1:
-            if self.on_step_down is not None:
+        if name == "replSetStepDown":
+            await asyncio.sleep(self.step_down_wait_s)
+            if reply.get("ok") == 1 and self.on_step_down is not None:
                 self.on_step_down()
-            if self.closes_on_step_down:
+            if reply.get("ok") == 1 and self.closes_on_step_down:
                 raise _HangUp
         return reply
 

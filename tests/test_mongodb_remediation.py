@@ -12,6 +12,8 @@ tests/test_mongodb_live.py does, whenever REPLICANTE_TEST_MONGODB_URI is set.
 from __future__ import annotations
 
 import copy
+import itertools
+import time
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -403,6 +405,24 @@ async def test_step_down_activity_fails_for_good_when_the_primary_refuses() -> N
     assert str(error) == f"m1 refused to step down: ExceededTimeLimit: {NONE_CAUGHT_UP['errmsg']}"
     assert error.non_retryable
     assert len(step_downs(primary)) == 1
+
+
+async def test_step_down_activity_heartbeats_while_the_primary_waits_for_a_secondary() -> None:
+    # A primary may take CATCH_UP_S to answer, longer than the probe timeout and about the
+    # workflow's heartbeat timeout: without heartbeats a slow refusal would time the step
+    # out and be asked again, instead of failing it.
+    beats: list[float] = []
+    env = ActivityEnvironment()
+    env.on_heartbeat = lambda *details: beats.append(time.monotonic())
+    primary = replies(PSS80["m1"]) | {"replSetStepDown": NONE_CAUGHT_UP}
+    with (
+        replaying(primary, step_down_wait_s=3.5) as server,
+        pytest.raises(ApplicationError) as raised,
+    ):
+        await env.run(step_down_primary, node_request({"m1": server}))
+    assert raised.value.non_retryable and "ExceededTimeLimit" in str(raised.value)
+    assert len(beats) >= 4
+    assert max(b - a for a, b in itertools.pairwise(beats)) < 1.5
 
 
 @pytest.mark.parametrize(
