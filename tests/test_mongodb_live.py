@@ -6,6 +6,11 @@ The spec is built from the set's own member list, read from the URI's servers; a
 password in the URI become the spec's `username` and `password` secrets (through env vars,
 as a spec names them), and the adapter authenticates against `admin`. The URI is never
 printed: it may carry a password.
+
+The last test steps the set's primary down (a RemediationWorkflow on the session's Temporal
+dev server): the set keeps a different primary for at least the 60 s the old one may not
+stand again. With credentials, the user needs `replSetStepDown` (clusterManager) besides
+clusterMonitor.
 """
 
 from __future__ import annotations
@@ -16,14 +21,18 @@ import re
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pymongo import MongoClient
 from pymongo.uri_parser import parse_uri
+from temporalio.testing import WorkflowEnvironment
 
 from activities.mongodb import LINK_STOP_WAIT_S, MongoDBAdapter
 from models import ClusterSpec, Role, Severity, evaluate, parse_spec
+from models.remediation import Outcome
+from tests.test_mongodb_remediation import remediate
 
 URI = os.environ.get("REPLICANTE_TEST_MONGODB_URI")
 SKIP_REASON = (
@@ -125,3 +134,45 @@ async def test_held_links_to_a_real_replica_set_see_it_and_close_in_time(
         await asyncio.to_thread(links.__exit__, None, None, None)
         closing = time.monotonic() - started
     assert closing < LINK_STOP_WAIT_S + 0.2
+
+
+def primary_other_than(old: str, timeout: float) -> str | None:
+    """The primary the set names once it names one other than `old`, asked through a plain
+    replica set client rather than our adapter; None if it does not within `timeout`."""
+    assert URI is not None
+    client: MongoClient[dict[str, Any]] = MongoClient(URI, serverSelectionTimeoutMS=10_000)
+    deadline = time.monotonic() + timeout
+    with client:
+        while time.monotonic() < deadline:
+            primary = client.admin.command("hello").get("primary")
+            if isinstance(primary, str) and primary.lower() != old.lower():
+                return primary
+            time.sleep(0.5)
+    return None
+
+
+async def test_step_down_remediation_hands_a_real_primary_to_another_member(
+    spec: ClusterSpec, temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    before = await MongoDBAdapter().probe(spec)
+    old = before.leader
+    assert old is not None, "the set has no primary to step down"
+    status, finished = await remediate(temporal_env, spec, tmp_path)
+    assert status.outcome is Outcome.HEALED, finished
+    assert status.verdict is not None and status.verdict.reason.startswith(
+        "electable secondaries within 10 s: "
+    )
+    assert [(r.step.name, r.state) for r in status.steps] == [
+        (f"step-down-{old}", "done"),
+        (f"wait-primary-other-than-{old}", "done"),
+    ]
+    assert status.steps[0].detail.startswith(f"{old} stepped down")
+    after = await MongoDBAdapter().probe(spec)
+    assert after.leader is not None and after.leader != old
+    stepped_down = after.node(old)
+    assert stepped_down is not None and stepped_down.role is Role.SECONDARY
+    # The set's own word, not only our adapter's: the old primary may not stand again for
+    # 60 s, so nothing hands the role back meanwhile.
+    primary = await asyncio.to_thread(primary_other_than, spec.node(old).address, 30.0)
+    assert primary is not None, f"the set still names {old} its primary"
+    assert primary.lower() == spec.node(after.leader).address.lower()
