@@ -377,9 +377,7 @@ async def test_step_down_activity_asks_a_stand_in_primary_once() -> None:
     assert primary.commands.index("hello") < primary.commands.index("replSetStepDown")
 
 
-async def test_step_down_cut_short_by_a_closed_connection_is_done_if_the_node_is_secondary() -> (
-    None
-):
+async def test_a_step_down_whose_reply_is_lost_counts_once_the_node_is_secondary() -> None:
     # As servers before 4.2 do: the connections close instead of a reply. The replies are
     # 4.4's, the oldest recorded; after the step-down m1 answers as the secondary it became.
     before = {"m1": replies(PSA44["m1"]) | {"replSetStepDown": STEPPED_DOWN}}
@@ -392,7 +390,7 @@ async def test_step_down_cut_short_by_a_closed_connection_is_done_if_the_node_is
     assert "isMaster" in asked[asked.index("replSetStepDown") :]
 
 
-async def test_step_down_cut_short_while_the_node_stays_primary_is_retried() -> None:
+async def test_a_step_down_whose_reply_is_lost_is_retried_while_the_node_is_primary() -> None:
     primary = replies(PSS80["m1"]) | {"replSetStepDown": STEPPED_DOWN}
     with replaying(primary, closes_on_step_down=True) as server:
         error = await refused(node_request({"m1": server}))
@@ -421,8 +419,9 @@ async def test_step_down_activity_heartbeats_while_the_primary_waits_for_a_secon
     ):
         await env.run(step_down_primary, node_request({"m1": server}))
     assert raised.value.non_retryable and "ExceededTimeLimit" in str(raised.value)
-    assert len(beats) >= 4
-    assert max(b - a for a, b in itertools.pairwise(beats)) < 1.5
+    # Every second or so; the bound leaves room for a loaded machine.
+    assert len(beats) >= 3
+    assert max(b - a for a, b in itertools.pairwise(beats)) < 3.0
 
 
 @pytest.mark.parametrize(
