@@ -92,10 +92,19 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("--limit", type=int, default=200)
     events.add_argument("--json", action="store_true", help="one JSON event per line")
 
-    for name, what in (("pause", "stop watching (maintenance)"), ("resume", "watch again")):
+    for name, what in (
+        ("pause", "stop watching a cluster (maintenance), or a remediation before its next step"),
+        ("resume", "watch a cluster again, or let a paused remediation go on"),
+    ):
         control = commands.add_parser(name, help=what)
-        control.add_argument("cluster")
-        control.add_argument("--reason", default="", help="recorded in the event")
+        control.add_argument(
+            "target", metavar="CLUSTER|ID", help="a cluster, or a remediation's id (remediate/...)"
+        )
+        control.add_argument(
+            "--reason",
+            default="",
+            help="why; kept in the cluster's event or the remediation's history",
+        )
 
     remediate = commands.add_parser("remediate", help="start a remediation by hand")
     remediate.add_argument("cluster")
@@ -173,7 +182,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     try:
         if decision is not None:
             await decide(api, args.command, args.id, decision)
-        elif args.command in ("remediate", "actions"):
+        elif args.command in ("remediate", "actions") or names_remediation(args):
             await remediation_command(api, args)
         else:
             await command(api, args, spec, since)
@@ -214,8 +223,14 @@ async def command(
             print(render.events(stored))
     elif args.command in ("pause", "resume"):
         action: Callable[[str, str], Awaitable[None]] = getattr(api, args.command)
-        await action(args.cluster, args.reason)
-        print(f"{'paused' if args.command == 'pause' else 'resumed'} {args.cluster}")
+        await action(args.target, args.reason)
+        print(f"{'paused' if args.command == 'pause' else 'resumed'} {args.target}")
+
+
+def names_remediation(args: argparse.Namespace) -> bool:
+    """`pause` or `resume` of a remediation rather than of a cluster's monitor: every
+    remediation id starts with `remediate/`, and no cluster id has a `/`."""
+    return args.command in ("pause", "resume") and args.target.startswith("remediate/")
 
 
 def parse_decision(by: str | None, reason: str) -> Decision:
@@ -243,6 +258,12 @@ async def remediation_command(api: ReplicanteClient, args: argparse.Namespace) -
                 args.cluster, args.playbook, args.node, dry_run=args.dry_run, auto=args.auto
             )
         )
+    elif args.command == "pause":
+        await api.pause_remediation(args.target, args.reason)
+        print(f"paused {args.target}: no step starts until it is resumed (one running finishes)")
+    elif args.command == "resume":
+        await api.resume_remediation(args.target, args.reason)
+        print(f"resumed {args.target}")
     elif args.actions_command == "ls":
         found = await api.actions(args.cluster)
         if not found and args.cluster is not None:
@@ -253,7 +274,10 @@ async def remediation_command(api: ReplicanteClient, args: argparse.Namespace) -
             print(render.actions(found))
     else:
         st = await api.action(args.id)
-        print(st.model_dump_json(indent=2) if args.json else render.action(st))
+        if args.json:
+            print(st.model_dump_json(indent=2))
+        else:
+            print(render.action(st, await api.timeline(args.id)))
 
 
 async def follow(api: ReplicanteClient, args: argparse.Namespace, since: datetime | None) -> None:

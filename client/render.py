@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from client.api import ClusterSummary, RemediationSummary
+from client.api import ClusterSummary, RemediationSummary, Timeline
 from models import Event, MonitorStatus, ShardStatus
-from models.remediation import Decision, RemediationStatus, State
+from models.remediation import Decision, Outcome, RemediationStatus, State
 from store.base import StoredEvent
 
 
@@ -179,27 +179,38 @@ def _time(when: datetime | None) -> str:
     return f"{when:%Y-%m-%d %H:%M:%S}" if when is not None else "-"
 
 
-def action(st: RemediationStatus) -> str:
+def _at(when: datetime | None) -> str:
+    return f" at {_time(when)} UTC" if when is not None else ""
+
+
+def action(st: RemediationStatus, timeline: Timeline) -> str:
     lines = [
         f"{st.workflow_id}  state: {st.state.value}"
         f"  outcome: {st.outcome.value if st.outcome else '-'}",
         f"cluster {st.cluster_id}  playbook {st.playbook}  target {st.target or '-'}"
         f"  policy {st.policy.value}{'  DRY RUN' if st.dry_run else ''}"
         f"  finding {st.finding or '- (started by hand)'}",
+        f"requested by {st.requested_by}{_at(timeline.requested)}",
     ]
     if st.verdict is not None:
         lines.append(f"safety: {'safe' if st.verdict.safe else 'UNSAFE'}: {st.verdict.reason}")
     if st.approval_deadline is not None and st.approved is None and st.rejected is None:
-        waiting = " (waiting)" if st.state is State.AWAITING_APPROVAL else ""
-        lines.append(f"approval deadline: {_time(st.approval_deadline)} UTC{waiting}")
-    decisions: list[tuple[str, Decision | None]] = [
-        ("approved", st.approved),
-        ("rejected", st.rejected),
-        ("aborted", st.aborted),
+        note = ""
+        if st.state is State.AWAITING_APPROVAL:
+            note = " (waiting)"
+        elif st.outcome is Outcome.EXPIRED:
+            note = ", passed: nobody approved before it, so nothing was done"
+        lines.append(f"approval deadline: {_time(st.approval_deadline)} UTC{note}")
+    decisions: list[tuple[str, Decision | None, datetime | None]] = [
+        ("approved", st.approved, timeline.approved),
+        ("rejected", st.rejected, timeline.rejected),
+        ("aborted", st.aborted, timeline.aborted),
     ]
-    for verb, decision in decisions:
+    for verb, decision, when in decisions:
         if decision is not None:
-            lines.append(f"{verb} by {decision.by}: {decision.reason or '(no reason given)'}")
+            lines.append(
+                f"{verb} by {decision.by}{_at(when)}: {decision.reason or '(no reason given)'}"
+            )
     lines.append("")
     lines.append(
         table(

@@ -1,21 +1,24 @@
-"""The remediation commands (`remediate`, `actions ls|show`, `approve`, `reject`, `abort`)
-against the real Temporal dev server, the real ZooKeeper ensemble and real node agents in
-this process (the `stage` fixture), with the cluster's monitor running: `remediate` takes
-the spec in force from it."""
+"""The remediation commands (`remediate`, `actions ls|show`, `approve`, `reject`, `abort`,
+`pause`, `resume`) against the real Temporal dev server, the real ZooKeeper ensemble and
+real node agents in this process (the `stage` fixture), with the cluster's monitor
+running: `remediate` takes the spec in force from it."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import yaml
-from temporalio.client import WorkflowExecutionStatus
+from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 
-from models.remediation import Outcome, RemediationStatus
+from client.api import operator
+from models.remediation import Outcome, RemediationStatus, State
 from tests.helpers import Monitor, Run, point_cli_at, run_cli, start_monitor
 from tests.remediation_stage import Stage
 from workflows.remediation import RemediationWorkflow
@@ -40,10 +43,17 @@ class Cli:
         return run.out
 
     async def result(self, remediation_id: str) -> RemediationStatus:
-        handle = self.stage.env.client.get_workflow_handle_for(
+        return await asyncio.wait_for(self._handle(remediation_id).result(), timeout=60)
+
+    async def status(self, remediation_id: str) -> RemediationStatus:
+        return await self._handle(remediation_id).query(RemediationWorkflow.status)
+
+    def _handle(
+        self, remediation_id: str
+    ) -> WorkflowHandle[RemediationWorkflow, RemediationStatus]:
+        return self.stage.env.client.get_workflow_handle_for(
             RemediationWorkflow.run, remediation_id
         )
-        return await asyncio.wait_for(handle.result(), timeout=60)
 
     async def ls_row(self, remediation_id: str, state: str) -> list[str]:
         """The row of `actions ls CLUSTER` once it shows `state` (visibility lags a little)."""
@@ -57,6 +67,19 @@ class Cli:
                 return row
             assert time.monotonic() < deadline, f"never {state}: {out}"
             await asyncio.sleep(0.2)
+
+
+def shown_at(shown: str, prefix: str, suffix: str) -> datetime:
+    """The time in the one line of `actions show` that reads `PREFIX at TIME UTC SUFFIX`."""
+    pattern = rf"{re.escape(prefix)} at (\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d) UTC{re.escape(suffix)}"
+    found = [m for line in shown.splitlines() if (m := re.fullmatch(pattern, line))]
+    assert len(found) == 1, shown
+    return datetime.fromisoformat(found[0][1]).replace(tzinfo=UTC)
+
+
+def around(when: datetime, start: datetime) -> bool:
+    """Between `start` and now, give or take the second `actions show` rounds down to."""
+    return start - timedelta(seconds=1) <= when <= datetime.now(UTC)
 
 
 def refused(run: Run, code: int, *words: str) -> None:
@@ -90,6 +113,7 @@ async def cli(
 
 
 async def test_dry_run_records_the_plan_and_stops(cli: Cli) -> None:
+    start = datetime.now(UTC)
     cli.stage.ensemble.kill_member(2)
     out = await cli.ok(
         "remediate", cli.cluster_id, "restart_dead_member", "--node", "zk2", "--dry-run"
@@ -108,7 +132,8 @@ async def test_dry_run_records_the_plan_and_stops(cli: Cli) -> None:
     shown = (await cli.ok("actions", "show", rid)).splitlines()
     assert shown[0] == f"{rid}  state: finished  outcome: dry_run"
     assert "policy approve  DRY RUN  finding - (started by hand)" in shown[1]
-    assert shown[2].startswith("safety: safe: ")
+    assert around(shown_at(shown[2], f"requested by {operator()}", ""), start)
+    assert shown[3].startswith("safety: safe: ")
     steps = [line.split()[:2] for line in shown if line.startswith(("start-", "wait-"))]
     assert steps == [["start-zk2", "pending"], ["wait-zk2-serving", "pending"]]
     as_json = RemediationStatus.model_validate_json(await cli.ok("actions", "show", rid, "--json"))
@@ -116,6 +141,7 @@ async def test_dry_run_records_the_plan_and_stops(cli: Cli) -> None:
 
 
 async def test_approve_heals_and_a_second_decision_is_refused(cli: Cli) -> None:
+    start = datetime.now(UTC)
     cli.stage.ensemble.kill_member(2)
     rid = await cli.ok("remediate", cli.cluster_id, "restart_dead_member", "--node", "zk2")
     rid = rid.strip()
@@ -139,24 +165,28 @@ async def test_approve_heals_and_a_second_decision_is_refused(cli: Cli) -> None:
     assert cli.stage.ensemble.member_running(2)
     assert cli.stage.start_count() == 1
     shown = await cli.ok("actions", "show", rid)
-    assert "approved by alice: disk replaced" in shown.splitlines()
+    assert around(shown_at(shown, "approved by alice", ": disk replaced"), start)
     assert [
         line.split()[1] for line in shown.splitlines() if line.startswith(("start-", "wait-"))
     ] == ["done", "done"]
     assert "approval deadline" not in shown
 
-    # Finished: every decision is refused in one line naming it, and changes nothing.
+    # Finished: every decision, pause and resume is refused in one line naming it, and
+    # changes nothing.
     for argv in (
         ["approve", rid, "--reason", "again"],
         ["reject", rid, "--reason", "late"],
         ["abort", rid],
+        ["pause", rid],
+        ["resume", rid, "--reason", "late"],
     ):
         refused(await cli(*argv), 2, rid, "has finished")
-    assert (await cli.result(rid)).approved is not None
+    assert await cli.result(rid) == status
     assert cli.stage.start_count() == 1
 
 
 async def test_reject_and_abort(cli: Cli, tmp_path: Path) -> None:
+    start = datetime.now(UTC)
     cli.stage.ensemble.kill_member(1)
     rejected = (
         await cli.ok("remediate", cli.cluster_id, "restart_dead_member", "--node", "zk1")
@@ -166,7 +196,7 @@ async def test_reject_and_abort(cli: Cli, tmp_path: Path) -> None:
     assert out == f"{rejected}: rejected by bob\n"
     assert (await cli.result(rejected)).outcome is Outcome.REJECTED
     shown = await cli.ok("actions", "show", rejected)
-    assert "rejected by bob: planned maintenance" in shown.splitlines()
+    assert around(shown_at(shown, "rejected by bob", ": planned maintenance"), start)
     assert cli.stage.start_count() == 0
 
     # The spec in force now names agents nobody runs: an `--auto` remediation stays at its
@@ -197,7 +227,8 @@ async def test_reject_and_abort(cli: Cli, tmp_path: Path) -> None:
     assert status.outcome is Outcome.ABORTED
     assert status.aborted is not None and status.aborted.by == "carol"
     assert [r.state for r in status.steps] == ["failed", "pending"]
-    assert "aborted by carol: wrong node" in (await cli.ok("actions", "show", running))
+    shown = await cli.ok("actions", "show", running)
+    assert around(shown_at(shown, "aborted by carol", ": wrong node"), start)
     assert cli.stage.start_count() == 0
 
 
@@ -209,6 +240,8 @@ async def test_unknown_ids_playbooks_nodes_and_clusters(cli: Cli) -> None:
         ["approve", nosuch, "--reason", "r"],
         ["reject", nosuch, "--reason", "r"],
         ["abort", nosuch],
+        ["pause", nosuch],
+        ["resume", nosuch],
     ):
         refused(await cli(*argv), 1, f"unknown remediation {nosuch!r}")
     # A workflow that is no remediation is unknown as one.
@@ -232,3 +265,34 @@ async def test_unknown_ids_playbooks_nodes_and_clusters(cli: Cli) -> None:
 
     assert (await cli.ok("actions", "ls", cid)) == "no remediations\n"
     assert cli.stage.start_count() == 0
+
+
+async def test_paused_while_awaiting_approval_it_starts_no_step_until_resumed(cli: Cli) -> None:
+    cli.stage.ensemble.kill_member(3)
+    rid = (
+        await cli.ok("remediate", cli.cluster_id, "restart_dead_member", "--node", "zk3")
+    ).strip()
+    await cli.ls_row(rid, "awaiting_approval")
+    out = await cli.ok("pause", rid, "--reason", "change freeze")
+    assert out == f"paused {rid}: no step starts until it is resumed (one running finishes)\n"
+    await cli.ok("approve", rid, "--reason", "go", "--by", "alice")
+
+    # Approved, it probes again and reaches its first step; shown `paused`, it is waiting
+    # there for a resume, which nothing else can end. The wait below is what a step would
+    # need to start if the pause did not hold it (the agent starts one in milliseconds).
+    row = await cli.ls_row(rid, "paused")
+    assert row[2:5] == ["-", "restart_dead_member", "zk3"]
+    await asyncio.sleep(2)
+    status = await cli.status(rid)
+    assert status.state is State.PAUSED
+    assert [r.state for r in status.steps] == ["pending", "pending"]
+    assert cli.stage.start_count() == 0
+    assert not cli.stage.ensemble.member_running(3)
+    shown = await cli.ok("actions", "show", rid)
+    assert shown.startswith(f"{rid}  state: paused  outcome: -\n")
+
+    assert (await cli.ok("resume", rid, "--reason", "freeze over")) == f"resumed {rid}\n"
+    status = await cli.result(rid)
+    assert status.outcome is Outcome.HEALED, status
+    assert cli.stage.start_count() == 1
+    assert cli.stage.ensemble.member_running(3)
