@@ -18,7 +18,8 @@ import yaml
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 
 from client.api import operator
-from models.remediation import Outcome, RemediationStatus, State
+from models import Policy
+from models.remediation import Outcome, RemediationInput, RemediationStatus, State
 from tests.helpers import Monitor, Run, point_cli_at, run_cli, start_monitor
 from tests.remediation_stage import Stage
 from workflows.remediation import RemediationWorkflow
@@ -296,3 +297,47 @@ async def test_paused_while_awaiting_approval_it_starts_no_step_until_resumed(cl
     assert status.outcome is Outcome.HEALED, status
     assert cli.stage.start_count() == 1
     assert cli.stage.ensemble.member_running(3)
+
+
+async def test_nobody_approving_before_the_deadline_expires_it_and_starts_nothing(
+    cli: Cli,
+) -> None:
+    cli.stage.ensemble.kill_member(2)
+    rid = f"remediate/{cli.cluster_id}/restart_dead_member/zk2"
+    await cli.stage.env.client.start_workflow(
+        RemediationWorkflow.run,
+        RemediationInput(
+            spec=cli.stage.spec,
+            playbook="restart_dead_member",
+            target="zk2",
+            policy=Policy.APPROVE,
+            approval_timeout_s=2,
+            requested_by="night-shift",
+        ),
+        id=rid,
+        task_queue=cli.stage.queue,
+    )
+    status = await cli.result(rid)
+    assert status.outcome is Outcome.EXPIRED, status
+    assert status.approved is None and status.rejected is None and status.aborted is None
+    assert [r.state for r in status.steps] == ["pending", "pending"]
+    assert cli.stage.event_types(rid) == [
+        "remediation.planned",
+        "remediation.awaiting_approval",
+        "remediation.finished",
+    ]
+    assert cli.stage.start_count() == 0
+    assert not cli.stage.ensemble.member_running(2)
+
+    row = await cli.ls_row(rid, "finished")
+    assert row[2:5] == ["expired", "restart_dead_member", "zk2"]
+    shown = (await cli.ok("actions", "show", rid)).splitlines()
+    assert shown[0] == f"{rid}  state: finished  outcome: expired"
+    assert shown[2].startswith("requested by night-shift at ")
+    assert status.approval_deadline is not None
+    assert (
+        f"approval deadline: {status.approval_deadline:%Y-%m-%d %H:%M:%S} UTC,"
+        " passed: nobody approved before it, so nothing was done"
+    ) in shown
+    refused(await cli("approve", rid, "--reason", "too late"), 2, rid, "has finished")
+    assert cli.stage.start_count() == 0
