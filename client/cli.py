@@ -153,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
 async def run(args: argparse.Namespace, settings: Settings) -> int:
     # The core worker, `dev` and `events --follow` import what they run when they run:
     # their workflows, datastore clients and kafka-python would otherwise load with every
-    # command, the node agent's among them (tests/test_agent.py checks that it stays small).
+    # command, the node agent's among them (tests/test_imports.py checks that they do not).
     if args.command == "worker":
         from worker.core import run_core_worker
 
