@@ -26,7 +26,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from models import ClusterSpec, MonitorInput, MonitorStatus, Policy, monitor_workflow_id
 from models import remediation as rem
-from models.remediation import Decision, RemediationInput, RemediationStatus
+from models.remediation import Decision, RemediationRequest, RemediationStatus
 from store import EventQuery, EventStore, StoredEvent, open_store
 from worker.settings import Settings, connect
 from workflows import search_attributes
@@ -63,11 +63,9 @@ class RemediationRefusedError(ValueError):
 
 
 class RemediationRunningError(Exception):
-    def __init__(self, remediation_id: str) -> None:
-        super().__init__(
-            f"{remediation_id} is already running; nothing started"
-            f" (see `replicante actions show {remediation_id}`)"
-        )
+    def __init__(self, why: str) -> None:
+        running = why.split(" ", 1)[0]
+        super().__init__(f"{why}; nothing started (see `replicante actions show {running}`)")
 
 
 def operator() -> str:
@@ -246,27 +244,26 @@ class ReplicanteClient:
             rem.check(spec, playbook, node)
         except ValueError as error:
             raise RemediationRefusedError(f"{error}; nothing started") from None
-        remediation_id = rem.workflow_id(cluster_id, f"{playbook}/{node}" if node else playbook)
+        request = RemediationRequest(
+            playbook=playbook,
+            target=node,
+            policy=Policy.AUTO if auto else Policy.APPROVE,
+            dry_run=dry_run,
+            requested_by=requested_by or operator(),
+        )
         try:
-            await self.temporal.start_workflow(
-                REMEDIATION_WORKFLOW,
-                RemediationInput(
-                    spec=spec,
-                    playbook=playbook,
-                    target=node,
-                    policy=Policy.AUTO if auto else Policy.APPROVE,
-                    dry_run=dry_run,
-                    approval_timeout_s=spec.remediate.approval_timeout_s,
-                    requested_by=requested_by or operator(),
-                ),
-                id=remediation_id,
-                task_queue=self.settings.task_queue,
-                # A finished one with this id may be started again; a running one may not.
-                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-                static_summary=f"{playbook} on {node or cluster_id} (by hand)",
+            # Through the monitor, which runs one remediation per cluster at a time.
+            remediation_id: str = await self._handle(cluster_id).execute_update(
+                "remediate", request, result_type=str
             )
-        except WorkflowAlreadyStartedError:
-            raise RemediationRunningError(remediation_id) from None
+        except WorkflowUpdateFailedError as error:
+            # The monitor refused: another remediation runs (named), the same one does, or
+            # the spec changed since it was read here.
+            cause = error.cause
+            message = cause.message if isinstance(cause, ApplicationError) else str(cause)
+            if message.endswith(("one remediation per cluster at a time", "is already running")):
+                raise RemediationRunningError(message) from None
+            raise RemediationRefusedError(f"{message}; nothing started") from None
         return remediation_id
 
     async def actions(

@@ -11,7 +11,6 @@ from typing import Any
 
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
 from activities.events import EventActivities
@@ -22,21 +21,13 @@ from activities.remediation import wait_in_sync, wait_new_leader, wait_preferred
 from activities.stream import StreamActivities, StreamSettings
 from models import RelayRequest
 from store import EventStore, open_store
-from worker.settings import Settings
+from worker.settings import Settings, connect
 from workflows.monitor import ClusterMonitorWorkflow
 from workflows.remediation import RemediationWorkflow
 from workflows.stream import WORKFLOW_ID as EVENT_STREAM_ID
 from workflows.stream import EventStreamWorkflow
 
 log = logging.getLogger("replicante.worker")
-
-
-async def connect(settings: Settings) -> Client:
-    return await Client.connect(
-        settings.temporal_address,
-        namespace=settings.namespace,
-        data_converter=pydantic_data_converter,
-    )
 
 
 def core_worker(

@@ -391,8 +391,10 @@ class RemediationWorkflow:
     @workflow.signal
     def finding_cleared(self) -> None:
         """From the monitor: the finding went away. Ends a remediation still waiting for
-        approval as unneeded; one already acting carries on (its steps verify)."""
-        self._cleared = True
+        approval as unneeded; one already acting carries on (its steps verify). One started
+        by hand answers no finding: an operator asked for it, so it stays."""
+        if self._input.finding is not None:
+            self._cleared = True
 
     @workflow.signal
     def abort(self, decision: Decision) -> None:
