@@ -192,6 +192,10 @@ def action(st: RemediationStatus, timeline: Timeline) -> str:
         f"  finding {st.finding or '- (started by hand)'}",
         f"requested by {st.requested_by}{_at(timeline.requested)}",
     ]
+    if st.why:
+        lines.append(f"why: {st.why}")
+    if st.paused and st.state is not State.FINISHED:
+        lines.append("PAUSED: no step starts until `replicante resume`")
     if st.verdict is not None:
         lines.append(f"safety: {'safe' if st.verdict.safe else 'UNSAFE'}: {st.verdict.reason}")
     if st.approval_deadline is not None and st.approved is None and st.rejected is None:

@@ -140,6 +140,10 @@ class RemediationStatus(Message):
     rejected: Decision | None = None
     aborted: Decision | None = None
     approval_deadline: datetime | None = None
+    paused: bool = False
+    """Held by `pause`: no step starts until `resume` (also while awaiting approval)."""
+    why: str = ""
+    """Why it ended as it did, once finished."""
 
 
 class NodeRequest(Message):

@@ -20,6 +20,7 @@ from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 from client.api import operator
 from models import Policy
 from models.remediation import Outcome, RemediationInput, RemediationStatus, State
+from store import EventQuery
 from tests.helpers import Monitor, Run, point_cli_at, run_cli, start_monitor
 from tests.remediation_stage import Stage
 from workflows.remediation import RemediationWorkflow
@@ -136,7 +137,8 @@ async def test_dry_run_records_the_plan_and_stops(cli: Cli) -> None:
     assert shown[0] == f"{rid}  state: finished  outcome: dry_run"
     assert "policy approve  DRY RUN  finding - (started by hand)" in shown[1]
     assert around(shown_at(shown[2], f"requested by {operator()}", ""), start)
-    assert shown[3].startswith("safety: safe: ")
+    assert shown[3] == "why: dry run: plan and verdict recorded"
+    assert shown[4].startswith("safety: safe: ")
     steps = [line.split()[:2] for line in shown if line.startswith(("start-", "wait-"))]
     assert steps == [["start-zk2", "pending"], ["wait-zk2-serving", "pending"]]
     as_json = RemediationStatus.model_validate_json(await cli.ok("actions", "show", rid, "--json"))
@@ -299,6 +301,17 @@ async def test_paused_while_awaiting_approval_it_starts_no_step_until_resumed(cl
     assert status.outcome is Outcome.HEALED, status
     assert cli.stage.start_count() == 1
     assert cli.stage.ensemble.member_running(3)
+    # The hold and its end are in the audit log, with the operator's reasons.
+    held = [
+        (s.event.type, s.event.message)
+        for s in cli.stage.store.query(EventQuery(cluster_id=cli.cluster_id))
+        if s.event.payload.get("remediation") == rid
+        and s.event.type in ("remediation.paused", "remediation.resumed")
+    ]
+    assert held == [
+        ("remediation.paused", "paused: change freeze"),
+        ("remediation.resumed", "resumed: freeze over"),
+    ]
 
 
 async def test_nobody_approving_before_the_deadline_expires_it_and_starts_nothing(

@@ -60,6 +60,8 @@ with workflow.unsafe.imports_passed_through():
     from workflows.policies import RETRY_FOREVER
 
 
+PAUSE_EVENTS = "pause-events"
+
 CORE_STEPS = {
     StepKind.WAIT_SERVING: wait_serving,
     StepKind.WAIT_PREFERRED: wait_preferred,
@@ -85,6 +87,7 @@ class RemediationWorkflow:
         self._paused = False
         self._cleared = False
         self._deadline: datetime | None = None
+        self._why = ""
 
     @workflow.run
     async def run(self, input: RemediationInput) -> RemediationStatus:
@@ -283,7 +286,7 @@ class RemediationWorkflow:
         )
 
     async def _finish(self, outcome: Outcome, why: str) -> RemediationStatus:
-        self._state, self._outcome = State.FINISHED, outcome
+        self._state, self._outcome, self._why = State.FINISHED, outcome, why
         severity = (
             Severity.INFO if outcome in (Outcome.HEALED, Outcome.DRY_RUN) else Severity.WARNING
         )
@@ -381,12 +384,21 @@ class RemediationWorkflow:
             )
 
     @workflow.signal
-    def pause(self, reason: str = "") -> None:
-        self._paused = True
+    async def pause(self, reason: str = "") -> None:
+        await self._hold(True, reason)
 
     @workflow.signal
-    def resume(self, reason: str = "") -> None:
-        self._paused = False
+    async def resume(self, reason: str = "") -> None:
+        await self._hold(False, reason)
+
+    async def _hold(self, paused: bool, reason: str) -> None:
+        if paused == self._paused or self._state is State.FINISHED:
+            return
+        self._paused = paused
+        # Remediations paused before these events existed replay without them.
+        if workflow.patched(PAUSE_EVENTS):
+            what = "paused" if paused else "resumed"
+            await self._event(f"remediation.{what}", f"{what}: {reason or 'no reason given'}")
 
     @workflow.signal
     def finding_cleared(self) -> None:
@@ -421,4 +433,6 @@ class RemediationWorkflow:
             rejected=self._rejected,
             aborted=self._aborted,
             approval_deadline=self._deadline,
+            paused=self._paused,
+            why=self._why,
         )
