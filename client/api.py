@@ -102,17 +102,6 @@ class RemediationSummary:
     started_at: datetime | None
 
 
-@dataclass(frozen=True)
-class Timeline:
-    """When a remediation was requested and when each operator's decision reached it, as
-    the Temporal server recorded them: its status says who decided and why, not when."""
-
-    requested: datetime | None = None
-    approved: datetime | None = None
-    rejected: datetime | None = None
-    aborted: datetime | None = None
-
-
 class ReplicanteClient:
     def __init__(self, client: Client, settings: Settings, store: EventStore | None = None):
         self.temporal = client
@@ -327,29 +316,6 @@ class ReplicanteClient:
 
     async def resume_remediation(self, remediation_id: str, reason: str = "") -> None:
         await self._signal_remediation(remediation_id, "resume", reason)
-
-    async def timeline(self, remediation_id: str) -> Timeline:
-        """When it was requested and decided, from its history."""
-        first: dict[str, datetime] = {}
-        async for event in self._remediation(remediation_id).fetch_history_events():
-            if event.HasField("workflow_execution_started_event_attributes"):
-                name = "requested"
-            elif event.HasField("workflow_execution_update_accepted_event_attributes"):
-                accepted = event.workflow_execution_update_accepted_event_attributes
-                name = accepted.accepted_request.input.name
-            elif event.HasField("workflow_execution_signaled_event_attributes"):
-                name = event.workflow_execution_signaled_event_attributes.signal_name
-            else:
-                continue
-            # The first of each: a second approve or reject is refused before it enters
-            # history, and a remediation keeps the first abort it is sent.
-            first.setdefault(name, event.event_time.ToDatetime(tzinfo=UTC))
-        return Timeline(
-            requested=first.get("requested"),
-            approved=first.get("approve"),
-            rejected=first.get("reject"),
-            aborted=first.get("abort"),
-        )
 
     async def _signal_remediation(self, remediation_id: str, signal: str, arg: object) -> None:
         try:

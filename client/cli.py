@@ -277,7 +277,7 @@ async def remediation_command(api: ReplicanteClient, args: argparse.Namespace) -
         if args.json:
             print(st.model_dump_json(indent=2))
         else:
-            print(render.action(st, await api.timeline(args.id)))
+            print(render.action(st))
 
 
 async def follow(api: ReplicanteClient, args: argparse.Namespace, since: datetime | None) -> None:

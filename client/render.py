@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from client.api import ClusterSummary, RemediationSummary, Timeline
+from client.api import ClusterSummary, RemediationSummary
 from models import Event, MonitorStatus, ShardStatus
-from models.remediation import Decision, Outcome, RemediationStatus, State
+from models.remediation import Outcome, RemediationStatus, State
 from store.base import StoredEvent
 
 
@@ -183,14 +183,14 @@ def _at(when: datetime | None) -> str:
     return f" at {_time(when)} UTC" if when is not None else ""
 
 
-def action(st: RemediationStatus, timeline: Timeline) -> str:
+def action(st: RemediationStatus) -> str:
     lines = [
         f"{st.workflow_id}  state: {st.state.value}"
         f"  outcome: {st.outcome.value if st.outcome else '-'}",
         f"cluster {st.cluster_id}  playbook {st.playbook}  target {st.target or '-'}"
         f"  policy {st.policy.value}{'  DRY RUN' if st.dry_run else ''}"
         f"  finding {st.finding or '- (started by hand)'}",
-        f"requested by {st.requested_by}{_at(timeline.requested)}",
+        f"requested by {st.requested_by}{_at(st.requested_at)}",
     ]
     if st.why:
         lines.append(f"why: {st.why}")
@@ -205,16 +205,11 @@ def action(st: RemediationStatus, timeline: Timeline) -> str:
         elif st.outcome is Outcome.EXPIRED:
             note = ", passed: nobody approved before it, so nothing was done"
         lines.append(f"approval deadline: {_time(st.approval_deadline)} UTC{note}")
-    decisions: list[tuple[str, Decision | None, datetime | None]] = [
-        ("approved", st.approved, timeline.approved),
-        ("rejected", st.rejected, timeline.rejected),
-        ("aborted", st.aborted, timeline.aborted),
-    ]
-    for verb, decision, when in decisions:
+    decisions = [("approved", st.approved), ("rejected", st.rejected), ("aborted", st.aborted)]
+    for verb, decision in decisions:
         if decision is not None:
-            lines.append(
-                f"{verb} by {decision.by}{_at(when)}: {decision.reason or '(no reason given)'}"
-            )
+            why = decision.reason or "(no reason given)"
+            lines.append(f"{verb} by {decision.by}{_at(decision.at)}: {why}")
     lines.append("")
     lines.append(
         table(

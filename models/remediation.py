@@ -121,6 +121,8 @@ class Decision(Message):
 
     by: str = Field(min_length=1, max_length=200)
     reason: str = Field(default="", max_length=2000)
+    at: datetime | None = None
+    """When it reached the remediation: set by the workflow, whatever the sender says."""
 
 
 class RemediationStatus(Message):
@@ -132,6 +134,7 @@ class RemediationStatus(Message):
     policy: Policy
     dry_run: bool
     requested_by: str = "monitor"
+    requested_at: datetime | None = None
     state: State
     outcome: Outcome | None
     verdict: Verdict | None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from temporalio.api.sdk.v1 import WorkflowMetadata
@@ -63,10 +64,14 @@ async def test_approve_waits_for_a_human_and_refuses_a_second_approval(stage: St
     assert waiting.approval_deadline is not None
     assert stage.start_count() == 0
     assert not stage.ensemble.member_running(2)
+    asked = datetime.now(UTC)
     await handle.execute_update(RemediationWorkflow.approve, Decision(by="ops", reason="go"))
     status = await handle.result()
     assert status.outcome is Outcome.HEALED
-    assert status.approved == Decision(by="ops", reason="go")
+    assert status.approved is not None and status.approved.at is not None
+    assert status.approved.model_copy(update={"at": None}) == Decision(by="ops", reason="go")
+    # Stamped by the workflow when the approval reached it (the server's clock, this host).
+    assert asked - timedelta(seconds=1) <= status.approved.at <= datetime.now(UTC)
     assert stage.start_count() == 1
     # Finished: the server itself refuses, there is no workflow left to ask.
     with pytest.raises(RPCError, match="already completed"):

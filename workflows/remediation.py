@@ -360,7 +360,7 @@ class RemediationWorkflow:
 
     @workflow.update
     def approve(self, decision: Decision) -> str:
-        self._approved = decision
+        self._approved = self._stamped(decision)
         return f"approved by {decision.by}"
 
     @approve.validator
@@ -369,12 +369,16 @@ class RemediationWorkflow:
 
     @workflow.update
     def reject(self, decision: Decision) -> str:
-        self._rejected = decision
+        self._rejected = self._stamped(decision)
         return f"rejected by {decision.by}"
 
     @reject.validator
     def _validate_reject(self, decision: Decision) -> None:
         self._must_await_approval("reject")
+
+    @staticmethod
+    def _stamped(decision: Decision) -> Decision:
+        return decision.model_copy(update={"at": workflow.now()})
 
     def _must_await_approval(self, what: str) -> None:
         if self._state is not State.AWAITING_APPROVAL:
@@ -411,7 +415,7 @@ class RemediationWorkflow:
     @workflow.signal
     def abort(self, decision: Decision) -> None:
         if self._aborted is None and self._state is not State.FINISHED:
-            self._aborted = decision
+            self._aborted = self._stamped(decision)
 
     @workflow.query
     def status(self) -> RemediationStatus:
@@ -425,6 +429,7 @@ class RemediationWorkflow:
             policy=i.policy,
             dry_run=i.dry_run,
             requested_by=i.requested_by,
+            requested_at=workflow.info().workflow_start_time,
             state=State.PAUSED if self._paused and self._state is State.RUNNING else self._state,
             outcome=self._outcome,
             verdict=self._verdict,
