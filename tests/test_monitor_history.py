@@ -48,6 +48,7 @@ from store import EventQuery, EventStore, SQLiteEventStore, StoredEvent
 from tests.helpers import of_type, wait_for_event, watch_worker, zk_spec
 from worker.core import core_worker
 from workflows.monitor import ClusterMonitorWorkflow, workflow_id
+from workflows.remediation import RemediationWorkflow
 
 SAVED = Path(__file__).parent / "histories" / "monitor_zookeeper.json"
 SAVED_WORKFLOW_ID = "monitor/recorded"
@@ -261,6 +262,22 @@ async def test_saved_history_replays() -> None:
     assert len(history.events) > 30
     result = await replayer().replay_workflow(history)
     assert result.replay_failure is None
+
+
+PLAYGROUND = sorted(SAVED.parent.glob("playground_*.json"))
+
+
+@pytest.mark.parametrize("path", PLAYGROUND, ids=[p.stem for p in PLAYGROUND])
+async def test_playground_histories_replay(path: Path) -> None:
+    """Histories of a real `dev up` playground (tests/histories/README.md): a monitor that
+    started remediations, and those remediations, written by earlier code."""
+    history = WorkflowHistory.from_json(path.stem, path.read_text())
+    result = await replayer(ClusterMonitorWorkflow, RemediationWorkflow).replay_workflow(history)
+    assert result.replay_failure is None
+
+
+def test_playground_histories_are_there() -> None:
+    assert len(PLAYGROUND) == 3, PLAYGROUND
 
 
 @workflow.defn(name="ClusterMonitorWorkflow")

@@ -47,6 +47,7 @@ with workflow.unsafe.imports_passed_through():
 # Monitors started before finding events existed replay without them.
 FINDING_EVENTS = "finding-events"
 REMEDIATIONS = "remediations"
+TELL_CLEARED = "tell-cleared"
 
 
 def workflow_id(cluster_id: str) -> str:
@@ -282,6 +283,9 @@ class ClusterMonitorWorkflow:
             return
         key = wid.removeprefix(remediation_workflow_id(self._spec.cluster_id, ""))
         if key in {f.key for f in self._findings}:
+            return
+        # Monitors that ran before this signal existed replay without it.
+        if not workflow.patched(TELL_CLEARED):
             return
         self._told_cleared = wid
         try:
