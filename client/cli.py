@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from pydantic import ValidationError
+from temporalio.service import RPCError
 
 from activities.service import LedgerBusyError
 from client import render
@@ -323,6 +324,14 @@ def main(argv: list[str] | None = None) -> int:
         LedgerBusyError,
     ) as error:
         fail(str(error))
+        return 1
+    except RPCError as error:
+        hint = ""
+        if "Workflow Task in failed state" in error.message:
+            log = Path(settings.home) / "worker" / "worker.log"
+            hint = f"; the core worker's log says why (under `dev up`: {log})"
+        why = error.message.rstrip(".")
+        fail(f"Temporal at {settings.temporal_address} refused: {why}{hint}")
         return 1
     except RuntimeError as error:
         # temporalio raises RuntimeError when it cannot connect.

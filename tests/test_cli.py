@@ -236,3 +236,29 @@ async def test_readme_scripts_run(cli: Cli, zk_healthy: ZooKeeperEnsemble) -> No
     assert status == 0, out
     assert out == f"degraded True zk{zk_healthy.leader()}\n"
     await cli.until("monitor.resumed", started)
+
+
+def test_a_temporal_refusal_is_one_line_with_where_to_look(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """What `cluster apply` met when the monitor's workflow task was failing (a replay that
+    no longer matched its history): Temporal's words, and the worker's log to read."""
+    from client import cli
+
+    async def refused(*_: object) -> int:
+        raise RPCError(
+            "Unable to perform workflow execution update due to Workflow Task in failed state.",
+            RPCStatusCode.FAILED_PRECONDITION,
+            b"",
+        )
+
+    monkeypatch.setattr(cli, "run", refused)
+    monkeypatch.setenv("REPLICANTE_HOME", str(tmp_path))
+    monkeypatch.delenv("REPLICANTE_TEMPORAL_ADDRESS", raising=False)
+    assert cli.main(["cluster", "ls"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        "replicante: error: Temporal at 127.0.0.1:7233 refused: Unable to perform workflow"
+        " execution update due to Workflow Task in failed state; the core worker's log says"
+        f" why (under `dev up`: {tmp_path}/worker/worker.log)"
+    ]
