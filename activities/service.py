@@ -13,6 +13,10 @@ of the keys this node has run:
   running the command again; after stop, a stopped one is. Otherwise the command runs
   once more. Either way the result says `resumed_after_crash`. Without a `status` action
   the agent cannot tell, so it refuses rather than guess.
+- A restart is let finish first: a service that runs says nothing of a restart killed
+  before it stopped anything (a slow graceful stop, a broker's controlled shutdown), and
+  killing it there would skip the restart while reporting it done. The old command keeps
+  its own timeout, counted from when it started.
 
 `status` changes nothing: it always runs and is never recorded.
 """
@@ -56,6 +60,7 @@ class Entry:
     """running | done | failed | cancelled"""
     pgid: int | None
     result: ServiceResult | None
+    started_at: datetime
 
 
 class Ledger:
@@ -86,12 +91,13 @@ class Ledger:
 
     def get(self, key: str) -> Entry | None:
         row = self._db.execute(
-            "SELECT action, state, pgid, result FROM runs WHERE key = ?", (key,)
+            "SELECT action, state, pgid, result, started_at FROM runs WHERE key = ?", (key,)
         ).fetchone()
         if row is None:
             return None
         result = ServiceResult.model_validate_json(row[3]) if row[3] else None
-        return Entry(ServiceAction(row[0]), row[1], row[2], result)
+        started_at = datetime.fromisoformat(row[4])
+        return Entry(ServiceAction(row[0]), row[1], row[2], result, started_at)
 
     def begin(self, key: str, action: ServiceAction) -> None:
         now = _now().isoformat()
@@ -124,6 +130,30 @@ def _now() -> datetime:
 def kill_group(pgid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether a process of the group still runs. Zombies do not count: a dead agent's
+    commands are reparented to an init that may never reap them (a container's often
+    does not), and `killpg(pgid, 0)` would find their corpses forever."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            # The command name, in parentheses, may itself hold spaces or parentheses.
+            state, _ppid, group = stat.read_text().rsplit(")", 1)[1].split()[:3]
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        if int(group) == pgid and state not in ("Z", "X"):
+            return True
+    return False
 
 
 @dataclass(frozen=True)
@@ -269,6 +299,8 @@ class ServiceActivities:
     async def _resume(self, request: ServiceRequest, entry: Entry) -> ServiceResult:
         """The key's earlier run was interrupted: decide from `status` (module docstring)."""
         if entry.pgid is not None:
+            if request.action is ServiceAction.RESTART:
+                await self._let_finish(entry)
             kill_group(entry.pgid)  # what is left of the dead agent's command
         if ServiceAction.STATUS not in self.config.actions:
             raise ApplicationError(
@@ -292,6 +324,19 @@ class ServiceActivities:
             "%s (key %s) was interrupted before its effect: once more", request.action, request.key
         )
         return await self._run(request, resumed=True)
+
+    async def _let_finish(self, entry: Entry) -> None:
+        """Wait, heartbeating, until the interrupted command's process group is gone or
+        its timeout (from its own start) has passed."""
+        assert entry.pgid is not None
+        deadline = entry.started_at.timestamp() + self.config.timeout_of(entry.action)
+        waited = False
+        while await asyncio.to_thread(group_alive, entry.pgid) and _now().timestamp() < deadline:
+            if not waited:
+                log.info("%s (pgid %d) still runs: letting it finish", entry.action, entry.pgid)
+                waited = True
+            activity.heartbeat()
+            await asyncio.sleep(0.2)
 
     async def _status(self, request: ServiceRequest, resumed: bool) -> ServiceResult:
         started_at = _now()
