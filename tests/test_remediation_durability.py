@@ -13,6 +13,7 @@ task failed (a replay after a kill never diverged).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -20,6 +21,7 @@ import pytest_asyncio
 from temporalio.testing import WorkflowEnvironment
 
 from devstack.zookeeper import ZooKeeperEnsemble
+from models.remediation import Outcome
 from tests.durability import Moment, Position, Run, Stage, Victim, open_stage
 
 CORE, AGENT = Victim.CORE, Victim.AGENT
@@ -93,3 +95,22 @@ async def test_agents_sigkilled_mid_command_and_at_boundaries_restart_each_membe
     assert run.detail(2) == "ran=False resumed_after_crash=True"
     # Killed with its agent, the command never started the member: it ran once more.
     assert run.detail(4) == "ran=True resumed_after_crash=True"
+
+
+async def test_a_finding_remediated_again_later_starts_its_member_again(
+    stage: Stage, zk_healthy: ZooKeeperEnsemble
+) -> None:
+    n = next(m for m in zk_healthy.members if m != zk_healthy.leader())
+    # The id the monitor gives every remediation of this finding, after the last one ended
+    # (and its blocking period passed): the agent must not take the second for the first.
+    workflow_id = f"remediate/{stage.spec.cluster_id}/node_down/zk{n}"
+    before = len(stage.effects())
+    for _ in range(2):
+        zk_healthy.kill_member(n)
+        handle = await stage.start_remediation("restart_dead_member", f"zk{n}", workflow_id)
+        status = await asyncio.wait_for(handle.result(), 60)
+        assert status.outcome is Outcome.HEALED, status
+        assert status.steps[0].detail == "ran=True resumed_after_crash=False"
+    starts = [e for e in stage.effects()[before:] if e.kind == "start"]
+    assert [e.member for e in starts] == [n, n]
+    assert zk_healthy.member_pid(n) == starts[-1].member_pid

@@ -4,8 +4,10 @@ plan → safety gate (a fresh probe) → approval gate when the policy asks → 
 outcome event. Operators approve or reject with updates (validated: only while it waits),
 and pause, resume or abort with signals, honoured between steps and inside them (a long
 step heartbeats, so a cancel reaches it). Each step that runs on a node goes to that
-node's agent with the idempotency key `<workflow id>#<step name>`: a step retried after a
-worker or agent crash has its effect once.
+node's agent with the idempotency key `<workflow id>/<run id>#<step name>`: a step retried
+after a worker or agent crash has its effect once. The run id, because every remediation of
+one finding gets the same workflow id: without it, the agent's ledger answers a later one
+with the first one's result and nothing runs.
 """
 
 from __future__ import annotations
@@ -201,7 +203,7 @@ class RemediationWorkflow:
                 SERVICE_ACTIVITY,
                 ServiceRequest(
                     action=step.action,
-                    key=f"{workflow.info().workflow_id}#{step.name}",
+                    key=f"{workflow.info().workflow_id}/{workflow.info().run_id}#{step.name}",
                     reason=f"{self._input.playbook}: {step.name}",
                 ),
                 result_type=ServiceResult,
