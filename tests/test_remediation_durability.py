@@ -15,14 +15,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
 from temporalio.testing import WorkflowEnvironment
 
+from devstack.temporal import TemporalDevServer
 from devstack.zookeeper import ZooKeeperEnsemble
 from models.remediation import Outcome
 from tests.durability import Moment, Position, Run, Stage, Victim, open_stage
+from tests.test_devstack import free_port
+from worker.settings import Settings, connect
 
 CORE, AGENT = Victim.CORE, Victim.AGENT
 STARTED, MID, FINISHED = Moment.STARTED, Moment.MID, Moment.FINISHED
@@ -114,3 +118,61 @@ async def test_a_finding_remediated_again_later_starts_its_member_again(
     starts = [e for e in stage.effects()[before:] if e.kind == "start"]
     assert [e.member for e in starts] == [n, n]
     assert zk_healthy.member_pid(n) == starts[-1].member_pid
+
+
+async def test_temporal_server_stopped_and_started_on_its_database_mid_remediation_changes_nothing(
+    zk_healthy: ZooKeeperEnsemble, tmp_path: Path
+) -> None:
+    server = TemporalDevServer(tmp_path / "server", port=free_port(), ui_port=None)
+    await asyncio.to_thread(server.start)
+    try:
+        client = await connect(Settings(temporal_address=server.address))
+        async with open_stage(client, zk_healthy, tmp_path / "stage", server=server) as stage:
+            # Down while the agent restarts a member (its result cannot be reported), and
+            # while the core worker waits for a member to serve again.
+            server_down = [Position(Victim.TEMPORAL, MID, 0), Position(Victim.TEMPORAL, MID, 3)]
+            run = judged(await stage.rolling_restart(server_down))
+            # They rode the downtime out: none exited, none was started again.
+            assert [proc.poll() for proc in stage.workers.procs.values()] == [None] * 4
+        # The same workflow, not a new one: the server kept it in its database file.
+        assert len({e.event.payload["remediation"] for e in run.events}) == 1
+    finally:
+        await asyncio.to_thread(server.stop)
+
+
+async def test_with_two_of_three_members_down_nothing_acts_before_its_verdict_is_stored(
+    stage: Stage, zk_healthy: ZooKeeperEnsemble
+) -> None:
+    for n in (2, 3):
+        zk_healthy.kill_member(n)
+    before = len(stage.effects())
+    # A rolling restart would stop zk1, the last member standing: refused on its verdict.
+    rolling = await stage.start_remediation("rolling_restart")
+    refused = await asyncio.wait_for(rolling.result(), 60)
+    assert refused.outcome is Outcome.REFUSED, refused
+    events = [s.event for s in stage.events(rolling.id)]
+    assert [e.type for e in events] == ["remediation.planned", "remediation.finished"]
+    assert events[0].payload["safe"] is False
+    assert events[0].payload["verdict"] == (
+        "zk2, zk3 not serving: stopping zk1 as well risks the cluster"
+    )
+    assert stage.effects()[before:] == []
+
+    # Starting a dead member, which brings the quorum back, acts: once its verdict is stored.
+    healing = await stage.start_remediation("restart_dead_member", "zk2")
+    healed = await asyncio.wait_for(healing.result(), 60)
+    assert healed.outcome is Outcome.HEALED, healed
+    stored = stage.events(healing.id)
+    planned, started = stored[0], stored[1]
+    assert (planned.event.type, started.event.type) == (
+        "remediation.planned",
+        "remediation.step_started",
+    )
+    assert planned.event.payload["safe"] is True
+    assert planned.event.payload["verdict"] == (
+        "zk2 is down (connection refused); starting it cannot take a member away"
+    )
+    (start,) = stage.effects()[before:]
+    assert (start.kind, start.member) == ("start", 2)
+    assert planned.stored_at < started.stored_at
+    assert planned.stored_at.timestamp() < start.at
