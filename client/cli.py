@@ -139,6 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
         )
         decide.add_argument("--by", default=None, help="default: $USER@host")
 
+    doctor = commands.add_parser(
+        "doctor", help="check Temporal, workers, agents, store, event stream and every cluster"
+    )
+    doctor.add_argument("--json", action="store_true", help="one JSON object")
+
     commands.add_parser("worker", help="run the core worker (workflows and probes)")
     agent = commands.add_parser("agent", help="run a node agent (service actions of one node)")
     agent.add_argument("--node", required=True, metavar="NODE_ID")
@@ -152,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def run(args: argparse.Namespace, settings: Settings) -> int:
-    # The core worker, `dev` and `events --follow` import what they run when they run:
+    # The core worker, `dev`, `doctor` and `events --follow` import what they run when they run:
     # their workflows, datastore clients and kafka-python would otherwise load with every
     # command, the node agent's among them (tests/test_imports.py checks that they do not).
     if args.command == "worker":
@@ -167,6 +172,10 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         from client import dev
 
         return await (dev.up(settings) if args.dev_command == "up" else dev.down(settings))
+    if args.command == "doctor":
+        from client import doctor
+
+        return await doctor.run(settings, as_json=args.json)
     # Validate local input before connecting anywhere: bad input changes nothing.
     spec = (
         load_spec(args.file)

@@ -1,0 +1,402 @@
+"""`replicante doctor` on the real stack: the session's Temporal dev server, ZooKeeper
+ensemble and Kafka cluster, with core workers and node agents in this process.
+
+Each test has a Temporal namespace of its own: doctor lists every monitor of its
+namespace, and other tests leave theirs behind in `default`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import doctest
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from google.protobuf.duration_pb2 import Duration
+from temporalio import workflow
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.api.workflowservice.v1 import RegisterNamespaceRequest
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities.service import Ledger
+from activities.stream import StreamSettings
+from client import doctor
+from devstack.kafka import KafkaCluster
+from devstack.zookeeper import ZooKeeperEnsemble
+from models import ClusterSpec, MonitorInput, Policy, parse_agent_config
+from store import SQLiteEventStore
+from tests.helpers import (
+    Monitor,
+    Run,
+    closed_port_address,
+    point_cli_at,
+    publish,
+    run_cli,
+    start_monitor,
+    zk_spec,
+)
+from worker.agent import agent_worker
+from worker.core import core_worker, start_event_stream
+from workflows import search_attributes
+from workflows.monitor import workflow_id
+
+
+@dataclass
+class Line:
+    status: str
+    name: str
+    detail: str
+    fix: str
+
+
+def parse(out: str) -> list[Line]:
+    """The report's check lines (each with the fix line below it, if any), without the
+    summary."""
+    lines: list[Line] = []
+    for text in out.splitlines():
+        if text.startswith("      fix: "):
+            lines[-1].fix = text.removeprefix("      fix: ")
+        elif text[:4] in ("ok  ", "WARN", "FAIL", "skip"):
+            name, _, detail = text[6:].partition(": ")
+            lines.append(Line(text[:4].strip(), name, detail, ""))
+    return lines
+
+
+def by_name(lines: list[Line]) -> dict[str, Line]:
+    return {line.name: line for line in lines}
+
+
+@dataclass
+class Stack:
+    """A namespace of its own on the session's dev server, and the CLI pointed at it."""
+
+    client: Client
+    queue: str
+    store_path: Path
+    capsys: pytest.CaptureFixture[str]
+    tmp_path: Path
+    exits: AsyncExitStack
+
+    async def doctor(self, *argv: str) -> Run:
+        return await run_cli(self.capsys, "doctor", *argv)
+
+    async def core_worker(self, stream: StreamSettings | None = None) -> SQLiteEventStore:
+        store = SQLiteEventStore(self.store_path)
+        self.exits.callback(store.close)
+        await self.exits.enter_async_context(core_worker(self.client, self.queue, store, stream))
+        return store
+
+    async def agents(self, *agent_ids: str) -> None:
+        """In-process node agents polling `node/<id>`; no actions: doctor only looks."""
+        for agent_id in agent_ids:
+            ledger = Ledger(self.tmp_path / f"{agent_id}.ledger.db")
+            self.exits.callback(ledger.close)
+            config = parse_agent_config({"node_id": agent_id})
+            await self.exits.enter_async_context(agent_worker(self.client, config, ledger))
+
+    async def monitor(self, store: SQLiteEventStore, spec: ClusterSpec) -> Monitor:
+        return await start_monitor(self.client, store, spec, self.queue)
+
+
+async def own_namespace(env: WorkflowEnvironment) -> Client:
+    """A new namespace with our search attributes, as an operator would set one up."""
+    name = f"doctor-{uuid.uuid4().hex[:8]}"
+    service = env.client.workflow_service
+    await service.register_namespace(
+        RegisterNamespaceRequest(
+            namespace=name, workflow_execution_retention_period=Duration(seconds=86400)
+        )
+    )
+    await env.client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(
+            namespace=name,
+            search_attributes={
+                key.name: IndexedValueType.ValueType(key.indexed_value_type)
+                for key in search_attributes.ALL
+            },
+        )
+    )
+    return await Client.connect(
+        env.client.service_client.config.target_host,
+        namespace=name,
+        data_converter=pydantic_data_converter,
+    )
+
+
+@pytest.fixture
+async def stack(
+    temporal_env: WorkflowEnvironment,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> AsyncIterator[Stack]:
+    client = await own_namespace(temporal_env)
+    queue = "q-doctor"
+    store_path = tmp_path / "events.db"
+    point_cli_at(monkeypatch, client, queue, store_path)
+    monkeypatch.setenv("REPLICANTE_HOME", str(tmp_path / "home"))
+    for unset in ("REPLICANTE_EVENTS_KAFKA", "REPLICANTE_STORE_MONGODB_URI"):
+        monkeypatch.delenv(unset, raising=False)
+    async with AsyncExitStack() as exits:
+        yield Stack(client, queue, store_path, capsys, tmp_path, exits)
+
+
+def with_policy(spec: ClusterSpec, policy: Policy = Policy.APPROVE) -> ClusterSpec:
+    """`approve`, not `auto`: a member a test kills stays down, nothing acts on it."""
+    return spec.model_copy(update={"remediation": {"restart_dead_member": policy}})
+
+
+async def test_a_healthy_stack_is_every_line_ok_and_exits_0(
+    stack: Stack,
+    zk_healthy: ZooKeeperEnsemble,
+    kafka_healthy: KafkaCluster,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stream = StreamSettings(bootstrap=kafka_healthy.bootstrap, topic=f"doctor.{uuid.uuid4().hex}")
+    publish(stream, [])  # the topic, as the relay creates it
+    monkeypatch.setenv("REPLICANTE_EVENTS_KAFKA", stream.bootstrap)
+    monkeypatch.setenv("REPLICANTE_EVENTS_TOPIC", stream.topic)
+    store = await stack.core_worker(stream)
+    await start_event_stream(stack.client, stack.queue)
+    await stack.agents("zk1", "zk2", "zk3")
+    await stack.monitor(store, with_policy(zk_spec(zk_healthy, "healthy")))
+
+    run = await stack.doctor()
+
+    assert run.code == 0, run.out
+    lines = parse(run.out)
+    assert [line for line in lines if line.status != "ok"] == []
+    nodes = [f"{what} healthy/zk{n}" for what in ("node", "agent") for n in (1, 2, 3)]
+    assert sorted(by_name(lines)) == sorted(
+        [
+            "temporal",
+            "namespace",
+            "search attributes",
+            "core worker",
+            "store",
+            "event stream",
+            "event relay",
+            "cluster healthy",
+            *nodes,
+        ]
+    )
+    assert f"topic {stream.topic} on 3 broker(s)" in by_name(lines)["event stream"].detail
+    assert by_name(lines)["agent healthy/zk2"].detail.startswith("task queue node/zk2 polled by")
+    assert run.out.splitlines()[-1] == f"0 problem(s), 0 warning(s), {len(lines)} ok"
+
+    as_json = json.loads((await stack.doctor("--json")).out)
+    assert as_json["ok"] is True
+    assert {c["status"] for c in as_json["checks"]} == {"ok"}
+
+
+async def test_a_killed_member_fails_naming_the_node_its_error_and_the_fix(
+    stack: Stack, zk_healthy: ZooKeeperEnsemble
+) -> None:
+    store = await stack.core_worker()
+    monitor = await stack.monitor(store, zk_spec(zk_healthy, "killed"))
+    zk_healthy.kill_member(2)
+    await monitor.until("node.down", "zk2")
+
+    run = await stack.doctor()
+
+    assert run.code == 1, run.out
+    lines = by_name(parse(run.out))
+    node = lines["node killed/zk2"]
+    assert node.status == "FAIL"
+    assert node.detail == f"{zk_healthy.addresses[1]} unreachable: connection refused"
+    assert "`replicante remediate killed restart_dead_member --node zk2`" in node.fix
+    assert lines["finding killed"].status == "WARN"
+    assert "node_down/zk2" in lines["finding killed"].detail
+    assert [line.name for line in parse(run.out) if line.status == "FAIL"] == ["node killed/zk2"]
+
+
+async def test_no_core_worker_polling_fails_with_replicante_worker(stack: Stack) -> None:
+    run = await stack.doctor()
+
+    assert run.code == 1, run.out
+    worker = by_name(parse(run.out))["core worker"]
+    assert worker.status == "FAIL"
+    assert worker.detail.startswith(f"nothing polls task queue {stack.queue}")
+    assert "`replicante worker`" in worker.fix
+
+
+async def test_a_monitor_no_worker_runs_fails_instead_of_hanging(
+    stack: Stack, zk_healthy: ZooKeeperEnsemble
+) -> None:
+    """Every core worker gone: the monitor cannot answer a query, which would otherwise wait
+    for one."""
+    spec = zk_spec(zk_healthy, "orphan")
+    await stack.client.start_workflow(
+        "ClusterMonitorWorkflow",
+        MonitorInput(spec=spec),
+        id=workflow_id(spec.cluster_id),
+        task_queue=stack.queue,
+        search_attributes=search_attributes.initial(spec),
+    )
+    started = time.monotonic()
+
+    run = await stack.doctor()
+
+    assert time.monotonic() - started < doctor.RPC_TIMEOUT_S + 10
+    assert run.code == 1, run.out
+    lines = by_name(parse(run.out))
+    assert lines["cluster orphan"].status == "FAIL"
+    assert lines["cluster orphan"].detail == (
+        f"monitor/orphan answers no query within {doctor.RPC_TIMEOUT_S:g} s"
+    )
+    assert lines["nodes orphan"].status == "skip"
+
+
+async def test_a_remediation_policy_with_no_agent_fails_naming_the_queue(
+    stack: Stack, zk_healthy: ZooKeeperEnsemble
+) -> None:
+    """zk3's agent is `host-c` (the spec's `agent`) and nothing polls `node/host-c`; a
+    cluster without a policy needs no agent at all."""
+    store = await stack.core_worker()
+    await stack.agents("zk1", "zk2")
+    spec = with_policy(zk_spec(zk_healthy, "agentless"))
+    nodes = (*spec.nodes[:2], spec.nodes[2].model_copy(update={"agent": "host-c"}))
+    await stack.monitor(store, spec.model_copy(update={"nodes": nodes}))
+    await stack.monitor(store, zk_spec(zk_healthy, "no-policy"))
+
+    run = await stack.doctor()
+
+    assert run.code == 1, run.out
+    lines = parse(run.out)
+    agents = {line.name: line for line in lines if line.name.startswith("agent ")}
+    assert sorted(agents) == ["agent agentless/zk1", "agent agentless/zk2", "agent agentless/zk3"]
+    assert agents["agent agentless/zk1"].status == "ok"
+    missing = agents["agent agentless/zk3"]
+    assert missing.status == "FAIL"
+    assert missing.detail.startswith("nothing polls task queue node/host-c:")
+    assert missing.fix == "on zk3's host: `replicante agent --node host-c`"
+    assert [line.name for line in lines if line.status == "FAIL"] == ["agent agentless/zk3"]
+
+
+async def test_a_paused_monitor_is_a_warning_and_exits_0(
+    stack: Stack, zk_healthy: ZooKeeperEnsemble
+) -> None:
+    store = await stack.core_worker()
+    await stack.monitor(store, zk_spec(zk_healthy, "paused"))
+    assert (await run_cli(stack.capsys, "pause", "paused", "--reason", "maintenance")).code == 0
+
+    run = await stack.doctor()
+
+    assert run.code == 0, run.out
+    cluster = by_name(parse(run.out))["cluster paused"]
+    assert cluster.status == "WARN"
+    assert cluster.fix == "when the maintenance is over: `replicante resume paused`"
+
+
+# Outside the sandbox: this module imports what the sandbox refuses (pathlib's resolve).
+@workflow.defn(name="ClusterMonitorWorkflow", sandboxed=False)
+class BrokenMonitor:
+    """A monitor whose code fails every workflow task, as one that meets a
+    nondeterminism error after a bad deploy does."""
+
+    @workflow.run
+    async def run(self, _: MonitorInput) -> None:
+        raise RuntimeError("planted: this code does not replay the history")
+
+
+async def test_a_monitor_stuck_on_a_failing_workflow_task_fails_with_the_failure(
+    stack: Stack, zk_healthy: ZooKeeperEnsemble
+) -> None:
+    spec = zk_spec(zk_healthy, "stuck")
+    handle = await stack.client.start_workflow(
+        "ClusterMonitorWorkflow",
+        MonitorInput(spec=spec),
+        id=workflow_id(spec.cluster_id),
+        task_queue=stack.queue,
+        search_attributes=search_attributes.initial(spec),
+    )
+    async with Worker(stack.client, task_queue=stack.queue, workflows=[BrokenMonitor]):
+        deadline = time.monotonic() + 30
+        while (await handle.describe()).raw_description.pending_workflow_task.attempt < 2:
+            assert time.monotonic() < deadline, "the workflow task never failed"
+            await asyncio.sleep(0.2)
+
+        run = await stack.doctor()
+
+    assert run.code == 1, run.out
+    cluster = by_name(parse(run.out))["cluster stuck"]
+    assert cluster.status == "FAIL"
+    assert cluster.detail.startswith("monitor/stuck: its workflow task fails (attempt ")
+    assert cluster.detail.endswith("): planted: this code does not replay the history")
+    assert "`temporal workflow reset --workflow-id monitor/stuck --type LastWorkflowTask" in (
+        cluster.fix
+    )
+
+
+async def test_a_missing_topic_and_no_relay_fail_with_their_fixes(
+    stack: Stack, kafka_healthy: KafkaCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    topic = f"doctor.missing.{uuid.uuid4().hex}"
+    monkeypatch.setenv("REPLICANTE_EVENTS_KAFKA", kafka_healthy.bootstrap)
+    monkeypatch.setenv("REPLICANTE_EVENTS_TOPIC", topic)
+
+    run = await stack.doctor()
+
+    lines = by_name(parse(run.out))
+    assert lines["event stream"].status == "FAIL"
+    assert (
+        lines["event stream"].detail == f"topic {topic} does not exist on {kafka_healthy.bootstrap}"
+    )
+    assert "set REPLICANTE_EVENTS_TOPIC" in lines["event stream"].fix
+    assert lines["event relay"].status == "FAIL"
+    assert "events/stream was never started" in lines["event relay"].detail
+    assert "`replicante worker`" in lines["event relay"].fix
+
+
+async def test_unreachable_temporal_is_one_fail_with_the_fix_and_no_traceback(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    address = closed_port_address()
+    monkeypatch.setenv("REPLICANTE_TEMPORAL_ADDRESS", address)
+
+    run = await stack.doctor()
+
+    assert run.code == 1
+    assert "Traceback" not in run.out + run.err
+    lines = parse(run.out)
+    failed = [line for line in lines if line.status == "FAIL"]
+    assert len(failed) == 1
+    assert failed[0].name == "temporal"
+    assert failed[0].detail == f"{address} unreachable: Connection refused"
+    assert "`replicante dev up`" in failed[0].fix
+    skipped = {line.name for line in lines if line.status == "skip"}
+    assert skipped == {"namespace", "search attributes", "core worker", "clusters"}
+
+
+async def test_the_store_mongodb_password_never_appears(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    address = closed_port_address()
+    password = "pl4nted-s3cret"
+    monkeypatch.setenv(
+        "REPLICANTE_STORE_MONGODB_URI",
+        f"mongodb://replicante:{password}@{address}/?serverSelectionTimeoutMS=300",
+    )
+
+    text, as_json = await stack.doctor(), await stack.doctor("--json")
+
+    store = by_name(parse(text.out))["store"]
+    assert store.status == "FAIL"
+    assert store.detail.startswith(f"cannot open the event store MongoDB {address}/replicante")
+    for run in (text, as_json):
+        assert password not in run.out + run.err
+
+
+def test_doctests_pass() -> None:
+    result = doctest.testmod(doctor)
+    assert result.attempted > 0 and result.failed == 0
