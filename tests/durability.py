@@ -23,6 +23,7 @@ import signal
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -213,12 +214,59 @@ class Run:
         seen = [(e.kind, e.member, e.member_pid) for e in self.effects if e.kind != "drain"]
         return [] if seen == wanted else [f"effects {seen}, wanted {wanted}"]
 
+    def duplicate_effects(self) -> int:
+        """Stops and starts beyond the one of each a member's restart makes."""
+        counts = Counter((e.kind, e.member) for e in self.effects if e.kind != "drain")
+        return sum(count - 1 for count in counts.values())
+
+    def lost(self) -> bool:
+        """Whether it fell short of what it planned: not healed, a step not done, or a
+        restart whose stop or start never happened (reported done, but skipped)."""
+        done = {(e.kind, e.member) for e in self.effects}
+        restarted = [
+            member_of(r.step.name) for r in self.status.steps if r.step.name.startswith("restart-")
+        ]
+        skipped = [n for n in restarted if not {("stop", n), ("start", n)} <= done]
+        undone = [r for r in self.status.steps if r.state != "done"]
+        return self.status.outcome is not Outcome.HEALED or bool(undone or skipped)
+
     def detail(self, step: int) -> str:
         """What the step recorded, e.g. `ran=False resumed_after_crash=True`."""
         return self.status.steps[step].detail
 
     def where_the_kills_landed(self) -> str:
         return "\n".join(f"{h.position} -> {h.landed}" for h in self.hits)
+
+
+CORE_KILLS = (
+    Position(Victim.CORE, Moment.PLANNED),
+    *(
+        Position(Victim.CORE, moment, step)
+        for step in range(6)
+        for moment in (Moment.MID, Moment.FINISHED)
+    ),
+)[:-1]
+"""The core worker at 12 positions of a rolling restart: after its plan is stored, in the
+middle of every step and after every step but the last (after which only the finished
+event is left). Mid-restart the agent runs the command; mid-wait the core worker itself
+probes; after an event is stored the kill mostly lands in the workflow task that follows
+or in the next activity. No step's start: the revived worker comes up (~2 s) after the
+restart's middle (GAP_S) has passed."""
+
+AGENT_KILLS = (
+    Position(Victim.AGENT, Moment.DRAINING, 0),
+    Position(Victim.AGENT, Moment.FINISHED, 0),
+    Position(Victim.AGENT, Moment.STARTED, 2),
+    Position(Victim.AGENT, Moment.MID, 2),
+    Position(Victim.AGENT_AND_COMMAND, Moment.MID, 4),
+)
+"""The agents: mid-command (during the first restart's drain, in the second one's middle,
+and with its command in the third one's middle), and at boundaries (right after a restart
+finished, and right as one started, before the agent picked it up)."""
+
+DRAIN_S = 14.0
+"""Longer than a killed agent's activity takes to be retried on the revived one (a 10 s
+heartbeat timeout and a 1 s backoff), so the revived agent finds the command running."""
 
 
 def member_of(step_name: str) -> int:
@@ -396,6 +444,17 @@ class Stage:
         event = "nothing stored" if last is None else f"{last.type} {last.payload.get('step', '')}"
         effects = [e.kind for e in self.effects()[effects_before:] if e.member == n]
         return f"{event.removeprefix('remediation.').strip()}; zk{n}: {effects}"
+
+    async def rolling_restart_killing_agents(self) -> Run:
+        """AGENT_KILLS, the first member restarted draining DRAIN_S: the first follower,
+        as a rolling restart takes the leader last."""
+        leader = self.ensemble.leader()
+        first = next(n for n in self.ensemble.members if n != leader)
+        self.drain(first, DRAIN_S)
+        try:
+            return await self.rolling_restart(AGENT_KILLS)
+        finally:
+            self.drain(first, None)
 
     async def _reach(
         self,

@@ -24,16 +24,13 @@ from temporalio.testing import WorkflowEnvironment
 from devstack.temporal import TemporalDevServer
 from devstack.zookeeper import ZooKeeperEnsemble
 from models.remediation import Outcome
-from tests.durability import Moment, Position, Run, Stage, Victim, open_stage
+from tests.durability import CORE_KILLS, Moment, Position, Run, Stage, Victim, open_stage
 from tests.test_devstack import free_port
 from worker.settings import Settings, connect
 
-CORE, AGENT = Victim.CORE, Victim.AGENT
-STARTED, MID, FINISHED = Moment.STARTED, Moment.MID, Moment.FINISHED
-
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def stage(
+async def killable(
     temporal_env: WorkflowEnvironment,
     zk_ensemble: ZooKeeperEnsemble,
     tmp_path_factory: pytest.TempPathFactory,
@@ -47,23 +44,17 @@ async def stage(
 
 def judged(run: Run) -> Run:
     assert not run.flaws(), "\n".join([*run.flaws(), run.where_the_kills_landed()])
+    assert run.duplicate_effects() == 0 and not run.lost()
     return run
 
 
 async def test_core_worker_sigkilled_at_every_step_boundary_and_mid_step_restarts_each_member_once(
-    stage: Stage, zk_healthy: ZooKeeperEnsemble
+    killable: Stage, zk_healthy: ZooKeeperEnsemble
 ) -> None:
-    # Mid-restart the agent is running the command; mid-wait the core worker itself is
-    # probing; after an event is stored the kill mostly lands in the workflow task that
-    # follows or in the next activity. A step's start is left out where its middle is
-    # taken: the revived worker would come up after the 1 s middle had passed.
-    positions = [Position(CORE, Moment.PLANNED)]
-    for step in range(6):
-        positions += [Position(CORE, MID, step), Position(CORE, FINISHED, step)]
-    positions.pop()  # after the last step_finished only the finished event is left
-    run = judged(await stage.rolling_restart(positions))
+    run = judged(await killable.rolling_restart(CORE_KILLS))
     assert len(run.hits) == 12
-    # Every kill took one worker: the original and each replacement ran workflow tasks.
+    # Each kill took a worker that was at work: the original and every replacement but
+    # the last ran workflow tasks of this remediation.
     identities = {
         e.workflow_task_completed_event_attributes.identity
         for e in run.history.events
@@ -73,28 +64,11 @@ async def test_core_worker_sigkilled_at_every_step_boundary_and_mid_step_restart
 
 
 async def test_agents_sigkilled_mid_command_and_at_boundaries_restart_each_member_once(
-    stage: Stage, zk_healthy: ZooKeeperEnsemble
+    killable: Stage, zk_healthy: ZooKeeperEnsemble
 ) -> None:
-    leader = zk_healthy.leader()
-    first = next(n for n in zk_healthy.members if n != leader)
-    # The first member's restart drains longer than the agent takes to be retried on
-    # (a heartbeat timeout, 10 s): the revived agent finds its command still running.
-    stage.drain(first, 14.0)
-    try:
-        run = judged(
-            await stage.rolling_restart(
-                [
-                    Position(AGENT, Moment.DRAINING, 0),
-                    Position(AGENT, FINISHED, 0),
-                    Position(AGENT, STARTED, 2),
-                    Position(AGENT, MID, 2),
-                    Position(Victim.AGENT_AND_COMMAND, MID, 4),
-                ]
-            )
-        )
-    finally:
-        stage.drain(first, None)
-    # The killed agents' commands ran on and did it: the revived agent saw it done.
+    run = judged(await killable.rolling_restart_killing_agents())
+    # The killed agents' commands ran on and did it; the revived agent, which let the
+    # draining one finish, saw it done.
     assert run.detail(0) == "ran=False resumed_after_crash=True"
     assert run.detail(2) == "ran=False resumed_after_crash=True"
     # Killed with its agent, the command never started the member: it ran once more.
@@ -102,20 +76,20 @@ async def test_agents_sigkilled_mid_command_and_at_boundaries_restart_each_membe
 
 
 async def test_a_finding_remediated_again_later_starts_its_member_again(
-    stage: Stage, zk_healthy: ZooKeeperEnsemble
+    killable: Stage, zk_healthy: ZooKeeperEnsemble
 ) -> None:
     n = next(m for m in zk_healthy.members if m != zk_healthy.leader())
     # The id the monitor gives every remediation of this finding, after the last one ended
     # (and its blocking period passed): the agent must not take the second for the first.
-    workflow_id = f"remediate/{stage.spec.cluster_id}/node_down/zk{n}"
-    before = len(stage.effects())
+    workflow_id = f"remediate/{killable.spec.cluster_id}/node_down/zk{n}"
+    before = len(killable.effects())
     for _ in range(2):
         zk_healthy.kill_member(n)
-        handle = await stage.start_remediation("restart_dead_member", f"zk{n}", workflow_id)
+        handle = await killable.start_remediation("restart_dead_member", f"zk{n}", workflow_id)
         status = await asyncio.wait_for(handle.result(), 60)
         assert status.outcome is Outcome.HEALED, status
         assert status.steps[0].detail == "ran=True resumed_after_crash=False"
-    starts = [e for e in stage.effects()[before:] if e.kind == "start"]
+    starts = [e for e in killable.effects()[before:] if e.kind == "start"]
     assert [e.member for e in starts] == [n, n]
     assert zk_healthy.member_pid(n) == starts[-1].member_pid
 
@@ -130,7 +104,10 @@ async def test_temporal_server_stopped_and_started_on_its_database_mid_remediati
         async with open_stage(client, zk_healthy, tmp_path / "stage", server=server) as stage:
             # Down while the agent restarts a member (its result cannot be reported), and
             # while the core worker waits for a member to serve again.
-            server_down = [Position(Victim.TEMPORAL, MID, 0), Position(Victim.TEMPORAL, MID, 3)]
+            server_down = [
+                Position(Victim.TEMPORAL, Moment.MID, 0),
+                Position(Victim.TEMPORAL, Moment.MID, 3),
+            ]
             run = judged(await stage.rolling_restart(server_down))
             # They rode the downtime out: none exited, none was started again.
             assert [proc.poll() for proc in stage.workers.procs.values()] == [None] * 4
@@ -141,28 +118,28 @@ async def test_temporal_server_stopped_and_started_on_its_database_mid_remediati
 
 
 async def test_with_two_of_three_members_down_nothing_acts_before_its_verdict_is_stored(
-    stage: Stage, zk_healthy: ZooKeeperEnsemble
+    killable: Stage, zk_healthy: ZooKeeperEnsemble
 ) -> None:
     for n in (2, 3):
         zk_healthy.kill_member(n)
-    before = len(stage.effects())
+    before = len(killable.effects())
     # A rolling restart would stop zk1, the last member standing: refused on its verdict.
-    rolling = await stage.start_remediation("rolling_restart")
+    rolling = await killable.start_remediation("rolling_restart")
     refused = await asyncio.wait_for(rolling.result(), 60)
     assert refused.outcome is Outcome.REFUSED, refused
-    events = [s.event for s in stage.events(rolling.id)]
+    events = [s.event for s in killable.events(rolling.id)]
     assert [e.type for e in events] == ["remediation.planned", "remediation.finished"]
     assert events[0].payload["safe"] is False
     assert events[0].payload["verdict"] == (
         "zk2, zk3 not serving: stopping zk1 as well risks the cluster"
     )
-    assert stage.effects()[before:] == []
+    assert killable.effects()[before:] == []
 
     # Starting a dead member, which brings the quorum back, acts: once its verdict is stored.
-    healing = await stage.start_remediation("restart_dead_member", "zk2")
+    healing = await killable.start_remediation("restart_dead_member", "zk2")
     healed = await asyncio.wait_for(healing.result(), 60)
     assert healed.outcome is Outcome.HEALED, healed
-    stored = stage.events(healing.id)
+    stored = killable.events(healing.id)
     planned, started = stored[0], stored[1]
     assert (planned.event.type, started.event.type) == (
         "remediation.planned",
@@ -172,7 +149,7 @@ async def test_with_two_of_three_members_down_nothing_acts_before_its_verdict_is
     assert planned.event.payload["verdict"] == (
         "zk2 is down (connection refused); starting it cannot take a member away"
     )
-    (start,) = stage.effects()[before:]
+    (start,) = killable.effects()[before:]
     assert (start.kind, start.member) == ("start", 2)
     assert planned.stored_at < started.stored_at
     assert planned.stored_at.timestamp() < start.at
