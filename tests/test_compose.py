@@ -148,6 +148,16 @@ def mount_problems(stack: Stack) -> list[str]:
     return problems
 
 
+def socket_problems(stack: Stack) -> list[str]:
+    """The Docker socket is root on the Docker host: only the node agents get it."""
+    return [
+        f"{name} mounts the Docker socket, but is no agent"
+        for name, service in stack.services.items()
+        if any(str(v).startswith("/var/run/docker.sock:") for v in service.get("volumes", []))
+        and (service.get("command") or [None])[0] != "agent"
+    ]
+
+
 def settings_variables() -> set[str]:
     """The variables `Settings.from_env` reads, recorded as it reads them."""
     read: set[str] = set()
@@ -491,6 +501,7 @@ CHECKS: list[Callable[[Stack], list[str]]] = [
     interpolation_problems,
     dependency_problems,
     mount_problems,
+    socket_problems,
     setting_problems,
     image_problems,
     port_problems,
@@ -574,6 +585,13 @@ BREAKAGES = [
         "[mongo3-data:/data/db]",
         "[mongo4-data:/data/db]",
         "mongo4-data, which is not declared",
+    ),
+    Breakage(
+        socket_problems,
+        COMPOSE,
+        "  command: [worker]\n",
+        "  command: [worker]\n  volumes: [/var/run/docker.sock:/var/run/docker.sock]\n",
+        "worker1 mounts the Docker socket, but is no agent",
     ),
     Breakage(
         setting_problems,
