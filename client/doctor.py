@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import suppress
 from dataclasses import asdict, dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from enum import StrEnum
 from urllib.parse import unquote
 
@@ -31,10 +31,11 @@ from temporalio.api.workflowservice.v1 import (
     GetSystemInfoRequest,
     GetWorkflowExecutionHistoryReverseRequest,
 )
-from temporalio.client import WorkflowExecutionStatus
+from temporalio.client import WorkflowExecutionDescription, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from client.api import ClusterSummary, ReplicanteClient
+from client.render import ago
 from models import (
     ClusterSpec,
     ClusterView,
@@ -249,12 +250,16 @@ async def core_worker(api: ReplicanteClient) -> list[Check]:
     ]
 
 
-async def workflow_task_failure(api: ReplicanteClient, workflow_id: str) -> str | None:
+async def describe(api: ReplicanteClient, workflow_id: str) -> WorkflowExecutionDescription:
+    handle = api.temporal.get_workflow_handle(workflow_id)
+    return await handle.describe(rpc_timeout=timedelta(seconds=RPC_TIMEOUT_S))
+
+
+async def workflow_task_failure(
+    api: ReplicanteClient, description: WorkflowExecutionDescription
+) -> str | None:
     """Why the workflow is stuck, if its workflow task keeps failing (a nondeterminism
     error, a bug in workflow code): it then makes no progress and answers no query."""
-    description = await api.temporal.get_workflow_handle(workflow_id).describe(
-        rpc_timeout=timedelta(seconds=RPC_TIMEOUT_S)
-    )
     task = description.raw_description.pending_workflow_task
     if task.attempt <= 1:
         return None
@@ -375,9 +380,8 @@ async def relay(api: ReplicanteClient) -> list[Check]:
         "start a core worker with REPLICANTE_EVENTS_KAFKA set: `replicante worker` starts"
         f" the relay workflow {RELAY_WORKFLOW_ID}"
     )
-    handle = api.temporal.get_workflow_handle(RELAY_WORKFLOW_ID)
     try:
-        description = await handle.describe(rpc_timeout=timedelta(seconds=RPC_TIMEOUT_S))
+        description = await describe(api, RELAY_WORKFLOW_ID)
     except RPCError as error:
         if error.status != RPCStatusCode.NOT_FOUND:
             raise
@@ -385,7 +389,7 @@ async def relay(api: ReplicanteClient) -> list[Check]:
     if description.status != WorkflowExecutionStatus.RUNNING:
         state = description.status.name.lower() if description.status else "closed"
         return [fail(name, f"{RELAY_WORKFLOW_ID} is {state}: nothing publishes", fix)]
-    stuck = await workflow_task_failure(api, RELAY_WORKFLOW_ID)
+    stuck = await workflow_task_failure(api, description)
     if stuck is not None:
         return [fail(name, f"{RELAY_WORKFLOW_ID}: {stuck}", stuck_fix(api, RELAY_WORKFLOW_ID))]
     for activity in description.raw_description.pending_activities:
@@ -409,7 +413,7 @@ async def cluster(api: ReplicanteClient, summary: ClusterSummary) -> list[Check]
     cid = summary.cluster_id
     name = f"cluster {cid}"
     workflow_id = monitor_workflow_id(cid)
-    stuck = await workflow_task_failure(api, workflow_id)
+    stuck = await workflow_task_failure(api, await describe(api, workflow_id))
     if stuck is not None:
         return [
             fail(name, f"{workflow_id}: {stuck}", stuck_fix(api, workflow_id)),
@@ -429,9 +433,11 @@ async def cluster(api: ReplicanteClient, summary: ClusterSummary) -> list[Check]
             skipped(f"nodes {cid}", "need the monitor's spec, which it does not answer"),
         ]
     checks = [monitor(status)]
+    if status.remediating:
+        checks.append(await remediation(api, status.remediating))
     checks += await bounded(
         f"nodes {cid}",
-        probe_nodes(spec),
+        probe_nodes(spec, status.remediating),
         probe_bound(spec.probe.timeout_s),
         f"`replicante status {cid}` shows what the monitor sees",
     )
@@ -478,7 +484,27 @@ def monitor(status: MonitorStatus) -> Check:
     return ok(name, detail)
 
 
-async def probe_nodes(spec: ClusterSpec) -> list[Check]:
+async def remediation(api: ReplicanteClient, remediation_id: str) -> Check:
+    """The cluster's running remediation: one waiting for an operator is what to do next."""
+    st = await api.action(remediation_id)
+    name = f"remediation {st.cluster_id}"
+    what = f"{remediation_id} ({st.playbook}{f' on {st.target}' if st.target else ''})"
+    if st.state is rem.State.AWAITING_APPROVAL:
+        until = (
+            f" until {st.approval_deadline:%Y-%m-%d %H:%M:%S} UTC" if st.approval_deadline else ""
+        )
+        return warn(
+            name,
+            f"{what} awaits approval{until}",
+            f"`replicante actions show {remediation_id}`, then `replicante approve"
+            f" {remediation_id} --reason TEXT` (or `reject`)",
+        )
+    if st.paused:
+        return warn(name, f"{what} is paused", f"`replicante resume {remediation_id}`")
+    return ok(name, f"{what} {st.state.value}")
+
+
+async def probe_nodes(spec: ClusterSpec, remediating: str | None) -> list[Check]:
     """A fresh probe from this process: what the monitor would see, right now."""
     from activities.monitor import adapter_for
 
@@ -493,14 +519,15 @@ async def probe_nodes(spec: ClusterSpec) -> list[Check]:
             version = f" {node.version}" if node.version else ""
             checks.append(ok(name, f"{node.address} answers as {node.role.value}{version}"))
         else:
+            # One remediation per cluster at a time: while one runs, it is the way in.
+            fix = (
+                f"a remediation runs on {spec.cluster_id}: `replicante actions show {remediating}`"
+                if remediating
+                else f"start {node.node_id} on its host, or through its agent: `replicante"
+                f" remediate {spec.cluster_id} {node_down} --node {node.node_id}`"
+            )
             checks.append(
-                fail(
-                    name,
-                    f"{node.address} unreachable: {node.error or 'no reason given'}",
-                    f"start {node.node_id} on its host, or through its agent: `replicante"
-                    f" remediate {spec.cluster_id} {node_down} --node {node.node_id}`"
-                    f" (`replicante actions ls {spec.cluster_id}` first: one may be running)",
-                )
+                fail(name, f"{node.address} unreachable: {node.error or 'no reason given'}", fix)
             )
     return checks
 
@@ -572,54 +599,53 @@ async def sections(settings: Settings) -> AsyncIterator[Check]:
     temporal, api = await connect(settings)
     yield temporal
     temporal_fix = "see the temporal line above"
-    try:
-        if api is not None:
-            (named,) = await bounded("namespace", namespace(api), RPC_TIMEOUT_S, temporal_fix)
-            yield named
-            if named.status is Status.FAIL:
-                api.close()
-                api = None
-        needs = "needs Temporal" if temporal.status is Status.FAIL else "needs the namespace"
-        if api is not None:
-            for check in await bounded(
+    needs = "needs Temporal"
+    if api is None:
+        yield skipped("namespace", needs)
+    else:
+        (named,) = await bounded("namespace", namespace(api), RPC_TIMEOUT_S, temporal_fix)
+        yield named
+        if named.status is Status.FAIL:
+            api, needs = None, "needs the namespace"
+    if api is None:
+        yield skipped("search attributes", needs)
+        yield skipped("core worker", needs)
+    else:
+        for check in [
+            *await bounded(
                 "search attributes", registered_search_attributes(api), RPC_TIMEOUT_S, temporal_fix
-            ) + await bounded("core worker", core_worker(api), RPC_TIMEOUT_S, temporal_fix):
-                yield check
-        else:
-            if temporal.status is Status.FAIL:
-                yield skipped("namespace", needs)
-            yield skipped("search attributes", needs)
-            yield skipped("core worker", needs)
-        for check in await bounded(
+            ),
+            *await bounded("core worker", core_worker(api), RPC_TIMEOUT_S, temporal_fix),
+        ]:
+            yield check
+    for check in [
+        *await bounded(
             "store",
             asyncio.to_thread(store, settings),
             STORE_TIMEOUT_S,
             "is the store's server hung? see REPLICANTE_STORE / REPLICANTE_STORE_MONGODB_URI",
-        ) + await bounded(
+        ),
+        *await bounded(
             "event stream",
             asyncio.to_thread(event_stream, settings),
             3 * STREAM_TIMEOUT_S,  # bootstrap, then two requests
             "are the brokers hung? see REPLICANTE_EVENTS_KAFKA",
+        ),
+    ]:
+        yield check
+    if settings.stream is not None:
+        for check in (
+            await bounded("event relay", relay(api), 3 * RPC_TIMEOUT_S, temporal_fix)
+            if api is not None
+            else [skipped("event relay", needs)]
         ):
             yield check
-        if settings.stream is not None:
-            if api is None:
-                yield skipped("event relay", needs)
-            else:
-                for check in await bounded(
-                    "event relay", relay(api), 3 * RPC_TIMEOUT_S, temporal_fix
-                ):
-                    yield check
-        if api is None:
-            yield skipped("clusters", needs)
-        else:
-            for check in await bounded(
-                "clusters", clusters(api), CLUSTERS_BACKSTOP_S, temporal_fix
-            ):
-                yield check
-    finally:
-        if api is not None:
-            api.close()
+    for check in (
+        await bounded("clusters", clusters(api), CLUSTERS_BACKSTOP_S, temporal_fix)
+        if api is not None
+        else [skipped("clusters", needs)]
+    ):
+        yield check
 
 
 async def clusters(api: ReplicanteClient) -> list[Check]:
@@ -672,14 +698,6 @@ def redactor(settings: Settings) -> Callable[[Check], Check]:
         return text
 
     return lambda c: replace(c, name=scrub(c.name), detail=scrub(c.detail), fix=scrub(c.fix))
-
-
-def ago(when: datetime) -> str:
-    seconds = max((datetime.now(UTC) - when).total_seconds(), 0.0)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.0f}{unit} ago"
-    return f"{seconds:.0f}s ago"
 
 
 def line(check: Check) -> str:

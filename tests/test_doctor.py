@@ -220,6 +220,32 @@ async def test_a_killed_member_fails_naming_the_node_its_error_and_the_fix(
     assert [line.name for line in parse(run.out) if line.status == "FAIL"] == ["node killed/zk2"]
 
 
+async def test_a_remediation_awaiting_approval_warns_with_approve_and_is_the_nodes_fix(
+    stack: Stack, zk_healthy: ZooKeeperEnsemble
+) -> None:
+    store = await stack.core_worker()
+    await stack.agents("zk1", "zk2", "zk3")
+    monitor = await stack.monitor(store, with_policy(zk_spec(zk_healthy, "approval")))
+    zk_healthy.kill_member(3)
+    await monitor.until("remediation.awaiting_approval")
+
+    run = await stack.doctor()
+
+    assert run.code == 1, run.out
+    lines = by_name(parse(run.out))
+    remediation_id = "remediate/approval/node_down/zk3"
+    waiting = lines["remediation approval"]
+    assert waiting.status == "WARN"
+    assert waiting.detail.startswith(
+        f"{remediation_id} (restart_dead_member on zk3) awaits approval until "
+    )
+    assert f"`replicante approve {remediation_id} --reason TEXT`" in waiting.fix
+    assert lines["node approval/zk3"].status == "FAIL"
+    assert lines["node approval/zk3"].fix == (
+        f"a remediation runs on approval: `replicante actions show {remediation_id}`"
+    )
+
+
 async def test_no_core_worker_polling_fails_with_replicante_worker(stack: Stack) -> None:
     run = await stack.doctor()
 
