@@ -64,6 +64,7 @@ from kafka.protocol.metadata import ApiVersionsRequest, MetadataRequest
 from kafka.protocol.parser import KafkaProtocol
 
 from activities.adapter import Adapter
+from activities.telemetry import probe_node, traced_probe
 from models import ClusterSpec, ClusterView, Kind, NodeSpec, NodeStatus, Role, ShardStatus
 from models.view import FactValue
 
@@ -1111,15 +1112,25 @@ async def _first_to_describe(
     return None
 
 
+def _error(reading: NodeReading) -> str | None:
+    return reading.error
+
+
 class KafkaAdapter(Adapter):
     kind: ClassVar[Kind] = Kind.KAFKA
 
+    @traced_probe
     async def probe(self, spec: ClusterSpec) -> ClusterView:
         observed_at = datetime.now(UTC)
         timeout = spec.probe.timeout_s
         client = client_for(spec.cluster_id)
         deadline = asyncio.get_running_loop().time() + timeout
-        checks = [asyncio.create_task(_check_node(client, n, timeout)) for n in spec.nodes]
+        checks = [
+            asyncio.create_task(
+                probe_node(spec, n.node_id, _check_node(client, n, timeout), _error)
+            )
+            for n in spec.nodes
+        ]
         try:
             cluster = await _first_to_describe(client, spec, checks, deadline)
             readings = [await check for check in checks]

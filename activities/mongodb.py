@@ -39,6 +39,7 @@ from pymongo.errors import OperationFailure, PyMongoError
 from activities.adapter import Adapter
 from activities.links import stop_all
 from activities.secrets import SecretUnavailable, read_secrets
+from activities.telemetry import probe_node, traced_probe
 from models import ClusterSpec, ClusterView, Kind, NodeStatus, Role, ShardStatus
 from models.findings.mongodb import set_fact
 from models.view import FactValue
@@ -966,6 +967,10 @@ def pinned_client(
     )
 
 
+def _failure(reading: Reading) -> str | None:
+    return reading.failure
+
+
 class MongoDBAdapter(Adapter):
     kind: ClassVar[Kind] = Kind.MONGODB
 
@@ -977,16 +982,16 @@ class MongoDBAdapter(Adapter):
         self._lock = threading.Lock()
         self._clients: dict[str, MongoClient[dict[str, Any]]] | None = None
 
+    @traced_probe
     async def probe(self, spec: ClusterSpec) -> ClusterView:
         observed_at = datetime.now(UTC)
-        timeout = spec.probe.timeout_s
         try:
             credentials = read_secrets(spec, "username", "password")
         except SecretUnavailable as error:
             unread = {n.address: Reading(n.address, error=str(error)) for n in spec.nodes}
             return cluster_view(spec, unread, observed_at)
         addresses = [n.address for n in spec.nodes]
-        readings = await self._read_all(addresses, timeout, credentials)
+        readings = await self._read_all(spec, addresses, credentials)
         # A mongos among the spec's nodes: its shards' and config servers' members next.
         dialled = {_key(a) for a in readings}
         routes = cluster_routes(readings.values())
@@ -994,13 +999,25 @@ class MongoDBAdapter(Adapter):
             dict.fromkeys(h for route in routes for h in route.hosts if _key(h) not in dialled)
         )
         if members:
-            readings |= await self._read_all(members, timeout, credentials)
+            readings |= await self._read_all(spec, members, credentials)
         return cluster_view(spec, readings, observed_at)
 
     async def _read_all(
-        self, addresses: Sequence[str], timeout: float, credentials: Mapping[str, str]
+        self, spec: ClusterSpec, addresses: Sequence[str], credentials: Mapping[str, str]
     ) -> dict[str, Reading]:
-        found = await asyncio.gather(*(self._read(a, timeout, credentials) for a in addresses))
+        # A member found through a mongos is named by its address, as in the view.
+        names = {_key(n.address): n.node_id for n in spec.nodes}
+        found = await asyncio.gather(
+            *(
+                probe_node(
+                    spec,
+                    names.get(_key(a), a),
+                    self._read(a, spec.probe.timeout_s, credentials),
+                    _failure,
+                )
+                for a in addresses
+            )
+        )
         return dict(zip(addresses, found, strict=True))
 
     async def _read(self, address: str, timeout: float, credentials: Mapping[str, str]) -> Reading:

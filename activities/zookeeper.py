@@ -23,6 +23,7 @@ from kazoo.retry import KazooRetry
 
 from activities.adapter import Adapter
 from activities.links import stop_all
+from activities.telemetry import probe_node, traced_probe
 from models import ClusterSpec, ClusterView, Kind, NodeSpec, NodeStatus, Role, ShardStatus
 from models.view import FactValue
 
@@ -284,6 +285,10 @@ async def _read_node(node: NodeSpec, timeout: float) -> _Reading:
     )
 
 
+def _error(reading: _Reading) -> str | None:
+    return reading.status.error
+
+
 def _stop(client: KazooClient) -> None:
     client.stop()
     client.close()
@@ -292,10 +297,14 @@ def _stop(client: KazooClient) -> None:
 class ZooKeeperAdapter(Adapter):
     kind: ClassVar[Kind] = Kind.ZOOKEEPER
 
+    @traced_probe
     async def probe(self, spec: ClusterSpec) -> ClusterView:
         observed_at = datetime.now(UTC)
         readings = await asyncio.gather(
-            *(_read_node(node, spec.probe.timeout_s) for node in spec.nodes)
+            *(
+                probe_node(spec, n.node_id, _read_node(n, spec.probe.timeout_s), _error)
+                for n in spec.nodes
+            )
         )
         nodes = tuple(r.status for r in readings)
         leaders = [r for r in readings if r.status.role in (Role.LEADER, Role.STANDALONE)]

@@ -15,6 +15,7 @@ from temporalio.worker import Worker
 from activities.service import Ledger, ServiceActivities
 from models import AgentConfig, SpecError, agent_task_queue, load_agent_config
 from worker.settings import Settings, connect
+from worker.telemetry import Role
 
 log = logging.getLogger("replicante.agent")
 
@@ -67,7 +68,7 @@ async def run_agent(settings: Settings, node_id: str, config_path: Path | None =
     config = load_config_for(node_id, config_path or files.config)
     ledger = Ledger(files.ledger)
     try:
-        client = await connect(settings)
+        client = await connect(settings, Role.AGENT)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):

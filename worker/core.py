@@ -22,6 +22,7 @@ from activities.stream import StreamActivities, StreamSettings
 from models import RelayRequest
 from store import EventStore, open_store
 from worker.settings import Settings, connect
+from worker.telemetry import Role
 from workflows.monitor import ClusterMonitorWorkflow
 from workflows.remediation import RemediationWorkflow
 from workflows.stream import WORKFLOW_ID as EVENT_STREAM_ID
@@ -77,7 +78,7 @@ async def start_event_stream(
 
 
 async def run_core_worker(settings: Settings) -> None:
-    client = await connect(settings)
+    client = await connect(settings, Role.WORKER)
     store = open_store(settings)
     worker = core_worker(client, settings.task_queue, store, settings.stream)
     stop = asyncio.Event()

@@ -11,6 +11,9 @@ from typing import TYPE_CHECKING
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from worker import telemetry
+from worker.telemetry import Role
+
 if TYPE_CHECKING:
     from activities.stream import StreamSettings
 
@@ -30,6 +33,8 @@ class Settings:
     events_kafka: str | None = None
     """Bootstrap brokers (host:port,...) of the event stream; no stream when unset."""
     events_topic: str = "replicante.events"
+    metrics_address: str | None = None
+    """HOST:PORT where a worker or agent serves Prometheus metrics (/metrics); none when unset."""
 
     @property
     def stream(self) -> StreamSettings | None:
@@ -46,7 +51,7 @@ class Settings:
         """REPLICANTE_TEMPORAL_ADDRESS, REPLICANTE_NAMESPACE, REPLICANTE_TASK_QUEUE,
         REPLICANTE_HOME (state dir), REPLICANTE_STORE (SQLite file) and
         REPLICANTE_STORE_MONGODB_URI (MongoDB instead of the file), REPLICANTE_EVENTS_KAFKA
-        and REPLICANTE_EVENTS_TOPIC (the event stream)."""
+        and REPLICANTE_EVENTS_TOPIC (the event stream), REPLICANTE_METRICS_ADDRESS."""
         env = os.environ
         home = Path(env.get("REPLICANTE_HOME", cls.home))
         return cls(
@@ -60,13 +65,18 @@ class Settings:
             store_mongodb_uri=env.get("REPLICANTE_STORE_MONGODB_URI") or None,
             events_kafka=env.get("REPLICANTE_EVENTS_KAFKA") or None,
             events_topic=env.get("REPLICANTE_EVENTS_TOPIC") or cls.events_topic,
+            metrics_address=env.get("REPLICANTE_METRICS_ADDRESS") or None,
         )
 
 
-async def connect(settings: Settings) -> Client:
-    """A client of the settings' Temporal, with the pydantic converter every process uses."""
+async def connect(settings: Settings, role: Role = Role.CLI) -> Client:
+    """A client of the settings' Temporal, with the pydantic converter every process uses,
+    and the traces and metrics the environment asks of a process of `role`
+    (worker/telemetry.py)."""
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.namespace,
         data_converter=pydantic_data_converter,
+        interceptors=telemetry.interceptors(role),
+        runtime=telemetry.runtime(role, settings.metrics_address),
     )

@@ -19,6 +19,8 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
+    from temporalio.contrib.opentelemetry.workflow import completed_span
+
     from activities.events import EventActivities
     from activities.kafka_actions import elect_preferred_leaders
     from activities.mongodb_actions import step_down_primary
@@ -195,6 +197,19 @@ class RemediationWorkflow:
                 self._set(step, "skipped", verdict.reason)
                 return f"{step.name} refused: {verdict.reason}"
         self._set(step, "running")
+        # Zero-length, as every workflow span of the TracingInterceptor (an open span would not
+        # survive a replay on another worker): the step's activity span has its duration.
+        spec = self._input.spec
+        completed_span(
+            f"RemediationStep:{step.name}",
+            attributes={
+                "replicante.cluster": spec.cluster_id,
+                "replicante.kind": spec.kind.value,
+                "replicante.node": step.node_id,
+                "replicante.playbook": self._input.playbook,
+                "replicante.step": step.name,
+            },
+        )
         await self._event("remediation.step_started", f"step {step.name}", step=step.name)
         if step.kind is StepKind.SERVICE:
             assert step.action is not None

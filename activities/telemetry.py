@@ -1,0 +1,105 @@
+"""What activities record for traces and metrics: a span per probe and per node probed (with
+the node's probe duration), and each stored event (with its detection lag).
+
+Spans go to OpenTelemetry's global tracer provider, which worker/telemetry.py sets only when
+tracing is configured: otherwise they are OpenTelemetry's no-op spans. Metrics go to the
+running activity's metric meter (the Temporal runtime's, served by its Prometheus endpoint),
+a no-op one when the process serves no metrics; outside an activity (the benchmarks call
+adapters directly) nothing is measured.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+from opentelemetry import trace
+from opentelemetry.trace import StatusCode
+from temporalio import activity
+
+from models import ClusterSpec, ClusterView, Event
+
+PROBE_DURATION = "replicante_probe_duration_seconds"
+EVENTS = "replicante_events_total"
+DETECTION_LAG = "replicante_detection_lag_seconds"
+BUCKETS: dict[str, tuple[float, ...]] = {
+    # A healthy member answers in milliseconds; a dead or hung one takes up to its timeout.
+    PROBE_DURATION: (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    DETECTION_LAG: (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+}
+"""Histogram buckets in seconds: the Temporal runtime's defaults suit milliseconds."""
+
+DETECTIONS = frozenset({"node.down", "finding.opened"})
+"""Event types whose detection lag is measured: a fault's own events, which the monitor
+dates with the `observed_at` of the view that showed the fault."""
+
+tracer = trace.get_tracer("replicante")
+
+A = TypeVar("A")
+R = TypeVar("R")
+Probe = Callable[[A, ClusterSpec], Coroutine[Any, Any, ClusterView]]
+
+
+def span_attributes(spec: ClusterSpec, node: str | None = None) -> dict[str, str]:
+    attributes = {"replicante.cluster": spec.cluster_id, "replicante.kind": spec.kind.value}
+    if node is not None:
+        attributes["replicante.node"] = node
+    return attributes
+
+
+def traced_probe(probe: Probe[A]) -> Probe[A]:
+    """An adapter's `probe` as one `Probe` span, the parent of its `ProbeNode` spans."""
+
+    @functools.wraps(probe)
+    async def traced(adapter: A, spec: ClusterSpec) -> ClusterView:
+        with tracer.start_as_current_span("Probe", attributes=span_attributes(spec)):
+            return await probe(adapter, spec)
+
+    return traced
+
+
+async def probe_node(
+    spec: ClusterSpec, node: str, read: Awaitable[R], error: Callable[[R], str | None]
+) -> R:
+    """Await one node's `read` as a `ProbeNode` span, and record how long it took in
+    `replicante_probe_duration_seconds{cluster,kind,node}`.
+
+    Adapters report a node that is down, slow or answering garbage as a reading with an
+    error (`error(reading)`), never as an exception: that error becomes the span's status.
+    """
+    with tracer.start_as_current_span("ProbeNode", attributes=span_attributes(spec, node)) as span:
+        started = time.perf_counter()
+        reading = await read
+        seconds = time.perf_counter() - started
+        failure = error(reading)
+        if failure is not None:
+            span.set_status(StatusCode.ERROR, failure)
+    if activity.in_activity():
+        activity.metric_meter().create_histogram_float(
+            PROBE_DURATION, "How long one node's probe took", "s"
+        ).record(seconds, {"cluster": spec.cluster_id, "kind": spec.kind.value, "node": node})
+    return reading
+
+
+def record_stored(events: Sequence[Event], stored_at: datetime) -> None:
+    """Count events just stored in `replicante_events_total{cluster,type}`, and record the
+    detection lag of each fault's event in `replicante_detection_lag_seconds{cluster,type}`.
+
+    Detection lag: from the start of the probe that first showed the fault (the view's
+    `observed_at`, which dates the event) to the moment the event was stored. It leaves out
+    how long the fault went unseen before that probe (at most one probe interval, milliseconds
+    with held connections). The two instants may come from two workers' clocks.
+    """
+    meter = activity.metric_meter()
+    stored = meter.create_counter(EVENTS, "Events stored")
+    lag = meter.create_histogram_float(
+        DETECTION_LAG, "From the probe that saw a fault to its event being stored", "s"
+    )
+    for event in events:
+        labels = {"cluster": event.cluster_id, "type": event.type}
+        stored.add(1, labels)
+        if event.type in DETECTIONS:
+            lag.record(max((stored_at - event.at).total_seconds(), 0.0), labels)

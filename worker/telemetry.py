@@ -1,0 +1,149 @@
+"""Traces and metrics of the processes that talk to Temporal, wired into their connection
+(worker/settings.py `connect`).
+
+Traces: OpenTelemetry, through the SDK's `TracingInterceptor` on the client, which workers
+take from it, plus `worker.tracing.RemediationTraces`. Configured by the standard variables:
+`OTEL_TRACES_EXPORTER=console` prints spans; `OTEL_EXPORTER_OTLP_ENDPOINT` (or
+`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) sends them by OTLP over HTTP; neither, or
+`OTEL_TRACES_EXPORTER=none`, leaves tracing off: no exporter, no provider, OpenTelemetry's
+no-op spans. `OTEL_SERVICE_NAME` defaults to the process's role; the OTLP headers, timeout,
+sampler and resource attributes are read by OpenTelemetry itself.
+
+Metrics: `REPLICANTE_METRICS_ADDRESS=HOST:PORT` makes a worker or agent serve Prometheus at
+`http://HOST:PORT/metrics` from its Temporal runtime: the SDK's own metrics and ours, which
+activities and workflows record through the runtime's metric meter. A CLI call serves none,
+so that it can share the environment of a worker that holds the address.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+
+from activities.telemetry import BUCKETS
+from models import SpecError
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
+    from temporalio.client import Interceptor
+
+log = logging.getLogger("replicante.telemetry")
+
+
+class Role(StrEnum):
+    """What a process is, and its default OpenTelemetry service name."""
+
+    WORKER = "replicante-worker"
+    AGENT = "replicante-agent"
+    CLI = "replicante-cli"
+
+
+def traces_exporter(env: Mapping[str, str]) -> str:
+    """`otlp`, `console` or `none`, as the environment asks.
+
+    >>> traces_exporter({})
+    'none'
+    >>> traces_exporter({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"})
+    'otlp'
+    >>> traces_exporter({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318",
+    ...                  "OTEL_TRACES_EXPORTER": "none"})
+    'none'
+    >>> traces_exporter({"OTEL_TRACES_EXPORTER": "Console"})
+    'console'
+    """
+    chosen = env.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    if chosen:
+        return chosen
+    endpoints = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    return "otlp" if any(env.get(name) for name in endpoints) else "none"
+
+
+def interceptors(role: Role) -> list[Interceptor]:
+    """The client interceptors of a process of `role`: tracing ones, except for a CLI call
+    when tracing is off.
+
+    Workers always get them, tracing or not: the remediation's step spans
+    (`completed_span`) want the TracingInterceptor there, and with tracing off its spans
+    are no-ops. A CLI call without tracing skips them and the ~0.2 s of imports they take.
+    """
+    tracing = _configure_tracing(role)
+    if role is Role.CLI and not tracing:
+        return []
+    from temporalio.contrib.opentelemetry import TracingInterceptor
+
+    from worker.tracing import RemediationTraces
+
+    # In this order: see worker/tracing.py.
+    return [TracingInterceptor(), RemediationTraces()]
+
+
+@functools.cache
+def _configure_tracing(role: Role) -> bool:
+    """Set the process's tracer provider from the environment, once; whether tracing is on."""
+    name = traces_exporter(os.environ)
+    exporter = _exporter(name)
+    if exporter is None:
+        return False
+    from opentelemetry import trace
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+
+    service = os.environ.get("OTEL_SERVICE_NAME") or role.value
+    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service}))
+    # The console shows each span as it ends. A CLI call ends in os._exit
+    # (client/script.py), which skips a batch processor's final flush.
+    batch = name == "otlp" and role is not Role.CLI
+    provider.add_span_processor(
+        BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter)
+    )
+    trace.set_tracer_provider(provider)
+    log.info("traces of %s: %s", service, name)
+    return True
+
+
+def _exporter(name: str) -> SpanExporter | None:
+    if name == "otlp":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        return OTLPSpanExporter()
+    if name == "console":
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+        return ConsoleSpanExporter()
+    if name != "none":
+        log.warning("OTEL_TRACES_EXPORTER=%s: not one of otlp, console, none; no traces", name)
+    return None
+
+
+def runtime(role: Role, metrics_address: str | None) -> Runtime | None:
+    """The Temporal runtime serving Prometheus metrics at `metrics_address`, for a worker or
+    agent; None (the SDK's default runtime, no metrics) otherwise."""
+    if role is Role.CLI or metrics_address is None:
+        return None
+    return _metrics_runtime(metrics_address)
+
+
+@functools.cache
+def _metrics_runtime(address: str) -> Runtime:
+    # One per process and address: it holds the address for as long as the process lives.
+    try:
+        served = Runtime(
+            telemetry=TelemetryConfig(
+                metrics=PrometheusConfig(
+                    bind_address=address,
+                    durations_as_seconds=True,
+                    histogram_bucket_overrides=BUCKETS,
+                )
+            )
+        )
+    except ValueError as error:  # a bad address, or one in use
+        raise SpecError(f"REPLICANTE_METRICS_ADDRESS={address}: {error}") from None
+    log.info("Prometheus metrics on http://%s/metrics", address)
+    return served
