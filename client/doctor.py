@@ -182,14 +182,11 @@ async def registered_search_attributes(api: ReplicanteClient) -> list[Check]:
     # The temporal CLI's type names, as `dev up` registers them: `--search-attribute N=T`.
     flags = search_attributes.dev_server_flags()[1::2]
     cli_type = {name: type_ for name, type_ in (flag.split("=", 1) for flag in flags)}
-    by_type: dict[str, list[str]] = {}
-    for key in missing:
-        by_type.setdefault(cli_type[key.name], []).append(key.name)
+    # One command each: temporal CLI 1.9 takes `--name` more than once and creates the first.
     commands = [
         f"`temporal operator search-attribute create --namespace {settings.namespace}"
-        f" --address {settings.temporal_address} {' '.join(f'--name {n}' for n in names)}"
-        f" --type {type_}`"
-        for type_, names in by_type.items()
+        f" --address {settings.temporal_address} --name {key.name} --type {cli_type[key.name]}`"
+        for key in missing
     ]
     return [
         fail(

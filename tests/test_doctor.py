@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import doctest
 import json
+import re
+import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -32,6 +34,7 @@ from activities.service import Ledger
 from activities.stream import StreamSettings
 from client import doctor
 from devstack.kafka import KafkaCluster
+from devstack.temporal import temporal_binary
 from devstack.zookeeper import ZooKeeperEnsemble
 from models import ClusterSpec, MonitorInput, Policy, parse_agent_config
 from store import SQLiteEventStore
@@ -108,7 +111,7 @@ class Stack:
         return await start_monitor(self.client, store, spec, self.queue)
 
 
-async def own_namespace(env: WorkflowEnvironment) -> Client:
+async def own_namespace(env: WorkflowEnvironment, *, with_search_attributes: bool = True) -> Client:
     """A new namespace with our search attributes, as an operator would set one up."""
     name = f"doctor-{uuid.uuid4().hex[:8]}"
     service = env.client.workflow_service
@@ -117,15 +120,16 @@ async def own_namespace(env: WorkflowEnvironment) -> Client:
             namespace=name, workflow_execution_retention_period=Duration(seconds=86400)
         )
     )
-    await env.client.operator_service.add_search_attributes(
-        AddSearchAttributesRequest(
-            namespace=name,
-            search_attributes={
-                key.name: IndexedValueType.ValueType(key.indexed_value_type)
-                for key in search_attributes.ALL
-            },
+    if with_search_attributes:
+        await env.client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(
+                namespace=name,
+                search_attributes={
+                    key.name: IndexedValueType.ValueType(key.indexed_value_type)
+                    for key in search_attributes.ALL
+                },
+            )
         )
-    )
     return await Client.connect(
         env.client.service_client.config.target_host,
         namespace=name,
@@ -244,6 +248,29 @@ async def test_a_remediation_awaiting_approval_warns_with_approve_and_is_the_nod
     assert lines["node approval/zk3"].fix == (
         f"a remediation runs on approval: `replicante actions show {remediation_id}`"
     )
+
+
+async def test_a_hung_member_fails_within_its_probe_timeout(
+    stack: Stack, zk_healthy: ZooKeeperEnsemble
+) -> None:
+    """SIGSTOP: the member's port accepts and never answers; the spec's 1 s probe timeout
+    bounds what doctor waits for it."""
+    store = await stack.core_worker()
+    await stack.monitor(store, zk_spec(zk_healthy, "hung"))
+    zk_healthy.pause_member(1)
+    try:
+        started = time.monotonic()
+        run = await stack.doctor()
+        took = time.monotonic() - started
+    finally:
+        zk_healthy.resume_member(1)
+
+    assert run.code == 1, run.out
+    node = by_name(parse(run.out))["node hung/zk1"]
+    assert node.status == "FAIL"
+    assert node.detail == f"{zk_healthy.addresses[0]} unreachable: timeout after 1.0s"
+    # Doctor's own start and the other checks take a few seconds on a loaded machine.
+    assert took < 10, took
 
 
 async def test_no_core_worker_polling_fails_with_replicante_worker(stack: Stack) -> None:
@@ -382,6 +409,52 @@ async def test_a_missing_topic_and_no_relay_fail_with_their_fixes(
     assert lines["event relay"].status == "FAIL"
     assert "events/stream was never started" in lines["event relay"].detail
     assert "`replicante worker`" in lines["event relay"].fix
+
+
+def run_fix(fix: str) -> None:
+    """Run each `temporal ...` command of a fix, as the operator would paste it."""
+    for command in re.findall(r"`(temporal [^`]+)`", fix):
+        argv = [str(temporal_binary()), *command.split()[1:]]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+
+
+async def test_a_missing_namespace_fails_with_a_create_command_that_works(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = f"doctor-missing-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("REPLICANTE_NAMESPACE", name)
+
+    run = await stack.doctor()
+
+    assert run.code == 1, run.out
+    lines = parse(run.out)
+    namespace = by_name(lines)["namespace"]
+    assert namespace.status == "FAIL"
+    assert namespace.detail.startswith(f"{name} does not exist on ")
+    skipped = {line.name: line.detail for line in lines if line.status == "skip"}
+    assert skipped == dict.fromkeys(
+        ["search attributes", "core worker", "clusters"], "needs the namespace"
+    )
+    run_fix(namespace.fix)
+    assert by_name(parse((await stack.doctor()).out))["namespace"].status == "ok"
+
+
+async def test_missing_search_attributes_fail_with_create_commands_that_work(
+    temporal_env: WorkflowEnvironment, stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bare = await own_namespace(temporal_env, with_search_attributes=False)
+    monkeypatch.setenv("REPLICANTE_NAMESPACE", bare.namespace)
+
+    run = await stack.doctor()
+
+    assert run.code == 1, run.out
+    attributes = by_name(parse(run.out))["search attributes"]
+    assert attributes.status == "FAIL"
+    for key in search_attributes.ALL:
+        assert key.name in attributes.detail
+    run_fix(attributes.fix)
+    assert by_name(parse((await stack.doctor()).out))["search attributes"].status == "ok"
 
 
 async def test_unreachable_temporal_is_one_fail_with_the_fix_and_no_traceback(
