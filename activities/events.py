@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 from temporalio import activity
 
+from activities.telemetry import record_stored
 from models import EventBatch
 from store import EventStore
 
@@ -20,4 +22,8 @@ class EventActivities:
     async def record_events(self, batch: EventBatch) -> int:
         stored = await asyncio.to_thread(self.store.append, batch.events)
         activity.logger.info("stored %d new of %d events", stored, len(batch.events))
+        # Fewer than all: a retried write, whose events were counted when first stored (a
+        # write that failed halfway, storing some, goes uncounted: which ones is unknown).
+        if stored == len(batch.events):
+            record_stored(batch.events, datetime.now(UTC))
         return stored

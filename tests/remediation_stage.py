@@ -98,27 +98,35 @@ class Stage:
         ]
 
 
+def member_agent_config(
+    cluster: JvmCluster, node_id: str, n: int, tmp_path: Path, counter: Path
+) -> dict[str, object]:
+    """The config of agent `node_id`, whose start and restart commands act on member n of
+    `cluster` and append what they did to `counter` (their script goes to `tmp_path`)."""
+    script = tmp_path / "member_action.py"
+    script.write_text(MEMBER_ACTION)
+    kind = f"{type(cluster).__module__}.{type(cluster).__name__}"
+    home = cluster.dir.parent.parent
+    argv = [sys.executable, str(script), kind, str(home), cluster.name, ",".join(cluster.ips)]
+    argv += [str(n), str(counter)]
+    return {
+        "node_id": node_id,
+        "actions": {"start": [*argv, "start"], "restart": [*argv, "restart"]},
+    }
+
+
 def member_agents(
     client: Client, cluster: JvmCluster, spec: ClusterSpec, tmp_path: Path, counter: Path
 ) -> list[Worker]:
     """One agent (not started) per node of `spec`, whose start and restart commands act on
     the matching member of `cluster` and append what they did to `counter`."""
-    script = tmp_path / "member_action.py"
-    script.write_text(MEMBER_ACTION)
-    kind = f"{type(cluster).__module__}.{type(cluster).__name__}"
-    home = cluster.dir.parent.parent
     agents = []
     for n, node in enumerate(spec.nodes, start=1):
         assert node.agent is not None
-        argv = [sys.executable, str(script), kind, str(home), cluster.name, ",".join(cluster.ips)]
-        argv += [str(n), str(counter)]
-        config = parse_agent_config(
-            {
-                "node_id": node.agent,
-                "actions": {"start": [*argv, "start"], "restart": [*argv, "restart"]},
-            }
+        config = member_agent_config(cluster, node.agent, n, tmp_path, counter)
+        agents.append(
+            agent_worker(client, parse_agent_config(config), Ledger(tmp_path / f"{n}.db"))
         )
-        agents.append(agent_worker(client, config, Ledger(tmp_path / f"{n}.db")))
     return agents
 
 

@@ -29,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
         MonitorStatus,
         Policy,
         RemediationFinished,
+        Severity,
         WatchRequest,
         changes,
         evaluate,
@@ -48,6 +49,8 @@ with workflow.unsafe.imports_passed_through():
 FINDING_EVENTS = "finding-events"
 REMEDIATIONS = "remediations"
 TELL_CLEARED = "tell-cleared"
+
+FINDINGS_METRIC = "replicante_findings"
 
 
 def workflow_id(cluster_id: str) -> str:
@@ -80,6 +83,7 @@ class ClusterMonitorWorkflow:
     async def run(self, input: MonitorInput) -> None:
         while True:
             self._index()
+            self._gauge_findings()
             await self._flush()
             if self._paused:
                 await workflow.wait_condition(lambda: not self._paused or bool(self._queued))
@@ -325,6 +329,22 @@ class ClusterMonitorWorkflow:
                 search_attributes.OPEN_FINDINGS.value_set(len(self._findings)),
             ]
         )
+
+    def _gauge_findings(self) -> None:
+        """`replicante_findings{cluster,severity}`: the open findings, set every round.
+
+        Every round, not on change: the SDK records nothing while a workflow replays, so a
+        worker that takes the monitor over sets it from its first live round. It is a gauge
+        of the worker process: one that handed the monitor over keeps its last value.
+        """
+        gauge = workflow.metric_meter().create_gauge(
+            FINDINGS_METRIC, "Open findings of a cluster, by severity"
+        )
+        for severity in Severity:
+            gauge.set(
+                sum(1 for f in self._findings if f.severity is severity),
+                {"cluster": self._spec.cluster_id, "severity": severity.name.lower()},
+            )
 
     def _control_event(self, type: str, message: str, **payload: object) -> None:
         self._queue([EventDraft(type=type, message=message, payload=payload)], workflow.now())

@@ -66,6 +66,8 @@ with workflow.unsafe.imports_passed_through():
 
 PAUSE_EVENTS = "pause-events"
 
+REMEDIATIONS_METRIC = "replicante_remediations_total"
+
 CORE_STEPS = {
     StepKind.WAIT_SERVING: wait_serving,
     StepKind.WAIT_PREFERRED: wait_preferred,
@@ -304,6 +306,16 @@ class RemediationWorkflow:
 
     async def _finish(self, outcome: Outcome, why: str) -> RemediationStatus:
         self._state, self._outcome, self._why = State.FINISHED, outcome, why
+        workflow.metric_meter().create_counter(
+            REMEDIATIONS_METRIC, "Remediations ended, by playbook and outcome"
+        ).add(
+            1,
+            {
+                "cluster": self._input.spec.cluster_id,
+                "playbook": self._input.playbook,
+                "outcome": outcome.value,
+            },
+        )
         severity = (
             Severity.INFO if outcome in (Outcome.HEALED, Outcome.DRY_RUN) else Severity.WARNING
         )
