@@ -388,6 +388,10 @@ class Stage:
             if s.event.payload.get("remediation") == workflow_id
         ]
 
+    def logs(self) -> str:
+        """Everything the stage's processes logged."""
+        return "".join(log.read_text(errors="replace") for log in self.home.glob("worker-*.log"))
+
     def member_pids(self) -> dict[int, int]:
         zk = self.ensemble
         return {n: pid for n in zk.members if (pid := zk.member_pid(n)) is not None}

@@ -67,6 +67,8 @@ async def test_agents_sigkilled_mid_command_and_at_boundaries_restart_each_membe
     killable: Stage, zk_healthy: ZooKeeperEnsemble
 ) -> None:
     run = judged(await killable.rolling_restart_killing_agents())
+    # The revived agent found the first restart still draining, and let it finish.
+    assert "still runs: letting it finish" in killable.logs()
     # The killed agents' commands ran on and did it; the revived agent, which let the
     # draining one finish, saw it done.
     assert run.detail(0) == "ran=False resumed_after_crash=True"
