@@ -22,6 +22,8 @@ from datetime import timedelta
 from enum import StrEnum
 from urllib.parse import unquote
 
+from kafka import KafkaAdminClient
+from kafka.errors import KafkaError
 from temporalio.api.enums.v1 import DescribeTaskQueueMode, EventType, TaskQueueType
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.api.taskqueue.v1 import TaskQueue
@@ -34,6 +36,7 @@ from temporalio.api.workflowservice.v1 import (
 from temporalio.client import WorkflowExecutionDescription, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.monitor import adapter_for
 from client.api import ClusterSummary, ReplicanteClient
 from client.render import ago
 from models import (
@@ -49,6 +52,7 @@ from models.playbooks import PLAYBOOKS
 from store import EventQuery, open_store
 from worker.settings import Settings
 from workflows import search_attributes
+from workflows.stream import WORKFLOW_ID as RELAY_WORKFLOW_ID
 
 CONNECT_TIMEOUT_S = 10.0
 RPC_TIMEOUT_S = 10.0
@@ -60,8 +64,6 @@ POLLER_FRESH_S = 90.0
 """A worker that polls is listed with the time its current long poll began, which the
 server ends after a minute (measured on the dev server: at most ~60 s old); a worker that
 died stays listed for five minutes. Older than this, it is gone."""
-RELAY_WORKFLOW_ID = "events/stream"
-"""workflows.stream.WORKFLOW_ID, written out: that module loads the relay's activities."""
 
 
 class Status(StrEnum):
@@ -335,9 +337,6 @@ def event_stream(settings: Settings) -> list[Check]:
     stream = settings.stream
     if stream is None:
         return [ok("event stream", "none configured (REPLICANTE_EVENTS_KAFKA unset)")]
-    from kafka import KafkaAdminClient
-    from kafka.errors import KafkaError
-
     ms = int(STREAM_TIMEOUT_S * 1000)
     try:
         admin = KafkaAdminClient(
@@ -431,7 +430,12 @@ async def cluster(api: ReplicanteClient, summary: ClusterSummary) -> list[Check]
         ]
     checks = [monitor(status)]
     if status.remediating:
-        checks.append(await remediation(api, status.remediating))
+        checks += await bounded(
+            f"remediation {cid}",
+            remediation(api, status.remediating),
+            RPC_TIMEOUT_S,
+            f"`replicante actions ls {cid}`",
+        )
     checks += await bounded(
         f"nodes {cid}",
         probe_nodes(spec, status.remediating),
@@ -481,7 +485,7 @@ def monitor(status: MonitorStatus) -> Check:
     return ok(name, detail)
 
 
-async def remediation(api: ReplicanteClient, remediation_id: str) -> Check:
+async def remediation(api: ReplicanteClient, remediation_id: str) -> list[Check]:
     """The cluster's running remediation: one waiting for an operator is what to do next."""
     st = await api.action(remediation_id)
     name = f"remediation {st.cluster_id}"
@@ -490,21 +494,21 @@ async def remediation(api: ReplicanteClient, remediation_id: str) -> Check:
         until = (
             f" until {st.approval_deadline:%Y-%m-%d %H:%M:%S} UTC" if st.approval_deadline else ""
         )
-        return warn(
-            name,
-            f"{what} awaits approval{until}",
-            f"`replicante actions show {remediation_id}`, then `replicante approve"
-            f" {remediation_id} --reason TEXT` (or `reject`)",
-        )
+        return [
+            warn(
+                name,
+                f"{what} awaits approval{until}",
+                f"`replicante actions show {remediation_id}`, then `replicante approve"
+                f" {remediation_id} --reason TEXT` (or `reject`)",
+            )
+        ]
     if st.paused:
-        return warn(name, f"{what} is paused", f"`replicante resume {remediation_id}`")
-    return ok(name, f"{what} {st.state.value}")
+        return [warn(name, f"{what} is paused", f"`replicante resume {remediation_id}`")]
+    return [ok(name, f"{what} {st.state.value}")]
 
 
 async def probe_nodes(spec: ClusterSpec, remediating: str | None) -> list[Check]:
     """A fresh probe from this process: what the monitor would see, right now."""
-    from activities.monitor import adapter_for
-
     view = await adapter_for(spec.kind).probe(spec)
     node_down = next(
         p.name for p in PLAYBOOKS[spec.kind.value].values() if "node_down" in p.answers

@@ -112,7 +112,8 @@ class Stack:
 
 
 async def own_namespace(env: WorkflowEnvironment, *, with_search_attributes: bool = True) -> Client:
-    """A new namespace with our search attributes, as an operator would set one up."""
+    """A new namespace, with our search attributes as an operator sets them up unless told
+    not to."""
     name = f"doctor-{uuid.uuid4().hex[:8]}"
     service = env.client.workflow_service
     await service.register_namespace(
@@ -155,9 +156,9 @@ async def stack(
         yield Stack(client, queue, store_path, capsys, tmp_path, exits)
 
 
-def with_policy(spec: ClusterSpec, policy: Policy = Policy.APPROVE) -> ClusterSpec:
-    """`approve`, not `auto`: a member a test kills stays down, nothing acts on it."""
-    return spec.model_copy(update={"remediation": {"restart_dead_member": policy}})
+def with_approve(spec: ClusterSpec) -> ClusterSpec:
+    """Remediation under `approve`, not `auto`: a member a test kills stays down."""
+    return spec.model_copy(update={"remediation": {"restart_dead_member": Policy.APPROVE}})
 
 
 async def test_a_healthy_stack_is_every_line_ok_and_exits_0(
@@ -173,7 +174,7 @@ async def test_a_healthy_stack_is_every_line_ok_and_exits_0(
     store = await stack.core_worker(stream)
     await start_event_stream(stack.client, stack.queue)
     await stack.agents("zk1", "zk2", "zk3")
-    await stack.monitor(store, with_policy(zk_spec(zk_healthy, "healthy")))
+    await stack.monitor(store, with_approve(zk_spec(zk_healthy, "healthy")))
 
     run = await stack.doctor()
 
@@ -229,7 +230,7 @@ async def test_a_remediation_awaiting_approval_warns_with_approve_and_is_the_nod
 ) -> None:
     store = await stack.core_worker()
     await stack.agents("zk1", "zk2", "zk3")
-    monitor = await stack.monitor(store, with_policy(zk_spec(zk_healthy, "approval")))
+    monitor = await stack.monitor(store, with_approve(zk_spec(zk_healthy, "approval")))
     zk_healthy.kill_member(3)
     await monitor.until("remediation.awaiting_approval")
 
@@ -317,7 +318,7 @@ async def test_a_remediation_policy_with_no_agent_fails_naming_the_queue(
     cluster without a policy needs no agent at all."""
     store = await stack.core_worker()
     await stack.agents("zk1", "zk2")
-    spec = with_policy(zk_spec(zk_healthy, "agentless"))
+    spec = with_approve(zk_spec(zk_healthy, "agentless"))
     nodes = (*spec.nodes[:2], spec.nodes[2].model_copy(update={"agent": "host-c"}))
     await stack.monitor(store, spec.model_copy(update={"nodes": nodes}))
     await stack.monitor(store, zk_spec(zk_healthy, "no-policy"))
