@@ -10,7 +10,7 @@ import time
 import pytest
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 
-from models import MonitorInput, Policy
+from models import MonitorInput, Policy, RemediationFinished
 from models.remediation import Decision, Outcome, RemediationRequest
 from store import EventQuery
 from tests.helpers import of_type, wait_for_event
@@ -170,4 +170,39 @@ async def test_a_remediation_by_hand_waits_for_the_monitors_own_and_holds_it_bac
             ClusterMonitorWorkflow.remediate, by_hand.model_copy(update={"target": "zk9"})
         )
     assert str(bad.value.cause).endswith(f"'zk9' is not a node of {cid}")
+    await monitor.terminate("test over")
+
+
+async def test_without_a_blocking_period_a_finding_is_remediated_again_not_held_forever(
+    stage: Stage,
+) -> None:
+    """Blocking 0: a remediation tells the monitor it finished while it is still closing,
+    its finding not yet seen cleared, so the monitor's start of the same id is refused as
+    running. The monitor must not then hold the cluster for an end it was already told.
+    The remediation waiting for approval stands in for one still closing, and the test
+    sends the signal it would."""
+    stage.spec = stage.spec.model_copy(
+        update={"remediate": stage.spec.remediate.model_copy(update={"blocking_s": 0})}
+    )
+    monitor = await watch(stage, Policy.APPROVE)
+    mark = time.time()
+    stage.ensemble.kill_member(1)
+    cid = stage.spec.cluster_id
+    await wait_for_event(
+        stage.store, cid, of_type("remediation.awaiting_approval"), timeout=30, after=mark
+    )
+    wid = f"remediate/{cid}/node_down/zk1"
+    assert (await monitor.query(ClusterMonitorWorkflow.status)).remediating == wid
+    await monitor.signal(
+        ClusterMonitorWorkflow.remediation_finished,
+        RemediationFinished(workflow_id=wid, finding="node_down/zk1", outcome="healed"),
+    )
+    for _ in range(100):
+        if (await monitor.query(ClusterMonitorWorkflow.status)).remediating is None:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("the monitor holds the cluster for a remediation that finished")
+    remediation = stage.env.client.get_workflow_handle_for(RemediationWorkflow.run, wid)
+    await remediation.execute_update(RemediationWorkflow.reject, Decision(by="ops", reason="t"))
     await monitor.terminate("test over")

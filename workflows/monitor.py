@@ -49,6 +49,7 @@ with workflow.unsafe.imports_passed_through():
 FINDING_EVENTS = "finding-events"
 REMEDIATIONS = "remediations"
 TELL_CLEARED = "tell-cleared"
+FINISHED_IS_FINISHED = "finished-is-finished"
 
 FINDINGS_METRIC = "replicante_findings"
 
@@ -77,12 +78,15 @@ class ClusterMonitorWorkflow:
         self._indexed: tuple[object, ...] = ()
         self._remediating = input.remediating
         self._told_cleared: str | None = None
+        self._finished: str | None = None
+        """The last remediation that told this run it finished: it may still be closing."""
         self._blocked = dict(input.blocked_until)
 
     @workflow.run
     async def run(self, input: MonitorInput) -> None:
         while True:
             self._index()
+            self._show_details()
             self._gauge_findings()
             await self._flush()
             if self._paused:
@@ -194,7 +198,7 @@ class ClusterMonitorWorkflow:
             wid = remediation_workflow_id(self._spec.cluster_id, finding.key)
             target = finding.subject if finding.subject != self._spec.cluster_id else None
             # Already started (by this monitor's previous run): that one it is.
-            with contextlib.suppress(WorkflowAlreadyStartedError):
+            try:
                 await self._start_remediation(
                     wid,
                     RemediationInput(
@@ -208,6 +212,13 @@ class ClusterMonitorWorkflow:
                     ),
                     f"{playbook} for {finding.key}",
                 )
+            except WorkflowAlreadyStartedError:
+                # Unless it is the one that just said it finished and is still closing (a
+                # blocking period of 0): its end will not be told again, so holding the
+                # cluster for it would hold it forever. The next round tries again.
+                if wid == self._finished and workflow.patched(FINISHED_IS_FINISHED):
+                    self._remediating = None
+                    return
             self._control_event(
                 "remediation.requested",
                 f"{playbook} ({policy.value}) for {finding.key}",
@@ -309,6 +320,7 @@ class ClusterMonitorWorkflow:
     async def remediation_finished(self, done: RemediationFinished) -> None:
         if done.workflow_id == self._remediating:
             self._remediating = None
+        self._finished = done.workflow_id
         if done.finding is not None:
             block = timedelta(seconds=self._spec.remediate.blocking_s)
             self._blocked[done.finding] = workflow.now() + block
@@ -329,6 +341,26 @@ class ClusterMonitorWorkflow:
                 search_attributes.OPEN_FINDINGS.value_set(len(self._findings)),
             ]
         )
+
+    def _show_details(self) -> None:
+        """Markdown for the Temporal UI's current details: health, leader and open findings
+        on the workflow's page. Set every round: it is no command, so it adds no history and
+        replays the same."""
+        status = self.status()
+        leader = "unknown" if status.view is None else status.view.leader or "none"
+        lines = [
+            f"**{status.health.value}**{' (paused)' if status.paused else ''}"
+            f" · leader: {leader} · spec generation {status.spec_generation}",
+            "",
+        ]
+        if status.findings:
+            lines += ["| finding | severity | message |", "|---|---|---|"]
+            for f in status.findings:
+                message = f.message.replace("|", r"\|")  # a bare | would end the cell
+                lines.append(f"| {f.key} | {f.severity.name.lower()} | {message} |")
+        else:
+            lines.append("no open findings")
+        workflow.set_current_details("\n".join(lines))
 
     def _gauge_findings(self) -> None:
         """`replicante_findings{cluster,severity}`: the open findings, set every round.
