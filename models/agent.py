@@ -41,8 +41,9 @@ class ServiceAction(StrEnum):
 class ServiceRequest(Frozen):
     action: ServiceAction
     key: Annotated[str, Field(min_length=1, max_length=512)]
-    """Idempotency key: the calling workflow id and step name, e.g.
-    `remediate/c1/node_down/zk2#restart-zk2`. One key has its effect at most once."""
+    """Idempotency key: the calling workflow's id and run id and the step name, e.g.
+    `remediate/c1/node_down/zk2/<run id>#start-zk2` (the run id: a finding remediated
+    again later reuses the workflow id). One key has its effect at most once."""
     reason: Annotated[str, Field(max_length=1000)] = ""
     """For the agent's log only."""
 

@@ -48,7 +48,7 @@ class StepKind(StrEnum):
 
 class Step(Message):
     name: str
-    """Unique in its plan; with the workflow id, the agent's idempotency key."""
+    """Unique in its plan; with the workflow and run ids, the agent's idempotency key."""
     kind: StepKind
     node_id: str
     """The node acted on; the cluster id for steps on the whole cluster."""
