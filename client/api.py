@@ -24,7 +24,7 @@ from temporalio.common import QueryRejectCondition, WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from models import ClusterSpec, MonitorInput, MonitorStatus, Policy, monitor_workflow_id
+from models import ClusterSpec, Health, MonitorInput, MonitorStatus, Policy, monitor_workflow_id
 from models import remediation as rem
 from models.remediation import Decision, RemediationRequest, RemediationStatus
 from store import EventQuery, EventStore, StoredEvent, open_store
@@ -36,6 +36,14 @@ from workflows import search_attributes
 # them), which a CLI call has no use for.
 MONITOR_WORKFLOW = "ClusterMonitorWorkflow"
 REMEDIATION_WORKFLOW = "RemediationWorkflow"
+
+# Visibility queries over the search attributes the monitor keeps. UNHEALTHY_QUERY is the
+# one the README tells operators to paste into the Temporal UI's workflow list, so
+# `cluster ls --unhealthy` and the UI always agree on what needs attention.
+MONITORS_QUERY = f'WorkflowType = "{MONITOR_WORKFLOW}" AND ExecutionStatus = "Running"'
+UNHEALTHY_QUERY = (
+    f'{MONITORS_QUERY} AND {search_attributes.HEALTH.name} != "{Health.HEALTHY.value}"'
+)
 
 
 class UnknownClusterError(LookupError):
@@ -144,10 +152,8 @@ class ReplicanteClient:
             return ApplyResult(spec.cluster_id, created=False, spec_generation=generation)
 
     async def clusters(self, *, unhealthy: bool = False) -> list[ClusterSummary]:
-        query = f"WorkflowType = '{MONITOR_WORKFLOW}' AND ExecutionStatus = 'Running'"
-        if unhealthy:
-            query += f" AND {search_attributes.HEALTH.name} != 'healthy'"
         found: list[ClusterSummary] = []
+        query = UNHEALTHY_QUERY if unhealthy else MONITORS_QUERY
         async for execution in self.temporal.list_workflows(query):
             attrs = execution.typed_search_attributes
             found.append(
