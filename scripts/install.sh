@@ -24,6 +24,23 @@ if ! command -v java >/dev/null || ! command -v mvn >/dev/null; then
     fi
 fi
 
+# tests/test_ui_browser.py drives Debian's Chromium: Playwright's own browser download cannot
+# reach its host from our machines. Only a test needs it, so without root this only warns
+# (that test then fails, naming this script).
+if ! command -v chromium >/dev/null; then
+    if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+        # apt's quiet mode still prints debconf's notes: show its output only on failure.
+        if ! out=$(apt-get update -qq 2>&1 &&
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium 2>&1); then
+            echo "$out" >&2
+            exit 1
+        fi
+        echo "installed chromium from Debian's packages"
+    else
+        echo "install.sh: no chromium for the browser test; e.g. apt-get install chromium" >&2
+    fi
+fi
+
 if [[ ! -x .venv/bin/python ]]; then
     python=${PYTHON:-python3}
     "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
