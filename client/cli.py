@@ -32,6 +32,7 @@ from models.remediation import Decision
 from store import StoreError
 from worker.agent import run_agent
 from worker.settings import Settings
+from worker.tls import connect_hint
 
 DURATION = re.compile(r"^(\d+)([smhd])$")
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -344,10 +345,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except RuntimeError as error:
         # temporalio raises RuntimeError when it cannot connect.
-        fail(
-            f"{error} (Temporal at {settings.temporal_address};"
-            " is it running? try `replicante dev up`)"
-        )
+        hint = connect_hint(settings.temporal_tls, str(error))
+        fail(f"{error} (Temporal at {settings.temporal_address}; {hint})")
         return 1
     except KeyboardInterrupt:
         return 130

@@ -13,6 +13,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from worker import telemetry
 from worker.telemetry import Role
+from worker.tls import TemporalTls
 
 if TYPE_CHECKING:
     from activities.stream import StreamSettings
@@ -24,6 +25,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 class Settings:
     temporal_address: str = "127.0.0.1:7233"
     namespace: str = "default"
+    temporal_tls: TemporalTls | None = None
+    """TLS (and mTLS) to Temporal, from REPLICANTE_TEMPORAL_TLS*; None: plaintext."""
     task_queue: str = "replicante-core"
     home: Path = REPO_ROOT / ".replicante"
     store_path: Path = REPO_ROOT / ".replicante" / "events.db"
@@ -57,6 +60,7 @@ class Settings:
         return cls(
             temporal_address=env.get("REPLICANTE_TEMPORAL_ADDRESS", cls.temporal_address),
             namespace=env.get("REPLICANTE_NAMESPACE", cls.namespace),
+            temporal_tls=TemporalTls.from_env(env),
             task_queue=env.get("REPLICANTE_TASK_QUEUE", cls.task_queue),
             home=home,
             store_path=Path(env.get("REPLICANTE_STORE", home / "events.db")),
@@ -76,6 +80,7 @@ async def connect(settings: Settings, role: Role = Role.CLI) -> Client:
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.namespace,
+        tls=settings.temporal_tls.config() if settings.temporal_tls else False,
         data_converter=pydantic_data_converter,
         interceptors=telemetry.interceptors(role),
         runtime=telemetry.runtime(role, settings.metrics_address),
