@@ -1,0 +1,395 @@
+"""Payload encryption (worker/codec.py) and the codec server (client/codec_server.py).
+
+The keys and the codec on their own; then, on the real Temporal dev server and ZooKeeper
+ensemble, a core worker and a node agent (`python -m worker` processes) and CLI calls, all
+with the codec from the environment, watch a cluster and heal a killed member, and the
+histories read straight from the server hold no spec, view or secret in clear; then the
+codec server over real HTTP, for `temporal workflow show` and for a browser's preflight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from google.protobuf.message import Message
+from temporalio.api.common.v1 import Payload
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from devstack.home import jars_dir
+from devstack.zookeeper import ZooKeeperEnsemble
+from models import ClusterSpec, Policy, SecretRef, SpecError
+from store import SQLiteEventStore
+from tests.helpers import of_type, run_cli, wait_for_event, worker_processes, zk_spec
+from tests.remediation_stage import member_agent_config, own_agents
+from tests.test_imports import CLI
+from worker.agent import AgentFiles
+from worker.codec import (
+    ENCODING,
+    KEY_ID,
+    CodecKeyError,
+    EncryptionCodec,
+    KeylessCodec,
+    load_keys,
+)
+from worker.settings import REPO_ROOT, Settings
+from workflows.monitor import workflow_id
+
+ORIGIN = "http://127.0.0.1:8233"
+
+
+def new_key() -> str:
+    return base64.b64encode(os.urandom(32)).decode()
+
+
+def write_keys(path: Path, active: str, keys: dict[str, str]) -> Path:
+    path.write_text(yaml.safe_dump({"active": active, "keys": keys}))
+    return path
+
+
+def plain(text: str) -> Payload:
+    """A payload as the pydantic converter makes it."""
+    return pydantic_data_converter.payload_converter.to_payloads([text])[0]
+
+
+def payloads_in(message: Message, path: tuple[str, ...] = ()) -> Iterator[tuple[str, Payload]]:
+    """Every Payload inside a protobuf message, with the dotted path of fields to it."""
+    if isinstance(message, Payload):
+        yield ".".join(path), message
+        return
+    for field, value in message.ListFields():
+        if field.message_type is None:
+            continue
+        if not field.is_repeated:
+            items = [value]
+        elif field.message_type.GetOptions().map_entry:
+            items = list(value.values())
+        else:
+            items = list(value)
+        for item in items:
+            if isinstance(item, Message):
+                yield from payloads_in(item, (*path, field.name))
+
+
+# The keys and the codec on their own.
+
+
+async def test_keys_from_a_file_or_one_key_and_none_without_either(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys_file = write_keys(tmp_path / "keys.yaml", "b", {"a": new_key(), "b": new_key()})
+    keys = load_keys(keys_file, None)
+    assert keys is not None and (keys.active, keys.ids) == ("b", ["a", "b"])
+    one = load_keys(None, f"k-1:{new_key()}")
+    assert one is not None and (one.active, one.ids) == ("k-1", ["k-1"])
+
+    for name in ("REPLICANTE_CODEC_KEYS", "REPLICANTE_CODEC_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    keyless = Settings.from_env().data_converter()
+    assert isinstance(keyless.payload_codec, KeylessCodec)
+    assert await keyless.encode(["in clear"]) == [plain("in clear")]
+    monkeypatch.setenv("REPLICANTE_CODEC_KEYS", str(keys_file))
+    converter = Settings.from_env().data_converter()
+    assert isinstance(converter.payload_codec, EncryptionCodec)
+    assert converter.payload_converter_class is pydantic_data_converter.payload_converter_class
+
+
+@pytest.mark.parametrize(
+    ("keys", "single", "says"),
+    [
+        ({"active": "c", "keys": {"a": "KEY"}}, None, "active key 'c' is not among the keys"),
+        ({"active": "a", "keys": {"a": "SHORT"}}, None, "key 'a' is 16 bytes, not 32"),
+        ({"active": "a", "keys": {"a": "KEY!"}}, None, "key 'a' is not base64"),
+        ({"activ": "a", "keys": {"a": "KEY"}}, None, "want `active: KEY_ID`"),
+        ({"active": "a", "keys": {"a b": "KEY"}}, None, "key id 'a b': use [A-Za-z0-9._-]"),
+        ("active: a\nkeys: {a: KEY", None, "not a YAML file"),
+        (None, "KEY", "give KEY_ID:BASE64"),
+        (None, "a:SHORT", "REPLICANTE_CODEC_KEY: key 'a' is 16 bytes"),
+        ({"active": "a", "keys": {"a": "KEY"}}, "a:KEY", "set one of REPLICANTE_CODEC_KEYS"),
+    ],
+)
+def test_bad_keys_are_one_line_naming_the_key_id_never_the_key(
+    keys: dict[str, object] | str | None, single: str | None, says: str, tmp_path: Path
+) -> None:
+    key, short = new_key(), base64.b64encode(os.urandom(16)).decode()
+
+    def filled(text: str) -> str:
+        return text.replace("SHORT", short).replace("KEY", key)
+
+    path = None
+    if keys is not None:
+        path = tmp_path / "keys.yaml"
+        text = keys if isinstance(keys, str) else yaml.safe_dump(keys)
+        path.write_text(filled(text))
+    with pytest.raises(SpecError) as refused:
+        load_keys(path, None if single is None else filled(single))
+    message = str(refused.value)
+    assert says in message and "\n" not in message
+    assert key not in message and short not in message
+
+
+def test_no_repr_shows_a_key(tmp_path: Path) -> None:
+    key = new_key()
+    keys_file = write_keys(tmp_path / "keys.yaml", "a", {"a": key})
+    settings = Settings(codec_key=f"b:{key}", codec_keys_file=keys_file)
+    keys = load_keys(keys_file, None)
+    shown = repr(settings) + repr(keys) + repr(EncryptionCodec(keys) if keys else None)
+    raw = base64.b64decode(key)
+    assert key not in shown and repr(raw) not in shown and raw.hex() not in shown
+    assert "'a'" in shown  # the key id is there, to tell which key a process holds
+
+
+async def test_rotation_keeps_old_payloads_readable_until_their_key_goes(tmp_path: Path) -> None:
+    a, b = new_key(), new_key()
+    keys_file = tmp_path / "keys.yaml"
+
+    def codec() -> EncryptionCodec:
+        keys = load_keys(keys_file, None)
+        assert keys is not None
+        return EncryptionCodec(keys)
+
+    write_keys(keys_file, "a", {"a": a})
+    [by_a] = await codec().encode([plain("written under a")])
+    assert by_a.metadata["encoding"] == ENCODING and by_a.metadata[KEY_ID] == b"a"
+    assert b"written under a" not in by_a.data
+
+    write_keys(keys_file, "b", {"a": a, "b": b})
+    rotated = codec()
+    [by_b] = await rotated.encode([plain("written under b")])
+    assert by_b.metadata[KEY_ID] == b"b"
+    # A payload from before encryption was turned on passes through.
+    decoded = await rotated.decode([by_a, by_b, plain("never encrypted")])
+    assert decoded == [plain("written under a"), plain("written under b"), plain("never encrypted")]
+
+    write_keys(keys_file, "b", {"b": b})
+    without_a = codec()
+    assert await without_a.decode([by_b]) == [plain("written under b")]
+    with pytest.raises(CodecKeyError) as missing:
+        await without_a.decode([by_a])
+    message = str(missing.value)
+    assert message == (
+        f"payload encrypted with codec key 'a', which REPLICANTE_CODEC_KEYS={keys_file} does"
+        " not hold (it holds b): put that key back among the keys"
+    )
+
+    # The id alone decides nothing: another key under the same id, or a damaged payload,
+    # fails AES-GCM's authentication.
+    write_keys(keys_file, "a", {"a": b})
+    with pytest.raises(CodecKeyError, match="'a' does not decrypt with the key"):
+        await codec().decode([by_a])
+    damaged = Payload(metadata=by_b.metadata, data=by_b.data[:-1] + bytes([by_b.data[-1] ^ 1]))
+    with pytest.raises(CodecKeyError, match="another key, or a damaged payload"):
+        await rotated.decode([damaged])
+
+
+async def test_cli_with_bad_keys_fails_in_one_line_before_connecting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Nothing listens there: a call that got past the keys would fail on the connection.
+    monkeypatch.setenv("REPLICANTE_TEMPORAL_ADDRESS", free_address())
+    monkeypatch.setenv("REPLICANTE_CODEC_KEY", "k1:c2VjcmV0")
+    run = await run_cli(capsys, "status", "anything")
+    assert run.code == 2
+    assert (
+        run.err
+        == "replicante: error: REPLICANTE_CODEC_KEY: key 'k1' is 6 bytes, not 32 (AES-256)\n"
+    )
+
+
+# On the real server: worker, agent and CLI with the codec.
+
+
+def free_address() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{sock.getsockname()[1]}"
+
+
+async def cli_call(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
+    """`replicante ARGV` as a process of its own, in `env`."""
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", CLI, *argv],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+async def history_payloads(client: Client, workflow: str) -> list[tuple[str, Payload]]:
+    """Every payload of the workflow's history as the server holds it."""
+    history = await client.get_workflow_handle(workflow).fetch_history()
+    return [found for event in history.events for found in payloads_in(event)]
+
+
+# Payloads no codec sees, by Temporal's design: search attributes (the server indexes
+# them) and the SDK's patch markers (written by its core: patch ids).
+CLEAR_BY_DESIGN = (
+    "search_attributes.indexed_fields",
+    "marker_recorded_event_attributes.details.payloads",
+)
+
+
+async def test_worker_agent_and_cli_encrypt_every_payload_and_rotate_keys(
+    temporal_env: WorkflowEnvironment, zk_healthy: ZooKeeperEnsemble, tmp_path: Path
+) -> None:
+    raw_client = temporal_env.client  # the pydantic converter, no codec: it sees the bytes
+    cid = f"codec-{uuid.uuid4().hex[:8]}"
+    secret_env = f"REPLICANTE_TEST_SECRET_{uuid.uuid4().hex[:8].upper()}"
+    secret = f"planted-{uuid.uuid4().hex}"
+    spec = own_agents(zk_spec(zk_healthy, cid, interval_s=0.5)).model_copy(
+        update={
+            "remediation": {"restart_dead_member": Policy.AUTO},
+            "secrets": {"password": SecretRef(env=secret_env)},
+        }
+    )
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump(spec.model_dump(mode="json")))
+    n = next(m for m in zk_healthy.members if m != zk_healthy.leader())
+    agent = spec.nodes[n - 1].agent
+    assert agent is not None
+    home = tmp_path / "home"
+    config = AgentFiles.of(home, agent).config
+    config.parent.mkdir(parents=True)
+    starts = tmp_path / "starts.log"
+    config.write_text(yaml.safe_dump(member_agent_config(zk_healthy, agent, n, tmp_path, starts)))
+    old, new = new_key(), new_key()
+    keys_file = write_keys(tmp_path / "keys.yaml", "2026-01", {"2026-01": old})
+    plain_env = {
+        **os.environ,
+        "REPLICANTE_TEMPORAL_ADDRESS": raw_client.service_client.config.target_host,
+        "REPLICANTE_NAMESPACE": raw_client.namespace,
+        "REPLICANTE_TASK_QUEUE": f"q-{cid}",
+        "REPLICANTE_STORE": str(tmp_path / "events.db"),
+        "REPLICANTE_HOME": str(home),
+        # The agent's start command finds the ZooKeeper jars there, not in the test's home.
+        "REPLICANTE_JARS": str(jars_dir().parent),
+        secret_env: secret,
+    }
+    env = {**plain_env, "REPLICANTE_CODEC_KEYS": str(keys_file)}
+    remediation = f"remediate/{cid}/node_down/zk{n}"
+    store = SQLiteEventStore(tmp_path / "events.db")
+    try:
+        with worker_processes(env, tmp_path) as workers:
+            core = workers.start()
+            workers.start("--agent", agent)
+            applied = await cli_call(env, "cluster", "apply", "-f", str(spec_file))
+            assert applied.returncode == 0, applied.stderr + workers.tail()
+            await wait_for_event(store, cid, of_type("cluster.health_changed"), timeout=30)
+            zk_healthy.kill_member(n)
+            healed = await wait_for_event(store, cid, of_type("remediation.finished"), timeout=60)
+            assert healed.payload["outcome"] == "healed", healed
+            assert (await cli_call(env, "status", cid)).stdout.startswith(f"cluster {cid} ")
+            shown = await cli_call(env, "actions", "show", remediation)
+            assert shown.stdout.startswith(f"{remediation}  state: finished  outcome: healed")
+            # Without keys, the CLI cannot read what the worker answers, and says why.
+            blind = await cli_call(plain_env, "status", cid)
+            assert (blind.returncode, blind.stderr) == (
+                2,
+                "replicante: error: payload encrypted with codec key '2026-01', and this"
+                " process holds no codec keys: set REPLICANTE_CODEC_KEYS or"
+                " REPLICANTE_CODEC_KEY\n",
+            )
+            first = await history_payloads(raw_client, workflow_id(cid))
+            healing = await history_payloads(raw_client, remediation)
+            sees_no_plain_text(first + healing, spec, secret, ["2026-01"])
+            decoded = [p for _, p in await decoded_payloads(keys_file, first + healing)]
+            clear = b"".join(p.data for p in decoded)
+            for needle in [
+                cid,
+                *(node.address for node in spec.nodes),
+                secret_env,
+                "follower",
+                "restart_dead_member",
+            ]:
+                assert needle.encode() in clear, needle  # the search above can find them
+            assert secret.encode() not in clear  # only its reference is ever in history
+
+            # Rotation: a new active key; the core worker restarted with it replays the
+            # monitor's history written under the old one and goes on under the new.
+            write_keys(keys_file, "2026-02", {"2026-01": old, "2026-02": new})
+            workers.procs[core].terminate()
+            workers.procs[core].wait(30)
+            workers.start()
+            mark = time.time()
+            for control in ("pause", "resume"):
+                done = await cli_call(env, control, cid, "--reason", "rotation")
+                assert done.returncode == 0, done.stderr + workers.tail()
+            await wait_for_event(store, cid, of_type("monitor.resumed"), timeout=30, after=mark)
+            status = await cli_call(env, "status", cid)
+            assert status.stdout.startswith(f"cluster {cid} (zookeeper)  health: healthy")
+            rotated = await history_payloads(raw_client, workflow_id(cid))
+            sees_no_plain_text(rotated, spec, secret, ["2026-01", "2026-02"])
+            await decoded_payloads(keys_file, rotated)
+            # The old key gone, what it encrypted is unreadable, in one line naming its id.
+            write_keys(keys_file, "2026-02", {"2026-02": new})
+            lost = await cli_call(env, "actions", "show", remediation)
+            assert (lost.returncode, lost.stderr) == (
+                2,
+                "replicante: error: payload encrypted with codec key '2026-01', which"
+                f" REPLICANTE_CODEC_KEYS={keys_file} does not hold (it holds 2026-02):"
+                " put that key back among the keys\n",
+            )
+            await raw_client.get_workflow_handle(workflow_id(cid)).terminate("test over")
+    finally:
+        store.close()
+
+
+def sees_no_plain_text(
+    payloads: list[tuple[str, Payload]], spec: ClusterSpec, secret: str, key_ids: list[str]
+) -> None:
+    """Every payload a codec sees is encrypted under one of `key_ids`, each used; none,
+    encrypted or not, holds the spec, the view or the secret in clear but the search
+    attributes' cluster id."""
+    sealed_payloads = [(path, p) for path, p in payloads if not path.endswith(CLEAR_BY_DESIGN)]
+    sealed = [p for _, p in sealed_payloads]
+    assert len(sealed) > 10
+    assert [path for path, p in sealed_payloads if p.metadata["encoding"] != ENCODING] == []
+    # Nothing else: the pydantic converter's message type names stay inside the ciphertext.
+    assert {frozenset(p.metadata) for p in sealed} == {frozenset({"encoding", KEY_ID})}
+    assert sorted({p.metadata[KEY_ID].decode() for p in sealed}) == key_ids
+    secret_ref = spec.secrets["password"].env
+    assert secret_ref is not None
+    needles = [
+        spec.cluster_id,
+        *(node.address for node in spec.nodes),
+        secret_ref,
+        secret,
+        "follower",
+        "leader",
+    ]
+    seen = {
+        (path, needle) for path, p in payloads for needle in needles if needle.encode() in p.data
+    }
+    search_attributes = "search_attributes.indexed_fields"
+    assert {needle for path, needle in seen if path.endswith(search_attributes)} == {
+        spec.cluster_id
+    }
+    assert {
+        (path, needle) for path, needle in seen if not path.endswith(search_attributes)
+    } == set()
+
+
+async def decoded_payloads(
+    keys_file: Path, payloads: list[tuple[str, Payload]]
+) -> list[tuple[str, Payload]]:
+    """The payloads decoded with the keys of `keys_file`; fails on one it cannot decode."""
+    keys = load_keys(keys_file, None)
+    assert keys is not None
+    codec = EncryptionCodec(keys)
+    decoded = await codec.decode(p for _, p in payloads)
+    return [(path, p) for (path, _), p in zip(payloads, decoded, strict=True)]
