@@ -1,5 +1,9 @@
 """Reading the secrets a spec names: the value lives in the worker's environment or a file
-beside it, never in a model, an event or a log line."""
+beside it, never in a model, an event or a log line.
+
+Every value read, but a username's, is remembered (`remember`, `known`) so that the log
+masker (worker/logs.py) hides it wherever it would show up, whoever logs it.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,23 @@ import os
 from pathlib import Path
 
 from models import ClusterSpec, SecretRef
+
+IDENTITIES = frozenset({"user", "username"})
+"""Secrets that say who logs in, not what proves it: masking a username such as "admin" or
+"monitor" would blank that word in every log line, workflow ids included."""
+_known: set[str] = set()
+
+
+def remember(value: str) -> None:
+    """Mask `value` in this process's logs from now on. Empty values mean nothing."""
+    if value:
+        _known.add(value)
+
+
+def known() -> frozenset[str]:
+    """Every secret value this process has read or been told of."""
+    # One C call under the GIL: safe against a probe thread adding to the set meanwhile.
+    return frozenset(_known)
 
 
 class SecretUnavailable(LookupError):
@@ -26,13 +47,16 @@ def read_secret(name: str, ref: SecretRef) -> str:
         value = os.environ.get(ref.env)
         if value is None:
             raise SecretUnavailable(f"secret {name!r}: env var {ref.env} is not set")
-        return value
-    assert ref.file is not None  # SecretRef holds exactly one of env and file
-    try:
-        return Path(ref.file).read_text(encoding="utf-8").rstrip("\r\n")
-    except (OSError, UnicodeDecodeError) as error:
-        reason = getattr(error, "strerror", None) or "not UTF-8 text"
-        raise SecretUnavailable(f"secret {name!r}: cannot read {ref.file}: {reason}") from None
+    else:
+        assert ref.file is not None  # SecretRef holds exactly one of env and file
+        try:
+            value = Path(ref.file).read_text(encoding="utf-8").rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as error:
+            reason = getattr(error, "strerror", None) or "not UTF-8 text"
+            raise SecretUnavailable(f"secret {name!r}: cannot read {ref.file}: {reason}") from None
+    if name not in IDENTITIES:
+        remember(value)
+    return value
 
 
 def read_secrets(spec: ClusterSpec, *names: str) -> dict[str, str]:

@@ -11,11 +11,13 @@ adapters directly) nothing is measured.
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
+import structlog
 from opentelemetry import trace
 from opentelemetry.trace import StatusCode
 from temporalio import activity
@@ -37,6 +39,7 @@ DETECTIONS = frozenset({"node.down", "finding.opened"})
 dates with the `observed_at` of the view that showed the fault."""
 
 tracer = trace.get_tracer("replicante")
+log = logging.getLogger("replicante.probe")
 
 A = TypeVar("A")
 R = TypeVar("R")
@@ -65,18 +68,23 @@ async def probe_node(
     spec: ClusterSpec, node: str, read: Awaitable[R], error: Callable[[R], str | None]
 ) -> R:
     """Await one node's `read` as a `ProbeNode` span, and record how long it took in
-    `replicante_probe_duration_seconds{cluster,kind,node}`.
+    `replicante_probe_duration_seconds{cluster,kind,node}` and, at debug level, a log line.
 
     Adapters report a node that is down, slow or answering garbage as a reading with an
     error (`error(reading)`), never as an exception: that error becomes the span's status.
     """
-    with tracer.start_as_current_span("ProbeNode", attributes=span_attributes(spec, node)) as span:
+    with (
+        # Every line logged while the node is read names it, a datastore client's included.
+        structlog.contextvars.bound_contextvars(cluster_id=spec.cluster_id, node=node),
+        tracer.start_as_current_span("ProbeNode", attributes=span_attributes(spec, node)) as span,
+    ):
         started = time.perf_counter()
         reading = await read
         seconds = time.perf_counter() - started
         failure = error(reading)
         if failure is not None:
             span.set_status(StatusCode.ERROR, failure)
+        log.debug("%s: %s in %.1f ms", node, failure or "ok", seconds * 1000)
     if activity.in_activity():
         activity.metric_meter().create_histogram_float(
             PROBE_DURATION, "How long one node's probe took", "s"

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import re
 import sys
 from collections.abc import Awaitable, Callable
@@ -30,6 +29,7 @@ from client.script import exit_now
 from models import ClusterSpec, SpecError, load_spec
 from models.remediation import Decision
 from store import StoreError
+from worker import logs
 from worker.agent import run_agent
 from worker.settings import Settings
 from worker.tls import connect_hint
@@ -319,9 +319,9 @@ def fail(message: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = Settings.from_env()
     try:
+        logs.configure(settings)
         return asyncio.run(run(args, settings))
     except (SpecError, UsageError, RemediationRefusedError) as error:
         fail(str(error))

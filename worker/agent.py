@@ -14,6 +14,7 @@ from temporalio.worker import Worker
 
 from activities.service import Ledger, ServiceActivities
 from models import AgentConfig, SpecError, agent_task_queue, load_agent_config
+from worker import logs
 from worker.settings import Settings, connect
 from worker.telemetry import Role
 
@@ -56,6 +57,7 @@ def agent_worker(client: Client, config: AgentConfig, ledger: Ledger) -> Worker:
         client,
         task_queue=agent_task_queue(config.node_id),
         activities=[ServiceActivities(config, ledger).service_action],
+        interceptors=[logs.ActivityContext(node=config.node_id)],
         # Status checks beside the one state-changing action the agent runs at a time.
         max_concurrent_activities=8,
     )
@@ -64,6 +66,7 @@ def agent_worker(client: Client, config: AgentConfig, ledger: Ledger) -> Worker:
 async def run_agent(settings: Settings, node_id: str, config_path: Path | None = None) -> None:
     """Until SIGINT/SIGTERM. Raises SpecError for a bad config before connecting, and
     LedgerBusyError when another agent of the node runs."""
+    logs.configure(settings)
     files = AgentFiles.of(settings.home, node_id)
     config = load_config_for(node_id, config_path or files.config)
     ledger = Ledger(files.ledger)

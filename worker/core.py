@@ -21,6 +21,7 @@ from activities.remediation import wait_in_sync, wait_new_leader, wait_preferred
 from activities.stream import StreamActivities, StreamSettings
 from models import RelayRequest
 from store import EventStore, open_store
+from worker import logs
 from worker.settings import Settings, connect
 from worker.telemetry import Role
 from workflows.monitor import ClusterMonitorWorkflow
@@ -56,6 +57,7 @@ def core_worker(
         task_queue=task_queue,
         workflows=workflows,
         activities=activities,
+        interceptors=[logs.ActivityContext()],
         # Each watched cluster holds one activity slot for as long as it is watched.
         max_concurrent_activities=1000,
         # A monitor's workflow task waits this long on the sticky queue of a worker that
@@ -78,6 +80,7 @@ async def start_event_stream(
 
 
 async def run_core_worker(settings: Settings) -> None:
+    logs.configure(settings)
     client = await connect(settings, Role.WORKER)
     store = open_store(settings)
     worker = core_worker(client, settings.task_queue, store, settings.stream)

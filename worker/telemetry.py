@@ -24,7 +24,14 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.runtime import (
+    LogForwardingConfig,
+    LoggingConfig,
+    PrometheusConfig,
+    Runtime,
+    TelemetryConfig,
+    TelemetryFilter,
+)
 
 from activities.telemetry import BUCKETS
 from models import SpecError
@@ -122,28 +129,40 @@ def _exporter(name: str) -> SpanExporter | None:
     return None
 
 
-def runtime(role: Role, metrics_address: str | None) -> Runtime | None:
-    """The Temporal runtime serving Prometheus metrics at `metrics_address`, for a worker or
-    agent; None (the SDK's default runtime, no metrics) otherwise."""
-    if role is Role.CLI or metrics_address is None:
-        return None
-    return _metrics_runtime(metrics_address)
+CORE_LOGS = LoggingConfig(
+    # The core's INFO is a line per worker start and shutdown; Python's level filters on.
+    filter=TelemetryFilter(core_level="INFO", other_level="ERROR"),
+    forwarding=LogForwardingConfig(
+        logger=logging.getLogger("temporalio.core"),
+        # Its target and fields become keys of the line (worker/logs.py).
+        append_target_to_name=False,
+        prepend_target_on_message=False,
+        append_log_fields_to_message=False,
+    ),
+)
+
+
+def runtime(role: Role, metrics_address: str | None) -> Runtime:
+    """The Temporal runtime of a process of `role`: the Rust core's log lines go to Python's
+    logger `temporalio.core` (worker/logs.py formats them), and a worker or agent with
+    `metrics_address` serves Prometheus metrics there."""
+    return _runtime(None if role is Role.CLI else metrics_address)
 
 
 @functools.cache
-def _metrics_runtime(address: str) -> Runtime:
+def _runtime(address: str | None) -> Runtime:
     # One per process and address: it holds the address for as long as the process lives.
-    try:
-        served = Runtime(
-            telemetry=TelemetryConfig(
-                metrics=PrometheusConfig(
-                    bind_address=address,
-                    durations_as_seconds=True,
-                    histogram_bucket_overrides=BUCKETS,
-                )
-            )
+    metrics = None
+    if address is not None:
+        metrics = PrometheusConfig(
+            bind_address=address,
+            durations_as_seconds=True,
+            histogram_bucket_overrides=BUCKETS,
         )
+    try:
+        served = Runtime(telemetry=TelemetryConfig(logging=CORE_LOGS, metrics=metrics))
     except ValueError as error:  # a bad address, or one in use
         raise SpecError(f"REPLICANTE_METRICS_ADDRESS={address}: {error}") from None
-    log.info("Prometheus metrics on http://%s/metrics", address)
+    if address is not None:
+        log.info("Prometheus metrics on http://%s/metrics", address)
     return served

@@ -158,11 +158,11 @@ class ClusterMonitorWorkflow:
             self._changes += 1
             self._last_change_at = view.observed_at
             self._queue(drafts, at=view.observed_at)
-        for draft in drafts:
-            workflow.logger.info("%s: %s", draft.type, draft.message)
 
     def _queue(self, drafts: list[EventDraft], at: datetime) -> None:
         for draft in drafts:
+            # The SDK's logger: it skips the lines a replay would log again.
+            workflow.logger.info("%s: %s", draft.type, draft.message, extra={"node": draft.node_id})
             # The id is deterministic on replay, and the same on a retried write.
             cluster_id = self._spec.cluster_id
             self._queued.append(draft.event(cluster_id, f"{cluster_id}/{workflow.uuid4()}", at))
