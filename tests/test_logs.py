@@ -1,7 +1,7 @@
 """Logs (worker/logs.py): `python -m worker` processes write one JSON object per line when
 their stderr is no terminal and readable lines on a terminal, every line saying which
-cluster, workflow, run, activity, node and step it is about; no secret value reaches a
-line."""
+cluster, workflow, run, activity, node and step it is about; workflow code logs once,
+never again on replay; no secret value reaches a line."""
 
 from __future__ import annotations
 
@@ -29,9 +29,13 @@ import pytest
 import structlog
 import yaml
 from temporalio import workflow
+from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
+from temporalio.worker import Replayer, Worker
 
+from activities.events import EventActivities
+from activities.monitor import watch_cluster
 from activities.secrets import known, read_secrets
 from devstack.zookeeper import ZooKeeperEnsemble
 from models import (
@@ -48,8 +52,10 @@ from tests.helpers import of_type, wait_for_event, worker_processes, zk_spec
 from worker import logs
 from worker.settings import REPO_ROOT, Settings
 from workflows.monitor import ClusterMonitorWorkflow, workflow_id
+from workflows.remediation import RemediationWorkflow
 
 Line = dict[str, Any]
+HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -321,6 +327,88 @@ def test_a_bad_setting_is_one_line_and_exit_2(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert done.stderr == "replicante: error: REPLICANTE_LOG_FORMAT=xml: not one of json, console\n"
+
+
+# --- replay ----------------------------------------------------------------------------------
+
+
+def workflow_records(records: list[logging.LogRecord]) -> list[logging.LogRecord]:
+    return [r for r in records if r.name == "temporalio.workflow"]
+
+
+@pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
+@pytest.mark.parametrize("log_during_replay", [False, True])
+async def test_replaying_a_history_logs_nothing_from_workflow_code(
+    path: Path,
+    log_during_replay: bool,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Recorded histories whose workflows logged events: replayed, not a line. With the
+    SDK's replay filter off, the same replay logs them: the history does exercise it."""
+    monkeypatch.setattr(workflow.logger, "log_during_replay", log_during_replay)
+    replayer = Replayer(
+        workflows=[ClusterMonitorWorkflow, RemediationWorkflow],
+        data_converter=pydantic_data_converter,
+    )
+    with caplog.at_level(logging.INFO):
+        result = await replayer.replay_workflow(
+            WorkflowHistory.from_json(path.stem, path.read_text())
+        )
+    assert result.replay_failure is None
+    logged = workflow_records(caplog.records)
+    if log_during_replay:
+        assert logged, "this history logs nothing even when replay may"
+    else:
+        assert logged == []
+
+
+@pytest.mark.parametrize("log_during_replay", [False, True])
+async def test_a_live_monitor_without_a_cache_logs_each_event_once(
+    temporal_env: WorkflowEnvironment,
+    zk_healthy: ZooKeeperEnsemble,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    log_during_replay: bool,
+) -> None:
+    """No workflow cache: each workflow task replays the whole history before its new part,
+    so a line logged during replay would come once per task."""
+    monkeypatch.setattr(workflow.logger, "log_during_replay", log_during_replay)
+    cid = f"logs-{uuid.uuid4().hex[:6]}"
+    store = SQLiteEventStore(tmp_path / "events.db")
+    try:
+        async with Worker(
+            temporal_env.client,
+            task_queue=f"q-{cid}",
+            workflows=[ClusterMonitorWorkflow],
+            activities=[watch_cluster, EventActivities(store).record_events],
+            max_cached_workflows=0,
+        ):
+            handle = await temporal_env.client.start_workflow(
+                ClusterMonitorWorkflow.run,
+                MonitorInput(spec=zk_spec(zk_healthy, cid, interval_s=0.5)),
+                id=workflow_id(cid),
+                task_queue=f"q-{cid}",
+            )
+            await wait_for_event(store, cid, of_type("cluster.health_changed"))
+            await handle.signal(ClusterMonitorWorkflow.pause, "maintenance")
+            await wait_for_event(store, cid, of_type("monitor.paused"))
+            await handle.signal(ClusterMonitorWorkflow.resume, "done")
+            await wait_for_event(store, cid, of_type("monitor.resumed"))
+            await handle.terminate("test over")
+    finally:
+        store.close()
+    messages = [
+        r.getMessage()
+        for r in workflow_records(caplog.records)
+        if getattr(r, "temporal_workflow", {}).get("workflow_id") == handle.id
+    ]
+    health = [m for m in messages if m.startswith("cluster.health_changed: ")]
+    if log_during_replay:
+        assert len(health) > 1, messages
+    else:
+        assert len(health) == 1, messages
 
 
 # --- secrets ---------------------------------------------------------------------------------

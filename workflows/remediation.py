@@ -364,8 +364,11 @@ class RemediationWorkflow:
     async def _event(
         self, type: str, message: str, severity: Severity = Severity.INFO, **payload: object
     ) -> None:
-        # Every change worth an event is worth showing in the UI too.
+        # Every change worth an event is worth showing in the UI, and in the worker's log.
         workflow.set_current_details(self._details())
+        workflow.logger.info(
+            "%s: %s", type, message, extra={"node": self._input.target, "step": payload.get("step")}
+        )
         spec = self._input.spec
         draft = EventDraft(
             type=type,
