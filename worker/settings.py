@@ -3,6 +3,7 @@ shared by worker, agent and CLI."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,8 +11,10 @@ from typing import TYPE_CHECKING
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter
 
 from worker import telemetry
+from worker.codec import payload_codec
 from worker.telemetry import Role
 from worker.tls import TemporalTls
 
@@ -38,6 +41,10 @@ class Settings:
     events_topic: str = "replicante.events"
     metrics_address: str | None = None
     """HOST:PORT where a worker or agent serves Prometheus metrics (/metrics); none when unset."""
+    codec_keys_file: Path | None = None
+    """Payload encryption keys (worker/codec.py): a YAML file of keys by id and the active id."""
+    codec_key: str | None = field(default=None, repr=False)
+    """Or one key, `KEY_ID:BASE64`. Neither: payloads go to Temporal in clear."""
 
     @property
     def stream(self) -> StreamSettings | None:
@@ -49,12 +56,19 @@ class Settings:
 
         return StreamSettings(bootstrap=self.events_kafka, topic=self.events_topic)
 
+    def data_converter(self) -> DataConverter:
+        """The pydantic converter with the payload codec of these settings: encrypting with
+        the codec keys, or, without keys, refusing encrypted payloads in one line."""
+        codec = payload_codec(self.codec_keys_file, self.codec_key)
+        return dataclasses.replace(pydantic_data_converter, payload_codec=codec)
+
     @classmethod
     def from_env(cls) -> Settings:
         """REPLICANTE_TEMPORAL_ADDRESS, REPLICANTE_NAMESPACE, REPLICANTE_TASK_QUEUE,
         REPLICANTE_HOME (state dir), REPLICANTE_STORE (SQLite file) and
         REPLICANTE_STORE_MONGODB_URI (MongoDB instead of the file), REPLICANTE_EVENTS_KAFKA
-        and REPLICANTE_EVENTS_TOPIC (the event stream), REPLICANTE_METRICS_ADDRESS."""
+        and REPLICANTE_EVENTS_TOPIC (the event stream), REPLICANTE_METRICS_ADDRESS,
+        REPLICANTE_CODEC_KEYS (keys file) or REPLICANTE_CODEC_KEY (payload encryption)."""
         env = os.environ
         home = Path(env.get("REPLICANTE_HOME", cls.home))
         return cls(
@@ -70,18 +84,20 @@ class Settings:
             events_kafka=env.get("REPLICANTE_EVENTS_KAFKA") or None,
             events_topic=env.get("REPLICANTE_EVENTS_TOPIC") or cls.events_topic,
             metrics_address=env.get("REPLICANTE_METRICS_ADDRESS") or None,
+            codec_keys_file=Path(keys) if (keys := env.get("REPLICANTE_CODEC_KEYS")) else None,
+            codec_key=env.get("REPLICANTE_CODEC_KEY") or None,
         )
 
 
 async def connect(settings: Settings, role: Role = Role.CLI) -> Client:
-    """A client of the settings' Temporal, with the pydantic converter every process uses,
-    and the traces and metrics the environment asks of a process of `role`
-    (worker/telemetry.py)."""
+    """A client of the settings' Temporal, with the pydantic converter every process uses
+    (encrypting when configured), and the traces and metrics the environment asks of a
+    process of `role` (worker/telemetry.py)."""
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.namespace,
         tls=settings.temporal_tls.config() if settings.temporal_tls else False,
-        data_converter=pydantic_data_converter,
+        data_converter=settings.data_converter(),
         interceptors=telemetry.interceptors(role),
         runtime=telemetry.runtime(role, settings.metrics_address),
     )
