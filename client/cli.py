@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import sys
 from collections.abc import Awaitable, Callable
@@ -150,6 +151,22 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--node", required=True, metavar="NODE_ID")
     agent.add_argument("--config", type=Path, help="default: $REPLICANTE_HOME/agents/NODE_ID.yaml")
 
+    codec = commands.add_parser(
+        "codec-server",
+        help="decrypt payloads for the Temporal UI and CLI (for holders of a token)",
+        description="Serves POST /encode and /decode with REPLICANTE_CODEC_KEYS or"
+        " REPLICANTE_CODEC_KEY to callers sending Authorization: Bearer TOKEN, a token of"
+        " REPLICANTE_CODEC_SERVER_TOKENS (a file, or a comma list).",
+    )
+    codec.add_argument("--listen", default="127.0.0.1:8081", metavar="HOST:PORT")
+    codec.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a web page origin that may call it (CORS), e.g. the UI's http://127.0.0.1:8233",
+    )
+
     dev = commands.add_parser("dev", help="the local stack: Temporal, a ZooKeeper playground")
     dev_commands = dev.add_subparsers(dest="dev_command", required=True)
     dev_commands.add_parser("up", help="start everything and watch the playground cluster")
@@ -158,9 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def run(args: argparse.Namespace, settings: Settings) -> int:
-    # The core worker, `dev`, `doctor` and `events --follow` import what they run when they run:
-    # their workflows, datastore clients and kafka-python would otherwise load with every
-    # command, the node agent's among them (tests/test_imports.py checks that they do not).
+    # The core worker, `dev`, `doctor`, `codec-server` and `events --follow` import what they
+    # run when they run: their workflows, datastore clients and kafka-python would otherwise
+    # load with every command, the node agent's among them (tests/test_imports.py checks
+    # that they do not).
     if args.command == "worker":
         from worker.core import run_core_worker
 
@@ -177,6 +195,14 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         from client import doctor
 
         return await doctor.run(settings, as_json=args.json)
+    if args.command == "codec-server":
+        from client import codec_server
+
+        tokens = os.environ.get(codec_server.TOKENS_ENV)
+        server = codec_server.codec_server(settings, tokens, args.listen, args.allow_origin)
+        print(f"codec server on {server.url} (Ctrl-C stops)", flush=True)
+        await codec_server.serve(server)
+        return 0
     # Validate local input before connecting anywhere: bad input changes nothing.
     spec = (
         load_spec(args.file)

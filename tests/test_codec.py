@@ -11,28 +11,37 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
+import secrets
+import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
+from google.protobuf import json_format
 from google.protobuf.message import Message
-from temporalio.api.common.v1 import Payload
+from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from client.codec_server import TOKENS_ENV
 from devstack.home import jars_dir
+from devstack.temporal import temporal_binary
 from devstack.zookeeper import ZooKeeperEnsemble
-from models import ClusterSpec, Policy, SecretRef, SpecError
+from models import ClusterSpec, MonitorInput, Policy, SecretRef, SpecError
 from store import SQLiteEventStore
-from tests.helpers import of_type, run_cli, wait_for_event, worker_processes, zk_spec
+from tests.helpers import of_type, run_cli, spec_of, wait_for_event, worker_processes, zk_spec
 from tests.remediation_stage import member_agent_config, own_agents
 from tests.test_imports import CLI
 from worker.agent import AgentFiles
@@ -44,10 +53,11 @@ from worker.codec import (
     KeylessCodec,
     load_keys,
 )
-from worker.settings import REPO_ROOT, Settings
-from workflows.monitor import workflow_id
+from worker.settings import REPO_ROOT, Settings, connect
+from workflows.monitor import ClusterMonitorWorkflow, workflow_id
 
 ORIGIN = "http://127.0.0.1:8233"
+TEMPORAL = str(temporal_binary())
 
 
 def new_key() -> str:
@@ -190,8 +200,10 @@ async def test_rotation_keeps_old_payloads_readable_until_their_key_goes(tmp_pat
     with pytest.raises(CodecKeyError, match="'a' does not decrypt with the key"):
         await codec().decode([by_a])
     damaged = Payload(metadata=by_b.metadata, data=by_b.data[:-1] + bytes([by_b.data[-1] ^ 1]))
-    with pytest.raises(CodecKeyError, match="another key, or a damaged payload"):
-        await rotated.decode([damaged])
+    truncated = Payload(metadata=by_b.metadata, data=by_b.data[:5])
+    for broken in (damaged, truncated):
+        with pytest.raises(CodecKeyError, match="another key, or a damaged payload"):
+            await rotated.decode([broken])
 
 
 async def test_cli_with_bad_keys_fails_in_one_line_before_connecting(
@@ -393,3 +405,194 @@ async def decoded_payloads(
     codec = EncryptionCodec(keys)
     decoded = await codec.decode(p for _, p in payloads)
     return [(path, p) for (path, _), p in zip(payloads, decoded, strict=True)]
+
+
+# The codec server.
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({"REPLICANTE_CODEC_SERVER_TOKENS": "0123456789abcdef"}, "no codec keys: set"),
+        ({"REPLICANTE_CODEC_KEY": "KEY"}, "REPLICANTE_CODEC_SERVER_TOKENS is not set"),
+        (
+            {"REPLICANTE_CODEC_KEY": "KEY", "REPLICANTE_CODEC_SERVER_TOKENS": "short"},
+            "REPLICANTE_CODEC_SERVER_TOKENS: a token is shorter than 16 characters",
+        ),
+        (
+            {"REPLICANTE_CODEC_KEY": "KEY", "REPLICANTE_CODEC_SERVER_TOKENS": "/no/such/file"},
+            "REPLICANTE_CODEC_SERVER_TOKENS=/no/such/file: cannot read: No such file",
+        ),
+    ],
+)
+async def test_codec_server_refuses_to_start_without_keys_or_tokens(
+    env: dict[str, str],
+    says: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for name in ("REPLICANTE_CODEC_KEYS", "REPLICANTE_CODEC_KEY", TOKENS_ENV):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value.replace("KEY", f"k1:{new_key()}"))
+    run = await run_cli(capsys, "codec-server", "--listen", free_address())
+    assert run.code == 2 and run.out == ""
+    assert run.err.startswith(f"replicante: error: {says}") and run.err.count("\n") == 1
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: str
+
+
+def call(
+    url: str, headers: dict[str, str], body: bytes | None = None, method: str = "POST"
+) -> Reply:
+    """One HTTP request; an error status is a reply like any other."""
+    request = urllib.request.Request(url, data=body, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            return Reply(reply.status, dict(reply.headers), reply.read().decode())
+    except urllib.error.HTTPError as error:
+        return Reply(error.code, dict(error.headers), error.read().decode())
+
+
+def payloads_json(*payloads: Payload) -> bytes:
+    return json_format.MessageToJson(Payloads(payloads=payloads)).encode()
+
+
+async def test_codec_server_decodes_for_token_holders_and_answers_the_ui_preflight(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    key, token = new_key(), secrets.token_urlsafe(24)
+    tokens_file = tmp_path / "tokens"
+    tokens_file.write_text(f"# the operators' tokens\n{token}\n{secrets.token_urlsafe(24)}\n")
+    address = temporal_env.client.service_client.config.target_host
+    env = {
+        **os.environ,
+        "REPLICANTE_CODEC_KEY": f"k1:{key}",
+        TOKENS_ENV: str(tokens_file),
+    }
+    listen = free_address()
+    url = f"http://{listen}"
+    server = subprocess.Popen(
+        [sys.executable, "-c", CLI, "codec-server", "--listen", listen, "--allow-origin", ORIGIN],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        assert server.stdout.readline() == f"codec server on {url} (Ctrl-C stops)\n"
+        keys = load_keys(None, f"k1:{key}")
+        assert keys is not None
+        codec = EncryptionCodec(keys)
+        original = plain("the view of a cluster")
+        sealed = codec.encrypt(original)
+        bearer = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+        # What the UI sends: its origin, the namespace, the user's token.
+        ui = {**bearer, "Origin": ORIGIN, "X-Namespace": "default"}
+        decoded = call(f"{url}/decode", ui, payloads_json(sealed))
+        assert decoded.status == 200, decoded
+        assert json_format.Parse(decoded.body, Payloads()).payloads == [original]
+        assert decoded.headers["Access-Control-Allow-Origin"] == ORIGIN
+        assert decoded.headers["Access-Control-Allow-Credentials"] == "true"
+        # A templated endpoint (http://HOST:PORT/{namespace}); encoding with the active key.
+        encoded = call(f"{url}/default/encode", bearer, payloads_json(original))
+        [again] = json_format.Parse(encoded.body, Payloads()).payloads
+        assert again.metadata[KEY_ID] == b"k1" and codec.decrypt(again) == original
+
+        for authorization, why in (
+            ({}, "no bearer token"),
+            ({"Authorization": "Bearer not-a-token-of-ours"}, "token refused"),
+            ({"Authorization": f"Basic {token}"}, "token refused"),
+        ):
+            headers = {"Origin": ORIGIN, **authorization}
+            refused = call(f"{url}/decode", headers, payloads_json(sealed))
+            assert (refused.status, refused.body) == (
+                401,
+                f"{why}: send Authorization: Bearer TOKEN\n",
+            )
+            # The UI reads why: the reply carries the CORS headers of its origin.
+            assert refused.headers["Access-Control-Allow-Origin"] == ORIGIN
+            assert refused.headers["WWW-Authenticate"].startswith("Bearer")
+
+        # The browser's preflight carries no credentials, and is answered for the UI only.
+        asks = {
+            "Origin": ORIGIN,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type,x-namespace",
+        }
+        preflight = call(f"{url}/decode", asks, method="OPTIONS")
+        assert preflight.status == 204
+        assert preflight.headers["Access-Control-Allow-Origin"] == ORIGIN
+        assert preflight.headers["Access-Control-Allow-Methods"] == "POST"
+        allowed = preflight.headers["Access-Control-Allow-Headers"].lower().split(", ")
+        assert {"authorization", "content-type", "x-namespace"} <= set(allowed)
+        assert preflight.headers["Access-Control-Allow-Credentials"] == "true"
+        elsewhere = "http://elsewhere.example"
+        for method in ("OPTIONS", "POST"):
+            foreign = call(f"{url}/decode", {**bearer, "Origin": elsewhere}, method=method)
+            assert (foreign.status, foreign.body) == (
+                403,
+                f"origin {elsewhere} is not allowed (--allow-origin)\n",
+            )
+            assert "Access-Control-Allow-Origin" not in foreign.headers
+
+        bad = call(f"{url}/decode", bearer, b'{"payloads": "none"}')
+        assert (bad.status, bad.body) == (400, 'want {"payloads": [...]} in protobuf JSON\n')
+        # A key the server does not hold: one line naming its id.
+        other = load_keys(None, f"k0:{new_key()}")
+        assert other is not None
+        unknown = call(
+            f"{url}/decode", bearer, payloads_json(EncryptionCodec(other).encrypt(original))
+        )
+        assert unknown.status == 422 and unknown.body.count("\n") == 1
+        assert unknown.body.startswith("payload encrypted with codec key 'k0', which")
+
+        # `temporal workflow show` through it: a monitor's input, written encrypted by a
+        # client with the codec (no worker needed: the monitor never runs), shown decoded.
+        cid = f"codec-{uuid.uuid4().hex[:8]}"
+        spec = spec_of("zookeeper", "zk", ["10.20.30.40:2181"], cid, 1.0, {})
+        client = await connect(
+            Settings(temporal_address=address, namespace="default", codec_key=f"k1:{key}")
+        )
+        handle = await client.start_workflow(
+            ClusterMonitorWorkflow.run,
+            MonitorInput(spec=spec),
+            id=workflow_id(spec.cluster_id),
+            task_queue=f"q-{spec.cluster_id}",
+        )
+        show = [TEMPORAL, "workflow", "show", "-w", handle.id, "--address", address, "-o", "json"]
+        try:
+            through = await shown_input(
+                *show, "--codec-endpoint", url, "--codec-auth", f"Bearer {token}"
+            )
+            blind = await shown_input(*show)
+        finally:
+            await handle.terminate("test over")
+        assert through.metadata["encoding"] == b"json/plain"
+        assert MonitorInput.model_validate_json(through.data).spec == spec
+        assert blind.metadata["encoding"] == ENCODING
+        assert spec.cluster_id.encode() not in blind.data
+    finally:
+        server.send_signal(signal.SIGINT)
+        logged, _ = server.communicate(timeout=10)
+    assert server.returncode == 130 and "Traceback" not in logged  # Ctrl-C stops it cleanly
+    # Each request is logged with its status, refusals too; never a token or a key.
+    decodes = [line for line in logged.splitlines() if "POST /decode HTTP/1.1" in line]
+    assert [" 401 " in line for line in decodes].count(True) == 3, logged
+    assert token not in logged and key not in logged
+
+
+async def shown_input(*show: str) -> Payload:
+    """The first payload of the started event, as `temporal workflow show -o json` shows it."""
+    done = await asyncio.to_thread(subprocess.run, show, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    started = json.loads(done.stdout)["events"][0]["workflowExecutionStartedEventAttributes"]
+    return json_format.ParseDict(started["input"]["payloads"][0], Payload())

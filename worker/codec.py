@@ -172,7 +172,7 @@ class EncryptionCodec(PayloadCodec):
         cipher = self.keys.cipher(key_id)
         try:
             opened = cipher.decrypt(payload.data[:NONCE_BYTES], payload.data[NONCE_BYTES:], None)
-        except InvalidTag:
+        except (InvalidTag, ValueError):  # ValueError: too short to hold a nonce
             raise CodecKeyError(
                 f"payload encrypted with codec key {key_id!r} does not decrypt with the key"
                 f" {self.keys.source} holds under that id: another key, or a damaged payload"

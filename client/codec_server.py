@@ -1,0 +1,225 @@
+"""`replicante codec-server`: Temporal's codec server protocol over our payload codec
+(worker/codec.py), so that the Temporal UI, or `temporal workflow show --codec-endpoint`,
+shows decrypted payloads to those holding a token.
+
+`POST .../encode` and `POST .../decode` take and return `{"payloads": [...]}` (Payloads in
+protobuf's JSON); only the last path segment counts, so `http://HOST:PORT/{namespace}` works
+as a templated endpoint too. Every POST needs `Authorization: Bearer TOKEN` with a token of
+`REPLICANTE_CODEC_SERVER_TOKENS`: whoever may call it reads every payload. The UI sends the
+user's access token when its codec settings pass it. Browsers call it cross-origin, so CORS
+answers the origins of `--allow-origin` (the UI's, e.g. http://127.0.0.1:8233) and no other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import threading
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from google.protobuf import json_format
+from temporalio.api.common.v1 import Payloads
+
+from models import SpecError
+from worker.codec import CodecKeyError, EncryptionCodec, load_keys
+from worker.settings import Settings
+
+log = logging.getLogger("replicante.codec_server")
+
+TOKENS_ENV = "REPLICANTE_CODEC_SERVER_TOKENS"
+MIN_TOKEN_LENGTH = 16
+MAX_BODY_BYTES = 64 * 1024 * 1024
+ALLOWED_HEADERS = "Authorization, Content-Type, X-Namespace"
+
+
+def load_tokens(value: str | None) -> frozenset[str]:
+    """The tokens `REPLICANTE_CODEC_SERVER_TOKENS` names: a file (a value with a `/`), one
+    token a line, blank lines and `#` comments skipped; else a comma list.
+
+    A short token is refused: it is guessable, or a file name missing its `./`, which would
+    otherwise become a token anyone can read in the environment.
+
+    >>> sorted(load_tokens("0123456789abcdef, fedcba9876543210"))
+    ['0123456789abcdef', 'fedcba9876543210']
+    >>> load_tokens("tokens.txt")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    models.spec.SpecError: REPLICANTE_CODEC_SERVER_TOKENS: a token is shorter than 16 ...
+    """
+    if not value:
+        raise SpecError(f"{TOKENS_ENV} is not set: nobody could decode; set a file or a list")
+    if "/" in value:
+        try:
+            lines = Path(value).read_text(encoding="utf-8").splitlines()
+        except OSError as error:
+            raise SpecError(f"{TOKENS_ENV}={value}: cannot read: {error.strerror}") from None
+        tokens = [t for line in lines if (t := line.strip()) and not t.startswith("#")]
+        where = f"{TOKENS_ENV}={value}"
+    else:
+        tokens = [t for part in value.split(",") if (t := part.strip())]
+        where = TOKENS_ENV
+    if not tokens:
+        raise SpecError(f"{where}: no token")
+    if any(len(t) < MIN_TOKEN_LENGTH for t in tokens):
+        raise SpecError(
+            f"{where}: a token is shorter than {MIN_TOKEN_LENGTH} characters"
+            " (name a file by a path with a /)"
+        )
+    return frozenset(tokens)
+
+
+def parse_origin(url: str) -> str:
+    """An `--allow-origin` as browsers send it in `Origin`: scheme://host[:port].
+
+    >>> parse_origin("http://127.0.0.1:8233/")
+    'http://127.0.0.1:8233'
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
+        raise SpecError(f"--allow-origin {url!r}: give scheme://host[:port], e.g. the UI's")
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    host, colon, port = listen.rpartition(":")
+    if not colon or not host or not port.isdigit() or int(port) > 65535:
+        raise SpecError(f"--listen {listen!r}: give HOST:PORT, e.g. 127.0.0.1:8081")
+    return host, int(port)
+
+
+class CodecServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        codec: EncryptionCodec,
+        tokens: frozenset[str],
+        origins: frozenset[str],
+    ) -> None:
+        self.codec, self.tokens, self.origins = codec, tokens, origins
+        super().__init__(address, CodecRequest)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def accepts(self, authorization: str | None) -> bool:
+        scheme, _, token = (authorization or "").partition(" ")
+        given = token.strip().encode()
+        # Every token compared, in constant time each: the reply's timing tells nothing.
+        matches = [hmac.compare_digest(given, t.encode()) for t in self.tokens]
+        return scheme.lower() == "bearer" and any(matches)
+
+
+class CodecRequest(BaseHTTPRequestHandler):
+    server: CodecServer
+    protocol_version = "HTTP/1.1"
+
+    def do_OPTIONS(self) -> None:
+        """A browser's preflight: no credentials come with it, so none are asked."""
+        if self._refused_origin():
+            return
+        self.send_response(HTTPStatus.NO_CONTENT)
+        self._cors()
+        self.send_header("Access-Control-Allow-Methods", "POST")
+        self.send_header("Access-Control-Allow-Headers", ALLOWED_HEADERS)
+        self.send_header("Access-Control-Max-Age", "600")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_POST(self) -> None:
+        if self._refused_origin():
+            return
+        operation = self.path.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+        if operation not in ("encode", "decode"):
+            self._reply(HTTPStatus.NOT_FOUND, "POST .../encode or .../decode")
+            return
+        if not self.server.accepts(self.headers.get("Authorization")):
+            why = "no bearer token" if "Authorization" not in self.headers else "token refused"
+            self._reply(HTTPStatus.UNAUTHORIZED, f"{why}: send Authorization: Bearer TOKEN")
+            return
+        declared = self.headers.get("Content-Length", "")
+        length = int(declared) if declared.isdigit() else 0
+        if not 0 < length <= MAX_BODY_BYTES:
+            self._reply(HTTPStatus.BAD_REQUEST, f"a JSON body of 1 to {MAX_BODY_BYTES} bytes")
+            return
+        try:
+            given = json_format.Parse(self.rfile.read(length), Payloads())
+            codec = self.server.codec
+            apply = codec.encrypt if operation == "encode" else codec.decrypt
+            done = Payloads(payloads=[apply(p) for p in given.payloads])
+        except json_format.ParseError:
+            self._reply(HTTPStatus.BAD_REQUEST, 'want {"payloads": [...]} in protobuf JSON')
+            return
+        except CodecKeyError as error:
+            self._reply(HTTPStatus.UNPROCESSABLE_ENTITY, str(error))
+            return
+        self._reply(HTTPStatus.OK, json_format.MessageToJson(done), "application/json")
+
+    def _refused_origin(self) -> bool:
+        """Refuse a browser on a page of another origin: only the UI's may use the tokens."""
+        origin = self.headers.get("Origin")
+        if origin is None or origin in self.server.origins:
+            return False
+        self._reply(HTTPStatus.FORBIDDEN, f"origin {origin} is not allowed (--allow-origin)")
+        return True
+
+    def _cors(self) -> None:
+        origin = self.headers.get("Origin")
+        if origin in self.server.origins:
+            self.send_header("Access-Control-Allow-Origin", origin)
+            # The UI's "include cross-origin credentials" needs this to read the reply.
+            self.send_header("Access-Control-Allow-Credentials", "true")
+            self.send_header("Vary", "Origin")
+
+    def _reply(self, status: HTTPStatus, body: str, content_type: str = "text/plain") -> None:
+        data = (body if content_type == "application/json" else f"{body}\n").encode()
+        self.send_response(status)
+        self._cors()
+        if status is HTTPStatus.UNAUTHORIZED:
+            self.send_header("WWW-Authenticate", 'Bearer realm="replicante codec"')
+        self.send_header("Content-Type", f"{content_type}; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        if status >= HTTPStatus.BAD_REQUEST:
+            # A refused request's body may be left unread: the connection cannot carry another.
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: object) -> None:
+        # The request line and status only: headers, tokens among them, are never logged.
+        log.info("%s %s", self.address_string(), format % args)
+
+
+def codec_server(
+    settings: Settings, tokens: str | None, listen: str, origins: list[str]
+) -> CodecServer:
+    """The server, bound (not yet serving). SpecError for a bad setting or a taken address."""
+    keys = load_keys(settings.codec_keys_file, settings.codec_key)
+    if keys is None:
+        raise SpecError("no codec keys: set REPLICANTE_CODEC_KEYS or REPLICANTE_CODEC_KEY")
+    allowed = frozenset(parse_origin(o) for o in origins)
+    accepted = load_tokens(tokens)
+    try:
+        return CodecServer(parse_listen(listen), EncryptionCodec(keys), accepted, allowed)
+    except OSError as error:
+        raise SpecError(f"--listen {listen}: {error.strerror}") from None
+
+
+async def serve(server: CodecServer) -> None:
+    """Serve until cancelled (Ctrl-C)."""
+    # A thread of our own, started before anything can cancel: shutdown() returns only once
+    # serve_forever has run, and a cancelled asyncio.to_thread may never run it.
+    threading.Thread(target=server.serve_forever, name="codec-server", daemon=True).start()
+    try:
+        await asyncio.Event().wait()
+    finally:
+        server.shutdown()
+        server.server_close()
