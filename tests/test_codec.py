@@ -15,7 +15,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -41,7 +40,15 @@ from devstack.temporal import temporal_binary
 from devstack.zookeeper import ZooKeeperEnsemble
 from models import ClusterSpec, MonitorInput, Policy, SecretRef, SpecError
 from store import SQLiteEventStore
-from tests.helpers import of_type, run_cli, spec_of, wait_for_event, worker_processes, zk_spec
+from tests.helpers import (
+    closed_port_address,
+    of_type,
+    run_cli,
+    spec_of,
+    wait_for_event,
+    worker_processes,
+    zk_spec,
+)
 from tests.remediation_stage import member_agent_config, own_agents
 from tests.test_imports import CLI
 from worker.agent import AgentFiles
@@ -210,7 +217,7 @@ async def test_cli_with_bad_keys_fails_in_one_line_before_connecting(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Nothing listens there: a call that got past the keys would fail on the connection.
-    monkeypatch.setenv("REPLICANTE_TEMPORAL_ADDRESS", free_address())
+    monkeypatch.setenv("REPLICANTE_TEMPORAL_ADDRESS", closed_port_address())
     monkeypatch.setenv("REPLICANTE_CODEC_KEY", "k1:c2VjcmV0")
     run = await run_cli(capsys, "status", "anything")
     assert run.code == 2
@@ -221,12 +228,6 @@ async def test_cli_with_bad_keys_fails_in_one_line_before_connecting(
 
 
 # On the real server: worker, agent and CLI with the codec.
-
-
-def free_address() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{sock.getsockname()[1]}"
 
 
 async def cli_call(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
@@ -435,7 +436,7 @@ async def test_codec_server_refuses_to_start_without_keys_or_tokens(
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value.replace("KEY", f"k1:{new_key()}"))
-    run = await run_cli(capsys, "codec-server", "--listen", free_address())
+    run = await run_cli(capsys, "codec-server", "--listen", closed_port_address())
     assert run.code == 2 and run.out == ""
     assert run.err.startswith(f"replicante: error: {says}") and run.err.count("\n") == 1
 
@@ -475,7 +476,7 @@ async def test_codec_server_decodes_for_token_holders_and_answers_the_ui_preflig
         "REPLICANTE_CODEC_KEY": f"k1:{key}",
         TOKENS_ENV: str(tokens_file),
     }
-    listen = free_address()
+    listen = closed_port_address()
     url = f"http://{listen}"
     server = subprocess.Popen(
         [sys.executable, "-c", CLI, "codec-server", "--listen", listen, "--allow-origin", ORIGIN],
