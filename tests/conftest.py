@@ -21,6 +21,7 @@ from devstack.kafka import KafkaCluster, claim_kafka
 from devstack.slots import Slot
 from devstack.temporal import temporal_binary
 from devstack.zookeeper import ZooKeeperEnsemble, claim_ensemble
+from tests.helpers import TEST_TOPIC_PREFIX
 from tests.remediation_stage import Stage, open_stage
 from workflows import search_attributes
 
@@ -105,12 +106,20 @@ def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaClu
 
 
 @pytest.fixture
-def kafka_healthy(kafka_cluster: KafkaCluster) -> KafkaCluster:
+def kafka_healthy(kafka_cluster: KafkaCluster) -> Iterator[KafkaCluster]:
     """The session cluster with every broker running, none paused, all unfenced, an active
-    controller, and no partition under-replicated."""
+    controller, and no partition under-replicated.
+
+    The topics the test made (tests.helpers.new_topic) go afterwards: one with a strict
+    min.insync.replicas would otherwise make every later stop of a broker unsafe."""
     heal(kafka_cluster, timeout=60)
     kafka_cluster.wait_in_sync(timeout=60)
-    return kafka_cluster
+    yield kafka_cluster
+    heal(kafka_cluster, timeout=60)
+    with kafka_cluster.admin(timeout=30) as admin:
+        mine = [t for t in admin.list_topics() if t.startswith(TEST_TOPIC_PREFIX)]
+        if mine:
+            admin.delete_topics(mine, timeout_ms=30_000)
 
 
 @pytest_asyncio.fixture(loop_scope="session")

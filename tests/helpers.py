@@ -98,9 +98,13 @@ def of_type(type_: str, node_id: str | None = None) -> Callable[[Event], bool]:
     return lambda e: e.type == type_ and (node_id is None or e.node_id == node_id)
 
 
+TEST_TOPIC_PREFIX = "t-"
+
+
 def new_topic(cluster: KafkaCluster, partitions: int, min_isr: int | None = None) -> str:
-    """A topic of the caller's own (RF 3), every partition led by its preferred replica."""
-    name = f"t-{uuid.uuid4().hex[:8]}"
+    """A topic of the caller's own (RF 3), every partition led by its preferred replica;
+    the `kafka_healthy` fixture deletes it after the test."""
+    name = f"{TEST_TOPIC_PREFIX}{uuid.uuid4().hex[:8]}"
     configs = {"min.insync.replicas": str(min_isr)} if min_isr is not None else {}
     with cluster.admin(timeout=30) as admin:
         admin.create_topics(
