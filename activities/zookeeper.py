@@ -3,6 +3,15 @@ session per member for the held links.
 
 The parsers were written against replies recorded from ZooKeeper 3.9.5
 (tests/replies/zookeeper/).
+
+A spec's `auth` (SASL DIGEST-MD5, or ZooKeeper's `digest` scheme) with its secrets
+`username` and `password` logs the held links in. ZooKeeper answers the four-letter words
+to anyone who reaches the client port, logged in or not, so they still read role, zxid and
+the rest; to know the login works, the probe also opens a session per member, logs in and
+reads `/`'s stat, then closes it (two transactions on the ensemble, per member and probe).
+A refused login is reported on the member that refused it, which stays reachable with its
+role (`auth_failed`): a wrong password must never read as a member down, nor start its
+restart. Credentials are read from their references at every probe, never logged.
 """
 
 from __future__ import annotations
@@ -13,18 +22,31 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from kazoo.client import KazooClient
+from kazoo.exceptions import AuthFailedError, KazooException, SessionClosedRequireSaslError
+from kazoo.handlers.threading import KazooTimeoutError
+from kazoo.protocol.connection import ConnectionHandler
 from kazoo.retry import KazooRetry
 
 from activities.adapter import Adapter
 from activities.links import stop_all
+from activities.secrets import SecretUnavailable, read_secrets
 from activities.telemetry import probe_node, traced_probe
-from models import ClusterSpec, ClusterView, Kind, NodeSpec, NodeStatus, Role, ShardStatus
+from models import (
+    AuthMechanism,
+    ClusterSpec,
+    ClusterView,
+    Kind,
+    NodeSpec,
+    NodeStatus,
+    Role,
+    ShardStatus,
+)
 from models.view import FactValue
 
 NOT_SERVING = "This ZooKeeper instance is not currently serving requests"
@@ -294,15 +316,110 @@ def _stop(client: KazooClient) -> None:
     client.close()
 
 
+Login = dict[str, Any]
+"""kazoo's keyword arguments that log a session in; empty without `auth`."""
+
+
+def login_of(spec: ClusterSpec) -> Login:
+    """How to log in as the spec says, its secrets read now. Raises SecretUnavailable."""
+    if spec.auth is None:
+        return {}
+    secrets = read_secrets(spec, "username", "password")
+    user, password = secrets["username"], secrets["password"]
+    if spec.auth.mechanism is AuthMechanism.DIGEST_MD5:
+        return {"sasl_options": {"mechanism": "DIGEST-MD5", "username": user, "password": password}}
+    return {"auth_data": [("digest", f"{user}:{password}")]}
+
+
+class _Connection(ConnectionHandler):  # type: ignore[misc]
+    """kazoo 2.11 lets a server's refusal of a SASL login (SESSIONCLOSEDREQUIRESASLAUTH,
+    what a ZooKeeper that enforces SASL answers a wrong password with) escape its
+    connection thread, which dies with a traceback while the client still says CONNECTED.
+    As AuthFailedError it ends the session as AUTH_FAILED, as kazoo ends one whose member
+    dropped the SASL exchange: pending requests fail with it, listeners hear LOST."""
+
+    def _authenticate_with_sasl(self, host: str, timeout: float) -> None:
+        try:
+            super()._authenticate_with_sasl(host, timeout)
+        except SessionClosedRequireSaslError as refused:
+            raise AuthFailedError("SASL login refused") from refused
+
+
+def _kazoo(address: str, timeout: float, login: Login, retry: KazooRetry) -> KazooClient:
+    """A client pinned to one member, logging in as `login` says."""
+    client = KazooClient(
+        hosts=address, timeout=timeout, connection_retry=retry, logger=_kazoo_log, **login
+    )
+    if "sasl_options" in login:
+        client._connection = _Connection(
+            client, client._conn_retry.copy(), logger=_kazoo_log, sasl_options=login["sasl_options"]
+        )
+    return client
+
+
+def _log_in(address: str, timeout: float, login: Login) -> str | None:
+    """None when the member takes the login and answers a request; else why not. Blocking:
+    a session of its own, closed before it returns."""
+    client = _kazoo(address, timeout, login, KazooRetry(max_tries=0))
+    try:
+        client.start(timeout=timeout)
+        # The login completes before the member answers any request: this read tells.
+        client.exists_async("/").get(timeout=timeout)
+    except AuthFailedError:
+        return "authentication failed: the member refused the login"
+    except SessionClosedRequireSaslError:
+        return "authentication failed: the member requires a SASL login (auth: DIGEST-MD5)"
+    except (KazooTimeoutError, TimeoutError):
+        return f"login: no answer within {timeout}s"
+    except KazooException as error:
+        return f"login: {type(error).__name__}"
+    finally:
+        stop_all([partial(_stop, client)], 0.0)
+    return None
+
+
+async def _check_login(address: str, timeout: float, login: Login) -> str | None:
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(_log_in, address, timeout, login), timeout)
+    except TimeoutError:
+        # The thread ends on its own, within kazoo's timeouts.
+        return f"login: no answer within {timeout}s"
+
+
+async def _read_member(
+    node: NodeSpec, timeout: float, login: Login | SecretUnavailable | None
+) -> _Reading:
+    """The member's four-letter words, and with a login whether it takes it: what a
+    member that refuses the login says is kept, its error says why."""
+    refused: str | None = None
+    if login is None:
+        reading = await _read_node(node, timeout)
+    elif isinstance(login, SecretUnavailable):
+        reading, refused = await _read_node(node, timeout), f"authentication failed: {login}"
+    else:
+        reading, refused = await asyncio.gather(
+            _read_node(node, timeout), _check_login(node.address, timeout, login)
+        )
+    if not reading.status.reachable or refused is None:
+        return reading
+    return replace(reading, status=reading.status.model_copy(update={"error": refused}))
+
+
 class ZooKeeperAdapter(Adapter):
     kind: ClassVar[Kind] = Kind.ZOOKEEPER
 
     @traced_probe
     async def probe(self, spec: ClusterSpec) -> ClusterView:
         observed_at = datetime.now(UTC)
+        login: Login | SecretUnavailable | None = None
+        if spec.auth is not None:
+            try:
+                login = login_of(spec)
+            except SecretUnavailable as error:
+                login = error
         readings = await asyncio.gather(
             *(
-                probe_node(spec, n.node_id, _read_node(n, spec.probe.timeout_s), _error)
+                probe_node(spec, n.node_id, _read_member(n, spec.probe.timeout_s, login), _error)
                 for n in spec.nodes
             )
         )
@@ -342,6 +459,13 @@ class ZooKeeperAdapter(Adapter):
 
     @contextmanager
     def hold_links(self, spec: ClusterSpec, on_change: Callable[[], None]) -> Iterator[None]:
+        try:
+            login = login_of(spec)
+        except SecretUnavailable:
+            # The probe reports the missing secret on every member; links could not log in.
+            yield
+            return
+
         def listener(state: str) -> None:
             on_change()
 
@@ -350,11 +474,11 @@ class ZooKeeperAdapter(Adapter):
         # hung (SIGSTOPped) member goes unnoticed: kazoo drops a link after 2/3 of it
         # without a ping reply.
         clients = [
-            KazooClient(
-                hosts=node.address,
-                timeout=spec.probe.timeout_s,
-                connection_retry=KazooRetry(max_tries=-1, delay=0.1, max_delay=1.0),
-                logger=_kazoo_log,
+            _kazoo(
+                node.address,
+                spec.probe.timeout_s,
+                login,
+                KazooRetry(max_tries=-1, delay=0.1, max_delay=1.0),
             )
             for node in spec.nodes
         ]

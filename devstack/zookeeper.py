@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Mapping
 from pathlib import Path
 
 from devstack.jvm import JvmCluster, claim_cluster
@@ -45,7 +46,12 @@ def srvr(host: str, port: int, timeout: float = 1.0) -> dict[str, str] | None:
 
 
 class ZooKeeperEnsemble(JvmCluster):
-    """Members are numbered 1..N; member n runs on ips[n-1] in <home>/zookeeper/<name>/<n>/."""
+    """Members are numbered 1..N; member n runs on ips[n-1] in <home>/zookeeper/<name>/<n>/.
+
+    With `sasl_users` (user -> password) every member requires clients to log in with SASL
+    DIGEST-MD5 as one of them (`enforce.auth`, ZooKeeper 3.7+): a session that has not is
+    closed at its first request. The four-letter words answer anyone, as ZooKeeper's do.
+    """
 
     service = "zookeeper"
     product = "ZooKeeper"
@@ -66,8 +72,10 @@ class ZooKeeperEnsemble(JvmCluster):
         heap_mb: int = 128,
         jars: Path | None = None,
         java: str | None = None,
+        sasl_users: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(home, name, ips, heap_mb, jars, java)
+        self.sasl_users = dict(sasl_users or {})
         self.client_port = client_port
         self.peer_port = peer_port
         self.election_port = election_port
@@ -83,7 +91,28 @@ class ZooKeeperEnsemble(JvmCluster):
         return ",".join(self.addresses)
 
     def _jvm_options(self, n: int) -> list[str]:
-        return [f"-Dlogback.configurationFile={self.member_dir(n) / 'logback.xml'}"]
+        options = [f"-Dlogback.configurationFile={self.member_dir(n) / 'logback.xml'}"]
+        if self.sasl_users:
+            options.append(f"-Djava.security.auth.login.config={self._jaas(n)}")
+        return options
+
+    def _jaas(self, n: int) -> Path:
+        return self.member_dir(n) / "jaas.conf"
+
+    def _write_jaas(self, n: int) -> list[str]:
+        """The JAAS file of the users, readable by its owner alone; the config lines that
+        make the member require their logins."""
+        users = "".join(f'\n  user_{user}="{secret}"' for user, secret in self.sasl_users.items())
+        jaas = self._jaas(n)
+        jaas.touch(mode=0o600)
+        module = "org.apache.zookeeper.server.auth.DigestLoginModule"
+        # The module's options end with its `;`.
+        jaas.write_text(f"Server {{\n  {module} required{users};\n}};\n")
+        return [
+            "authProvider.sasl=org.apache.zookeeper.server.auth.SASLAuthenticationProvider",
+            "enforce.auth.enabled=true",
+            "enforce.auth.schemes=sasl",
+        ]
 
     def _write_files(self, n: int) -> None:
         member = self.member_dir(n)
@@ -103,6 +132,8 @@ class ZooKeeperEnsemble(JvmCluster):
             # The AdminServer would bind 8080 on all addresses, once per member.
             "admin.enableServer=false",
         ]
+        if self.sasl_users:
+            lines += self._write_jaas(n)
         lines += [
             f"server.{m}={ip}:{self.peer_port}:{self.election_port}"
             for m, ip in zip(self.members, self.ips, strict=True)
@@ -145,4 +176,19 @@ def claim_ensemble(
     127.0.0.1-3. See jvm.claim_cluster."""
     return claim_cluster(
         kind, home, name, lambda h, nm, ips: ZooKeeperEnsemble(h, nm, ips, jars=jars), first_ip=1
+    )
+
+
+def claim_sasl_ensemble(
+    home: Path, name: str, users: Mapping[str, str], jars: Path | None = None
+) -> tuple[ZooKeeperEnsemble, Slot]:
+    """A 3-member ensemble (not started) requiring SASL logins as `users`, on slot n of its
+    own kind, 127.0.0.(10n+17)-(10n+19): never the addresses of a plain ensemble, so a
+    test that means one can never reach the other."""
+    return claim_cluster(
+        "zk-sasl-test",
+        home,
+        name,
+        lambda h, nm, ips: ZooKeeperEnsemble(h, nm, ips, jars=jars, sasl_users=users),
+        first_ip=7,
     )

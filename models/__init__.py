@@ -23,6 +23,8 @@ from models.monitor import (
     watch_key,
 )
 from models.spec import (
+    AuthMechanism,
+    AuthSettings,
     ClusterSpec,
     Expectations,
     Kind,
@@ -32,6 +34,7 @@ from models.spec import (
     RemediationSettings,
     SecretRef,
     SpecError,
+    TlsSettings,
     load_spec,
     parse_spec,
 )
@@ -43,6 +46,8 @@ __all__ = [
     "SERVICE_ACTIVITY",
     "ActionCommand",
     "AgentConfig",
+    "AuthMechanism",
+    "AuthSettings",
     "ClusterSpec",
     "ClusterView",
     "Event",
@@ -70,6 +75,7 @@ __all__ = [
     "Severity",
     "ShardStatus",
     "SpecError",
+    "TlsSettings",
     "WatchRequest",
     "agent_task_queue",
     "changes",

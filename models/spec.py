@@ -150,6 +150,49 @@ class SecretRef(Frozen):
         return self
 
 
+class AuthMechanism(StrEnum):
+    DIGEST = "digest"
+    """ZooKeeper's digest scheme (`addauth digest`): the server takes any password at login
+    and checks it only against znode ACLs, so a wrong one is not seen by a probe."""
+    DIGEST_MD5 = "DIGEST-MD5"
+    """SASL DIGEST-MD5, ZooKeeper's JAAS DigestLoginModule: the server checks the password."""
+    PLAIN = "PLAIN"
+    SCRAM_SHA_256 = "SCRAM-SHA-256"
+    SCRAM_SHA_512 = "SCRAM-SHA-512"
+    SCRAM_SHA_1 = "SCRAM-SHA-1"
+    MONGODB_X509 = "MONGODB-X509"
+    """MongoDB's login by the client certificate of `tls.client_cert`."""
+
+
+MECHANISMS: dict[Kind, tuple[AuthMechanism, ...]] = {
+    Kind.ZOOKEEPER: (AuthMechanism.DIGEST_MD5, AuthMechanism.DIGEST),
+    Kind.KAFKA: (AuthMechanism.PLAIN, AuthMechanism.SCRAM_SHA_256, AuthMechanism.SCRAM_SHA_512),
+    Kind.MONGODB: (
+        AuthMechanism.SCRAM_SHA_256,
+        AuthMechanism.SCRAM_SHA_1,
+        AuthMechanism.MONGODB_X509,
+    ),
+}
+
+
+class AuthSettings(Frozen):
+    """How to log in to every node: with the secrets `username` and `password`, or for
+    MONGODB-X509 with the client certificate of `tls.client_cert`. (A MongoDB spec without
+    `auth` logs in with `username` and `password` when it names them, as it always did.)"""
+
+    mechanism: AuthMechanism
+
+
+class TlsSettings(Frozen):
+    """TLS to every node (Kafka: SSL, or SASL_SSL with `auth`). Paths are the worker's."""
+
+    ca_file: str | None = None
+    """PEM file of the CA(s) that signed the servers' certificates; default: the system's."""
+    client_cert: str | None = None
+    """Name of a secret, a `file` reference to one PEM file holding the client certificate
+    and its private key: for servers that require client certificates, and MONGODB-X509."""
+
+
 class ClusterSpec(Frozen):
     cluster_id: Identifier
     kind: Kind
@@ -159,6 +202,8 @@ class ClusterSpec(Frozen):
     remediation: dict[str, Policy] = Field(default_factory=dict)
     remediate: RemediationSettings = RemediationSettings()
     secrets: dict[str, SecretRef] = Field(default_factory=dict)
+    tls: TlsSettings | None = None
+    auth: AuthSettings | None = None
 
     @field_validator("nodes")
     @classmethod
@@ -191,6 +236,32 @@ class ClusterSpec(Frozen):
                 f"expect.members is {self.expect.members}"
                 f" but only {len(self.nodes)} nodes are listed"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _security_fits(self) -> Self:
+        if self.kind is Kind.ZOOKEEPER and self.tls is not None:
+            raise ValueError(
+                "tls: not for zookeeper: its probe reads the four-letter words in plaintext"
+            )
+        if self.tls is not None and self.tls.client_cert is not None:
+            ref = self.secrets.get(self.tls.client_cert)
+            if ref is None or ref.file is None:
+                raise ValueError(
+                    f"tls.client_cert: {self.tls.client_cert!r} must name a secret with a"
+                    " `file` reference (the PEM file of certificate and key)"
+                )
+        if self.auth is None:
+            return self
+        mechanism = self.auth.mechanism
+        if mechanism not in MECHANISMS[self.kind]:
+            allowed = ", ".join(m.value for m in MECHANISMS[self.kind])
+            raise ValueError(f"auth.mechanism: {self.kind.value} takes {allowed}, not {mechanism}")
+        if mechanism is AuthMechanism.MONGODB_X509:
+            if self.tls is None or self.tls.client_cert is None:
+                raise ValueError("auth.mechanism: MONGODB-X509 needs tls.client_cert")
+        elif missing := [name for name in ("username", "password") if name not in self.secrets]:
+            raise ValueError(f"auth: {mechanism} needs the secrets {' and '.join(missing)}")
         return self
 
     def node(self, node_id: str) -> NodeSpec:

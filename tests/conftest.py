@@ -7,6 +7,7 @@ saying how to fix it, rather than skipping them, so a green run always means the
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -20,7 +21,7 @@ from devstack.jvm import JvmCluster
 from devstack.kafka import KafkaCluster, claim_kafka
 from devstack.slots import Slot
 from devstack.temporal import temporal_binary
-from devstack.zookeeper import ZooKeeperEnsemble, claim_ensemble
+from devstack.zookeeper import ZooKeeperEnsemble, claim_ensemble, claim_sasl_ensemble
 from tests.helpers import TEST_TOPIC_PREFIX
 from tests.remediation_stage import Stage, open_stage
 from workflows import search_attributes
@@ -129,3 +130,16 @@ async def stage(
     """A cluster of the session ensemble with a core worker and a real agent per member."""
     async with open_stage(temporal_env, zk_healthy, tmp_path) as opened:
         yield opened
+
+
+@pytest.fixture(scope="session")
+def zk_sasl_ensemble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ZooKeeperEnsemble]:
+    """A 3-member ensemble that requires SASL DIGEST-MD5 logins, as the user `monitor` with
+    a password made for the session (`sasl_users`), started once per session.
+
+    It has slots of its own (127.0.0.17-19, then 27-29, ...): a test meant for it never
+    reaches the plain ensemble by mistake, nor the other way round.
+    """
+    users = {"monitor": f"pw-{uuid.uuid4().hex}"}
+    home = tmp_path_factory.mktemp("zk-sasl-home")
+    yield from serve(*claim_sasl_ensemble(home, "sasl", users), timeout=60)

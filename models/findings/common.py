@@ -46,6 +46,17 @@ def evaluate(spec: ClusterSpec, view: ClusterView) -> list[Finding]:
                     message=f"{node.node_id} answers but does not serve requests",
                 )
             )
+        if node.reachable and node.error is not None:
+            # Alive, and read, but it would not take our login: our secret, not the node,
+            # is what to fix, so no playbook answers this.
+            findings.append(
+                Finding(
+                    code="auth_failed",
+                    severity=Severity.WARNING,
+                    subject=node.node_id,
+                    message=f"{node.node_id} ({node.address}) answers, not to us: {node.error}",
+                )
+            )
     if view.quorum is False:
         findings.append(
             Finding(
