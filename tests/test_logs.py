@@ -468,10 +468,13 @@ def test_every_shape_of_a_secret_is_masked(
     assert out.count("***") == 5, out
 
 
-def test_the_event_stores_password_is_a_known_secret() -> None:
-    password = planted()
-    logs.configure(Settings(store_mongodb_uri=f"mongodb://app:{password}%40x@db1/"))
-    assert {f"{password}%40x", f"{password}@x"} <= known()
+def test_the_settings_secrets_are_known_ones() -> None:
+    password, key = planted(), planted()
+    logs.configure(
+        Settings(store_mongodb_uri=f"mongodb://app:{password}%40x@db1/", codec_key=f"k1:{key}")
+    )
+    assert {f"{password}%40x", f"{password}@x", key} <= known()
+    assert "k1" not in known()
 
 
 async def test_a_planted_secret_never_reaches_a_workers_log(

@@ -23,9 +23,9 @@ structlog's context variables while the activity runs: every line logged meanwhi
 them, a datastore client's included.
 
 Secrets never appear: every value read through activities/secrets.py, the password of the
-event store's MongoDB URI, the password of any `scheme://user:password@` URI and the value of
-any key named like a password, secret, token or credential become `***`, in the message,
-the exception and every key.
+event store's MongoDB URI, the payload key of REPLICANTE_CODEC_KEY, the password of any
+`scheme://user:password@` URI and the value of any key named like a password, secret, token
+or credential become `***`, in the message, the exception and every key.
 """
 
 from __future__ import annotations
@@ -141,6 +141,8 @@ def configure(settings: Settings) -> None:
         if password is not None:
             secrets.remember(password)
             secrets.remember(unquote(password))
+    if settings.codec_key is not None:
+        secrets.remember(settings.codec_key.partition(":")[2])  # ID:BASE64; the id is no secret
     root = logging.getLogger()
     if root.handlers:
         return
