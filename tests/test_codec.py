@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import os
 import secrets
 import signal
@@ -60,6 +61,7 @@ from worker.codec import (
     KeylessCodec,
     load_keys,
 )
+from worker.logs import LogFormat, formatter
 from worker.settings import REPO_ROOT, Settings, connect
 from workflows.monitor import ClusterMonitorWorkflow, workflow_id
 
@@ -121,6 +123,14 @@ async def test_keys_from_a_file_or_one_key_and_none_without_either(
     converter = Settings.from_env().data_converter()
     assert isinstance(converter.payload_codec, EncryptionCodec)
     assert converter.payload_converter_class is pydantic_data_converter.payload_converter_class
+
+
+def test_a_loaded_key_is_masked_in_the_logs(tmp_path: Path) -> None:
+    key = new_key()
+    load_keys(write_keys(tmp_path / "keys.yaml", "a", {"a": key}), None)
+    record = logging.LogRecord("t", logging.INFO, __file__, 1, f"pasted {key} by mistake", (), None)
+    line = formatter(LogFormat.JSON).format(record)
+    assert key not in line and "pasted *** by mistake" in line
 
 
 @pytest.mark.parametrize(

@@ -35,6 +35,7 @@ import yaml
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import PayloadCodec
 
+from activities.secrets import remember
 from models import SpecError
 
 if TYPE_CHECKING:
@@ -139,6 +140,8 @@ def _read_keys_file(path: Path) -> CodecKeys:
 
 
 def _decoded(source: str, key_id: str, encoded: str) -> bytes:
+    # Masked in this process's logs, however the key was given.
+    remember(encoded.strip())
     try:
         return b64decode(encoded.strip(), validate=True)
     except binascii.Error:
