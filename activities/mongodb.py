@@ -17,12 +17,16 @@ same way. While the watch holds links, the probe reads through the held clients 
 opening new ones each interval.
 
 A spec's secrets `username` and `password`, when it names them, authenticate every
-connection (authSource `admin`); the user needs the clusterMonitor role.
+connection (authSource `admin`, the mechanism `auth.mechanism` names or the server's
+choice); the user needs the clusterMonitor role. With `tls` every connection is TLS (the
+CA of `tls.ca_file`, the client certificate of the secret `tls.client_cert`), and
+`auth: {mechanism: MONGODB-X509}` logs in as that certificate's subject instead.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import threading
 import time
@@ -40,7 +44,7 @@ from activities.adapter import Adapter
 from activities.links import stop_all
 from activities.secrets import SecretUnavailable, read_secrets
 from activities.telemetry import probe_node, traced_probe
-from models import ClusterSpec, ClusterView, Kind, NodeStatus, Role, ShardStatus
+from models import AuthMechanism, ClusterSpec, ClusterView, Kind, NodeStatus, Role, ShardStatus
 from models.findings.mongodb import set_fact
 from models.view import FactValue
 
@@ -935,23 +939,64 @@ class _LinkWatch(monitoring.ServerHeartbeatListener, monitoring.ServerListener):
         pass
 
 
+Login = Mapping[str, Any]
+"""pymongo's keyword arguments for TLS and login."""
+
+
+def _readable(path: str, what: str) -> str:
+    # pymongo reads these files when a client is made: an unreadable one must be a node's
+    # error, not a probe that raises.
+    if not os.access(path, os.R_OK):
+        raise SecretUnavailable(f"{what}: cannot read {path}")
+    return path
+
+
+def login_of(spec: ClusterSpec) -> Login:
+    """TLS and login as the spec says, its secrets read now; raises SecretUnavailable.
+
+    >>> from models import parse_spec
+    >>> login_of(parse_spec({"cluster_id": "m", "kind": "mongodb",
+    ...     "nodes": [{"node_id": "m1", "address": "db1:27017"}],
+    ...     "tls": {}, "secrets": {"username": {"env": "PATH"}, "password": {"env": "PATH"}},
+    ...     "auth": {"mechanism": "SCRAM-SHA-256"}}))["authMechanism"]
+    'SCRAM-SHA-256'
+    """
+    login: dict[str, Any] = {}
+    if spec.tls is not None:
+        login["tls"] = True
+        if spec.tls.ca_file is not None:
+            login["tlsCAFile"] = _readable(spec.tls.ca_file, "tls.ca_file")
+        if spec.tls.client_cert is not None:
+            name = spec.tls.client_cert
+            file = spec.secrets[name].file  # the spec holds it to be a file reference
+            assert file is not None
+            login["tlsCertificateKeyFile"] = _readable(file, f"secret {name!r}")
+    mechanism = spec.auth.mechanism if spec.auth is not None else None
+    if mechanism is AuthMechanism.MONGODB_X509:
+        # The server takes the user from the certificate's subject.
+        return login | {"authMechanism": mechanism.value}
+    credentials = read_secrets(spec, "username", "password")
+    if "username" in credentials:
+        login |= {
+            "username": credentials["username"],
+            "password": credentials.get("password", ""),
+            "authSource": AUTH_SOURCE,
+        }
+        if mechanism is not None:
+            login["authMechanism"] = mechanism.value
+    return login
+
+
 def pinned_client(
     address: str,
     timeout: float,
-    credentials: Mapping[str, str],
+    login: Login,
     heartbeat_ms: int,
     listener: _LinkWatch | None = None,
 ) -> MongoClient[dict[str, Any]]:
     """A client pinned to one server: a replica set client would follow the primary and
     hide the very member it is meant to read."""
     ms = max(int(timeout * 1000), 1)
-    auth: dict[str, str] = {}
-    if "username" in credentials:
-        auth = {
-            "username": credentials["username"],
-            "password": credentials.get("password", ""),
-            "authSource": AUTH_SOURCE,
-        }
     return MongoClient(
         address,
         directConnection=True,
@@ -963,7 +1008,7 @@ def pinned_client(
         retryReads=False,
         retryWrites=False,
         event_listeners=[listener] if listener is not None else [],
-        **auth,  # type: ignore[arg-type]
+        **login,
     )
 
 
@@ -986,12 +1031,12 @@ class MongoDBAdapter(Adapter):
     async def probe(self, spec: ClusterSpec) -> ClusterView:
         observed_at = datetime.now(UTC)
         try:
-            credentials = read_secrets(spec, "username", "password")
+            login = login_of(spec)
         except SecretUnavailable as error:
             unread = {n.address: Reading(n.address, error=str(error)) for n in spec.nodes}
             return cluster_view(spec, unread, observed_at)
         addresses = [n.address for n in spec.nodes]
-        readings = await self._read_all(spec, addresses, credentials)
+        readings = await self._read_all(spec, addresses, login)
         # A mongos among the spec's nodes: its shards' and config servers' members next.
         dialled = {_key(a) for a in readings}
         routes = cluster_routes(readings.values())
@@ -999,11 +1044,11 @@ class MongoDBAdapter(Adapter):
             dict.fromkeys(h for route in routes for h in route.hosts if _key(h) not in dialled)
         )
         if members:
-            readings |= await self._read_all(spec, members, credentials)
+            readings |= await self._read_all(spec, members, login)
         return cluster_view(spec, readings, observed_at)
 
     async def _read_all(
-        self, spec: ClusterSpec, addresses: Sequence[str], credentials: Mapping[str, str]
+        self, spec: ClusterSpec, addresses: Sequence[str], login: Login
     ) -> dict[str, Reading]:
         # A member found through a mongos is named by its address, as in the view.
         names = {_key(n.address): n.node_id for n in spec.nodes}
@@ -1012,7 +1057,7 @@ class MongoDBAdapter(Adapter):
                 probe_node(
                     spec,
                     names.get(_key(a), a),
-                    self._read(a, spec.probe.timeout_s, credentials),
+                    self._read(a, spec.probe.timeout_s, login),
                     _failure,
                 )
                 for a in addresses
@@ -1020,13 +1065,13 @@ class MongoDBAdapter(Adapter):
         )
         return dict(zip(addresses, found, strict=True))
 
-    async def _read(self, address: str, timeout: float, credentials: Mapping[str, str]) -> Reading:
+    async def _read(self, address: str, timeout: float, login: Login) -> Reading:
         with self._lock:
             cached = self._clients
             client = cached.get(address) if cached is not None else None
             owned = client is None and cached is None
             if client is None:
-                client = pinned_client(address, timeout, credentials, PROBE_HEARTBEAT_MS)
+                client = pinned_client(address, timeout, login, PROBE_HEARTBEAT_MS)
                 if cached is not None:
                     cached[address] = client
         try:
@@ -1043,16 +1088,14 @@ class MongoDBAdapter(Adapter):
     @contextmanager
     def hold_links(self, spec: ClusterSpec, on_change: Callable[[], None]) -> Iterator[None]:
         try:
-            credentials = read_secrets(spec, "username", "password")
+            login = login_of(spec)
         except SecretUnavailable:
             # The probe reports the missing secret on every node; links could not log in.
             yield
             return
         watches = {node.address: _LinkWatch(on_change) for node in spec.nodes}
         clients = {
-            address: pinned_client(
-                address, spec.probe.timeout_s, credentials, LINK_HEARTBEAT_MS, watch
-            )
+            address: pinned_client(address, spec.probe.timeout_s, login, LINK_HEARTBEAT_MS, watch)
             for address, watch in watches.items()
         }
         with self._lock:

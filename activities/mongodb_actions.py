@@ -12,8 +12,13 @@ from pymongo.errors import AutoReconnect, NotPrimaryError, OperationFailure, PyM
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.mongodb import PROBE_HEARTBEAT_MS, ask_hello, describe_error, pinned_client
-from activities.secrets import read_secrets
+from activities.mongodb import (
+    PROBE_HEARTBEAT_MS,
+    ask_hello,
+    describe_error,
+    login_of,
+    pinned_client,
+)
 from models.remediation import NodeRequest
 
 STEP_DOWN_S = 60
@@ -35,7 +40,7 @@ async def step_down_primary(request: NodeRequest) -> str:
     """
     spec = request.spec
     node = spec.node(request.node_id)
-    credentials = read_secrets(spec, "username", "password")
+    login = login_of(spec)
     timeout = spec.probe.timeout_s
 
     def own_word(client: MongoClient[dict[str, Any]]) -> dict[str, Any]:
@@ -43,7 +48,7 @@ async def step_down_primary(request: NodeRequest) -> str:
             return ask_hello(client)
 
     def step_down() -> str:
-        client = pinned_client(node.address, timeout, credentials, PROBE_HEARTBEAT_MS)
+        client = pinned_client(node.address, timeout, login, PROBE_HEARTBEAT_MS)
         try:
             hello = own_word(client)
             if not hello.get("isWritablePrimary", hello.get("ismaster")):

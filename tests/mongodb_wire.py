@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import ssl
 import struct
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -55,6 +56,8 @@ class ReplayServer:
 
     `replies` maps command names, as the reply files name them, to replies. `garbage` is
     written to each connection instead of any reply; `hang` accepts and never answers.
+    With `tls` it speaks TLS only, and takes a MONGODB-X509 `authenticate` from a client
+    whose certificate the context verified, as the certificate's subject (`CN=...`).
 
     `replSetStepDown` is answered from `replies` too, after `step_down_wait_s` (a primary
     waits up to secondaryCatchUpPeriodSecs for a secondary to catch up). When that answer is
@@ -72,12 +75,14 @@ class ReplayServer:
         hang: bool = False,
         step_down_wait_s: float = 0.0,
         closes_on_step_down: bool = False,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.answer(replies or {})
         self.garbage = garbage
         self.hang = hang
         self.step_down_wait_s = step_down_wait_s
         self.closes_on_step_down = closes_on_step_down
+        self.tls = tls
         self.on_step_down: Callable[[], None] | None = None
         self.received: list[Mapping[str, Any]] = []
         """Every command received, in order (hello and isMaster included), as sent."""
@@ -99,7 +104,7 @@ class ReplayServer:
         return [next(iter(command)) for command in self.received]
 
     async def _start(self) -> str:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls)
         return f"127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
 
     def stop(self) -> None:
@@ -138,7 +143,7 @@ class ReplayServer:
                 if opcode != OP_MSG:
                     return
                 command = bson.decode(body[5:])  # flagBits, then a kind-0 section
-                reply = await self._answer(command)
+                reply = await self._answer(command, _subject(writer))
                 payload = struct.pack("<iB", 0, 0) + bson.encode(reply)
                 writer.write(
                     HEADER.pack(HEADER.size + len(payload), next(self._ids), request_id, OP_MSG)
@@ -156,7 +161,7 @@ class ReplayServer:
             with suppress(Exception):
                 writer.close()
 
-    async def _answer(self, command: Mapping[str, Any]) -> Mapping[str, Any]:
+    async def _answer(self, command: Mapping[str, Any], subject: str | None) -> Mapping[str, Any]:
         name = next(iter(command))
         self.received.append(command)
         if name.lower() in ("hello", "ismaster"):
@@ -165,6 +170,9 @@ class ReplayServer:
                 # wait is over; this one never changes.
                 await asyncio.sleep(min(command["maxAwaitTimeMS"] / 1000, MAX_AWAIT_S))
             return self._hello(name, command)
+        x509 = name == "authenticate" and command.get("mechanism") == "MONGODB-X509"
+        if x509 and subject is not None:
+            return {"ok": 1.0, "dbname": "$external", "user": subject}
         if name in ("saslStart", "saslContinue", "authenticate"):
             return AUTH_FAILED
         if name == "endSessions":
@@ -194,6 +202,15 @@ class ReplayServer:
         if command.get("helloOk"):
             modern["helloOk"] = True
         return modern
+
+
+def _subject(writer: asyncio.StreamWriter) -> str | None:
+    """`CN=<name>` of the client certificate TLS verified; None without one."""
+    certificate = writer.get_extra_info("peercert")
+    if not certificate:
+        return None
+    names = dict(pair for rdn in certificate["subject"] for pair in rdn)
+    return f"CN={names['commonName']}"
 
 
 @contextmanager
