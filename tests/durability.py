@@ -47,8 +47,10 @@ from worker.agent import AgentFiles
 from worker.settings import REPO_ROOT
 from workflows.remediation import RemediationWorkflow
 
-GAP_S = 1.0
-"""Between a restart's stop and its start: the window to kill something mid-step."""
+GAP_S = 2.5
+"""Between a restart's stop and its start: the window to kill something mid-step. 1 s was
+missed once on a loaded machine (the remediation had finished before the harness, busy
+reviving the worker it had just killed, looked again)."""
 POLL_S = 0.01
 """How often a position is looked for: a boundary between two steps may last 30 ms."""
 TASK_TIMEOUT = timedelta(seconds=3)
