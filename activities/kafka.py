@@ -33,6 +33,13 @@ tests/replies/kafka/):
 
 Brokers are matched to spec nodes by advertised host:port equal to `NodeSpec.address`;
 a broker that matches no node is named `broker-<id>` (a controller, `controller-<id>`).
+
+Security comes from the spec: `tls` makes the connections TLS (SSL), `auth` logs them in
+with SASL PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 and the secrets `username` and `password`
+(SASL_PLAINTEXT, or SASL_SSL with `tls`): SaslHandshake and SaslAuthenticate right after
+ApiVersions, kafka-python's SASL mechanisms computing the exchange. A broker that refuses
+the login, or whose certificate is not trusted, answered: it is reported reachable with
+the reason as its error (finding `auth_failed`), never as a broker down.
 """
 
 from __future__ import annotations
@@ -42,17 +49,20 @@ import collections
 import contextlib
 import errno
 import logging
+import os
 import selectors
 import socket
+import ssl
 import struct
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import kafka.errors as kafka_errors
+from kafka.net.sasl import get_sasl_mechanism
 from kafka.protocol.admin import (
     DescribeClusterRequest,
     DescribeConfigsRequest,
@@ -62,8 +72,10 @@ from kafka.protocol.broker_version_data import BrokerVersionData
 from kafka.protocol.consumer import ListOffsetsRequest
 from kafka.protocol.metadata import ApiVersionsRequest, MetadataRequest
 from kafka.protocol.parser import KafkaProtocol
+from kafka.protocol.sasl import SaslAuthenticateRequest, SaslHandshakeRequest
 
 from activities.adapter import Adapter
+from activities.secrets import SecretUnavailable, read_secrets
 from activities.telemetry import probe_node, traced_probe
 from models import ClusterSpec, ClusterView, Kind, NodeSpec, NodeStatus, Role, ShardStatus
 from models.view import FactValue
@@ -293,6 +305,8 @@ class NodeReading:
     described: DescribedCluster | None = None
     """Its DescribeCluster reply; None when unreachable or when the reply was an error."""
     reply_error: str | None = None
+    login_error: str | None = None
+    """Answered, but would not take our login (or TLS would not trust it)."""
 
 
 @dataclass(frozen=True)
@@ -360,10 +374,14 @@ def assemble(
 
     nodes = []
     for r in readings:
-        if r.error is not None:
+        if r.error is not None or r.login_error is not None:
             nodes.append(
                 NodeStatus(
-                    node_id=r.node.node_id, address=r.node.address, reachable=False, error=r.error
+                    node_id=r.node.node_id,
+                    address=r.node.address,
+                    reachable=r.error is None,
+                    version=r.version,
+                    error=r.error or r.login_error,
                 )
             )
             continue
@@ -493,6 +511,87 @@ class LinkClosed(ConnectionError):
     pass
 
 
+class LoginRefused(Exception):
+    """The broker answered, and refused the login; the message is the broker's reason."""
+
+
+@dataclass(frozen=True)
+class KafkaLogin:
+    """How to reach and log in to a cluster's brokers, from its spec; links are kept for as
+    long as it stays equal."""
+
+    tls: bool = False
+    ca_file: str | None = None
+    cert_file: str | None = None
+    """One PEM file of client certificate and key."""
+    mechanism: str | None = None
+    username: str | None = field(default=None, repr=False)
+    password: str | None = field(default=None, repr=False)
+
+    @property
+    def security_protocol(self) -> str:
+        sasl = "SASL_" if self.mechanism is not None else ""
+        return f"{sasl}{'SSL' if self.tls else 'PLAINTEXT'}"
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        if not self.tls:
+            return None
+        context = ssl.create_default_context(cafile=self.ca_file)
+        if self.cert_file is not None:
+            context.load_cert_chain(self.cert_file)
+        return context
+
+    def client_options(self) -> dict[str, Any]:
+        """kafka-python's keyword arguments for clients of this cluster.
+
+        >>> KafkaLogin(mechanism="PLAIN", username="u", password="p").client_options()
+        {'security_protocol': 'SASL_PLAINTEXT', 'sasl_mechanism': 'PLAIN', \
+'sasl_plain_username': 'u', 'sasl_plain_password': 'p'}
+        """
+        options: dict[str, Any] = {"security_protocol": self.security_protocol}
+        if self.tls:
+            options |= {"ssl_cafile": self.ca_file, "ssl_certfile": self.cert_file}
+        if self.mechanism is not None:
+            options |= {
+                "sasl_mechanism": self.mechanism,
+                "sasl_plain_username": self.username,
+                "sasl_plain_password": self.password,
+            }
+        return options
+
+
+PLAINTEXT = KafkaLogin()
+
+
+def _readable(path: str, what: str) -> str:
+    if not os.access(path, os.R_OK):
+        raise SecretUnavailable(f"{what}: cannot read {path}")
+    return path
+
+
+def login_of(spec: ClusterSpec, sasl: bool = True) -> KafkaLogin:
+    """The spec's TLS and (unless not `sasl`) login, its secrets read now; raises
+    SecretUnavailable."""
+    login = PLAINTEXT
+    if spec.tls is not None:
+        ca, cert = spec.tls.ca_file, spec.tls.client_cert
+        cert_file = spec.secrets[cert].file if cert is not None else None
+        login = KafkaLogin(
+            tls=True,
+            ca_file=_readable(ca, "tls.ca_file") if ca is not None else None,
+            cert_file=_readable(cert_file, f"secret {cert!r}") if cert_file else None,
+        )
+    if spec.auth is None or not sasl:
+        return login
+    secrets = read_secrets(spec, "username", "password")
+    return replace(
+        login,
+        mechanism=spec.auth.mechanism.value,
+        username=secrets["username"],
+        password=secrets["password"],
+    )
+
+
 def api_versions_request() -> Any:
     return ApiVersionsRequest(
         version=3, client_software_name=CLIENT_ID, client_software_version="1"
@@ -548,8 +647,8 @@ class Link:
     answer to a later request.
     """
 
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
+    def __init__(self, host: str, port: int, login: KafkaLogin = PLAINTEXT) -> None:
+        self.host, self.port, self.login = host, port, login
         self.versions: BrokerVersionData | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._parser: KafkaProtocol | None = None
@@ -579,6 +678,9 @@ class Link:
         await self._ensure_connected()
         return await self._send(request, max_version)
 
+    async def connect(self) -> None:
+        await self._ensure_connected()
+
     async def _ensure_connected(self) -> bool:
         """Connect if needed; True if this call made the connection."""
         if self._connecting is None:
@@ -586,16 +688,49 @@ class Link:
         async with self._connecting:
             if self._writer is not None:
                 return False
-            reader, writer = await asyncio.open_connection(self.host, self.port)
+            context = self.login.ssl_context()
+            reader, writer = await asyncio.open_connection(
+                self.host, self.port, ssl=context, server_hostname=self.host if context else None
+            )
             self._writer = writer
             self._parser = KafkaProtocol(client_id=CLIENT_ID, receive_message_max_bytes=MAX_FRAME)
             self._reader_task = asyncio.create_task(self._read(reader, writer))
             try:
                 self.versions = broker_versions(await self._send(api_versions_request(), None))
+                if self.login.mechanism is not None:
+                    await self._log_in(self.login.mechanism)
             except BaseException:
                 self.close()
                 raise
             return True
+
+    async def _log_in(self, name: str) -> None:
+        """SaslHandshake v1, then SaslAuthenticate until the mechanism is done: PLAIN takes
+        one round, SCRAM two (client-first/server-first, client-final/server-final)."""
+        handshake = await self._send(SaslHandshakeRequest(mechanism=name), 1)
+        if handshake.error_code:
+            offered = ", ".join(handshake.mechanisms) or "none"
+            raise LoginRefused(f"the broker offers SASL {offered}, not {name}")
+        mechanism = get_sasl_mechanism(name)(
+            host=self.host,
+            sasl_mechanism=name,
+            sasl_plain_username=self.login.username,
+            sasl_plain_password=self.login.password,
+            security_protocol=self.login.security_protocol,
+        )
+        while not mechanism.is_done():
+            reply = await self._send(
+                SaslAuthenticateRequest(auth_bytes=mechanism.auth_bytes()), None
+            )
+            if reply.error_code:
+                why = reply.error_message or kafka_errors.for_code(reply.error_code).__name__
+                raise LoginRefused(why)
+            try:
+                mechanism.receive(reply.auth_bytes)
+            except ValueError as error:  # SCRAM: the server did not prove it knows us
+                raise LoginRefused(f"SASL {name}: {error}") from None
+        if not mechanism.is_authenticated():
+            raise LoginRefused(f"SASL {name} did not complete")
 
     async def _send(self, request: Any, max_version: int | None) -> Any:
         writer, parser = self._writer, self._parser
@@ -656,8 +791,9 @@ class Link:
 class ClusterClient:
     """The links to one cluster's brokers, kept across probes, and what is cached."""
 
-    def __init__(self) -> None:
+    def __init__(self, login: KafkaLogin = PLAINTEXT) -> None:
         self.loop = asyncio.get_running_loop()
+        self.login = login
         self.links: dict[str, Link] = {}
         self.addresses: dict[int, str] = {}
         self.min_isr: dict[str, int] = {}
@@ -683,7 +819,7 @@ class ClusterClient:
         key = f"{address(host, port)}#{purpose}"
         link = self.links.get(key)
         if link is None:
-            link = self.links[key] = Link(host, port)
+            link = self.links[key] = Link(host, port, self.login)
         return link
 
     def retain(self, nodes: set[str]) -> None:
@@ -711,17 +847,22 @@ class ClusterClient:
 _clients: dict[str, ClusterClient] = {}
 
 
-def client_for(cluster_id: str) -> ClusterClient:
-    """The cluster's client on the running loop; clients idle for long are dropped."""
+def client_for(cluster_id: str, login: KafkaLogin = PLAINTEXT) -> ClusterClient:
+    """The cluster's client on the running loop; clients idle for long are dropped, and so
+    is one logged in otherwise (a secret that changed)."""
     loop = asyncio.get_running_loop()
     now = time.monotonic()
     for key, idle in list(_clients.items()):
-        if idle.loop is not loop or now - idle.used_at > CLIENT_IDLE_S:
+        if (
+            idle.loop is not loop
+            or now - idle.used_at > CLIENT_IDLE_S
+            or (key == cluster_id and idle.login != login)
+        ):
             del _clients[key]
             idle.close()
     client = _clients.get(cluster_id)
     if client is None:
-        client = _clients[cluster_id] = ClusterClient()
+        client = _clients[cluster_id] = ClusterClient(login)
     client.used_at = now
     return client
 
@@ -743,6 +884,11 @@ async def _check_node(client: ClusterClient, node: NodeSpec, timeout: float) -> 
             started = time.perf_counter()
             reply = await link.request(describe_cluster_request())
             latency_ms = round((time.perf_counter() - started) * 1000, 3)
+    except LoginRefused as e:
+        return NodeReading(node, version=link.version, login_error=f"authentication failed: {e}")
+    except ssl.SSLCertVerificationError as e:
+        # It answered TLS with a certificate we do not trust: our CA, not a broker down.
+        return NodeReading(node, login_error=f"TLS: certificate verify failed: {e.verify_message}")
     except FAILURES as e:
         if not isinstance(e, kafka_errors.IncompatibleBrokerVersion):
             return NodeReading(node, error=describe_error(e, timeout))
@@ -753,6 +899,16 @@ async def _check_node(client: ClusterClient, node: NodeSpec, timeout: float) -> 
     except KafkaReplyError as e:
         return NodeReading(node, latency_ms=latency_ms, version=link.version, reply_error=str(e))
     return NodeReading(node, latency_ms=latency_ms, version=link.version, described=described)
+
+
+async def _answers(client: ClusterClient, node: NodeSpec, timeout: float, why: str) -> NodeReading:
+    link = client.link(node.host, node.port)
+    try:
+        async with asyncio.timeout(timeout):
+            await link.connect()  # ApiVersions, no login
+    except FAILURES as e:
+        return NodeReading(node, error=describe_error(e, timeout))
+    return NodeReading(node, version=link.version, login_error=why)
 
 
 def offsets_request(partitions: Iterable[Partition], replica_id: int) -> Any:
@@ -1123,7 +1279,11 @@ class KafkaAdapter(Adapter):
     async def probe(self, spec: ClusterSpec) -> ClusterView:
         observed_at = datetime.now(UTC)
         timeout = spec.probe.timeout_s
-        client = client_for(spec.cluster_id)
+        try:
+            login = login_of(spec)
+        except SecretUnavailable as error:
+            return await self._answers_only(spec, observed_at, f"authentication failed: {error}")
+        client = client_for(spec.cluster_id, login)
         deadline = asyncio.get_running_loop().time() + timeout
         checks = [
             asyncio.create_task(
@@ -1145,8 +1305,35 @@ class KafkaAdapter(Adapter):
             spec, observed_at, readings, cluster, client.addresses, last_voters=client.voters
         )
 
+    async def _answers_only(
+        self, spec: ClusterSpec, observed_at: datetime, unread: str
+    ) -> ClusterView:
+        """Without the secrets to log in, whether each broker answers ApiVersions (which
+        Kafka takes before any login) is still worth knowing: a missing password must not
+        read as brokers down."""
+        timeout = spec.probe.timeout_s
+        try:
+            login = login_of(spec, sasl=False)
+        except SecretUnavailable:
+            # Not even TLS: nothing can be asked.
+            readings = [NodeReading(n, error=unread) for n in spec.nodes]
+        else:
+            client = client_for(spec.cluster_id, login)
+            readings = await asyncio.gather(
+                *(
+                    probe_node(spec, n.node_id, _answers(client, n, timeout, unread), _error)
+                    for n in spec.nodes
+                )
+            )
+        return assemble(spec, observed_at, readings, None, {})
+
     @contextlib.contextmanager
     def hold_links(self, spec: ClusterSpec, on_change: Callable[[], None]) -> Iterator[None]:
+        if spec.tls is not None:
+            # The holder's links speak plain TCP (a SASL listener answers their ApiVersions
+            # before any login; a TLS one would not): with TLS, crashes are seen by the probe.
+            yield
+            return
         holder = LinkHolder(spec.nodes, on_change, connect_timeout=spec.probe.timeout_s)
         holder.start()
         try:

@@ -10,7 +10,7 @@ from kafka.errors import KafkaError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.kafka import KafkaAdapter
+from activities.kafka import KafkaAdapter, login_of
 from models import ClusterSpec
 from models.findings.kafka import movable_to_preferred
 
@@ -30,12 +30,16 @@ async def elect_preferred_leaders(spec: ClusterSpec) -> int:
         wanted[topic].append(int(partition))
     if not wanted:
         return 0
+    # The probe read the same secrets: had they been unreadable, it would have seen no
+    # partitions to move.
+    login = login_of(spec)
 
     def elect() -> None:
         admin = KafkaAdminClient(
             bootstrap_servers=[n.address for n in spec.nodes],
             request_timeout_ms=int(spec.probe.timeout_s * 5000),
             client_id="replicante-remediation",
+            **login.client_options(),
         )
         try:
             admin.elect_leaders(PREFERRED, dict(wanted), timeout_ms=30_000)

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,9 +111,17 @@ class ClusterView:
     """The KRaft quorum leader, which is the active controller; None while there is none."""
 
 
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
 class KafkaCluster(JvmCluster):
     """Brokers are numbered 1..N, which are their KRaft node ids; broker n runs on ips[n-1]
-    in <home>/kafka/<name>/<n>/ (its log dirs in data/)."""
+    in <home>/kafka/<name>/<n>/ (its log dirs in data/).
+
+    With `sasl_users` (user -> password) clients log in on `port` (SASL_PLAINTEXT, with
+    PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 as any of them), and the brokers talk among
+    themselves, and devstack to them, on a plaintext listener of `port + 2`.
+    """
 
     service = "kafka"
     product = "Kafka"
@@ -132,19 +141,58 @@ class KafkaCluster(JvmCluster):
         heap_mb: int = 256,
         jars: Path | None = None,
         java: str | None = None,
+        sasl_users: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(home, name, ips, heap_mb, jars, java)
         self.port = port
         self.controller_port = controller_port
+        self.sasl_users = dict(sasl_users or {})
+        self.admin_port = port + 2 if self.sasl_users else port
+        """Where devstack itself asks: no login there."""
 
     @property
     def ports(self) -> tuple[int, ...]:
-        return (self.port, self.controller_port)
+        return tuple(dict.fromkeys((self.port, self.controller_port, self.admin_port)))
 
     @property
     def bootstrap(self) -> str:
         """All brokers, comma-separated, as kafka-python's `bootstrap_servers` takes them."""
         return ",".join(self.addresses)
+
+    def _listeners(self, ip: str) -> list[str]:
+        if not self.sasl_users:
+            return [
+                f"listeners=PLAINTEXT://{ip}:{self.port},CONTROLLER://{ip}:{self.controller_port}",
+                f"advertised.listeners=PLAINTEXT://{ip}:{self.port}",
+                "inter.broker.listener.name=PLAINTEXT",
+                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            ]
+        plain = "org.apache.kafka.common.security.plain.PlainLoginModule required " + " ".join(
+            f'user_{user}="{secret}"' for user, secret in self.sasl_users.items()
+        )
+        scram = "org.apache.kafka.common.security.scram.ScramLoginModule required"
+        client, internal = f"CLIENT://{ip}:{self.port}", f"INTERNAL://{ip}:{self.admin_port}"
+        return [
+            f"listeners={client},{internal},CONTROLLER://{ip}:{self.controller_port}",
+            f"advertised.listeners={client},{internal}",
+            "inter.broker.listener.name=INTERNAL",
+            "listener.security.protocol.map="
+            "CLIENT:SASL_PLAINTEXT,INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            f"listener.name.client.sasl.enabled.mechanisms={','.join(SASL_MECHANISMS)}",
+            f"listener.name.client.plain.sasl.jaas.config={plain};",
+            f"listener.name.client.scram-sha-256.sasl.jaas.config={scram};",
+            f"listener.name.client.scram-sha-512.sasl.jaas.config={scram};",
+        ]
+
+    def _scram_users(self) -> list[str]:
+        """The storage tool's flags that store each user's SCRAM credentials (KRaft keeps
+        them in the metadata log, written at format time)."""
+        return [
+            flag
+            for user, secret in self.sasl_users.items()
+            for mechanism in SASL_MECHANISMS[1:]
+            for flag in ("--add-scram", f"{mechanism}=[name={user},password={secret}]")
+        ]
 
     def _jvm_options(self, n: int) -> list[str]:
         return [f"-Dlog4j2.configurationFile={self.member_dir(n) / 'log4j2.xml'}"]
@@ -201,7 +249,7 @@ class KafkaCluster(JvmCluster):
             self._write_config(n)
             argv = [java, *jvm_flags(128), *self._jvm_options(n), "-cp", f"{self.jars}/*"]
             argv += [STORAGE_TOOL, "format", "--cluster-id", cluster_id]
-            argv += ["--config", str(self._config(n)), "--ignore-formatted"]
+            argv += ["--config", str(self._config(n)), "--ignore-formatted", *self._scram_users()]
             runs[n] = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         for n, run in runs.items():
             output, _ = run.communicate(timeout=60)
@@ -220,15 +268,14 @@ class KafkaCluster(JvmCluster):
             f"{m}@{voter_ip}:{self.controller_port}"
             for m, voter_ip in zip(self.members, self.ips, strict=True)
         )
+        # A cluster of one broker (enough to try logins on) cannot keep three copies.
+        replicas, min_isr = min(3, len(self.ips)), min(2, len(self.ips))
         lines = [
             "process.roles=broker,controller",
             f"node.id={n}",
             f"controller.quorum.voters={voters}",
-            f"listeners=PLAINTEXT://{ip}:{self.port},CONTROLLER://{ip}:{self.controller_port}",
-            f"advertised.listeners=PLAINTEXT://{ip}:{self.port}",
+            *self._listeners(ip),
             "controller.listener.names=CONTROLLER",
-            "inter.broker.listener.name=PLAINTEXT",
-            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             f"log.dirs={member / 'data'}",
             # A broker that stops heartbeating is fenced after 3 s (default 9 s), and a
             # replica that stops fetching leaves the ISR after 5 s (default 30 s): a fault
@@ -238,11 +285,11 @@ class KafkaCluster(JvmCluster):
             "replica.lag.time.max.ms=5000",
             # Production-like durability: with one broker down an acks=all write still
             # succeeds, with two it is refused. Internal topics alike.
-            "default.replication.factor=3",
-            "min.insync.replicas=2",
-            "offsets.topic.replication.factor=3",
-            "transaction.state.log.replication.factor=3",
-            "transaction.state.log.min.isr=2",
+            f"default.replication.factor={replicas}",
+            f"min.insync.replicas={min_isr}",
+            f"offsets.topic.replication.factor={replicas}",
+            f"transaction.state.log.replication.factor={replicas}",
+            f"transaction.state.log.min.isr={min_isr}",
             # 50 partitions each (the defaults) are 150 replicas per topic to create on the
             # first consumer group or transaction: seconds of work on two cores.
             "offsets.topic.num.partitions=3",
@@ -252,7 +299,9 @@ class KafkaCluster(JvmCluster):
             # A group's first consumer gets its partitions at once, not after 3 s.
             "group.initial.rebalance.delay.ms=0",
         ]
-        self._config(n).write_text("\n".join(lines) + "\n")
+        config = self._config(n)
+        config.touch(mode=0o600)  # the users' passwords, with SASL
+        config.write_text("\n".join(lines) + "\n")
 
     # --- metadata --------------------------------------------------------------------------
 
@@ -268,11 +317,15 @@ class KafkaCluster(JvmCluster):
         """
         ms = int(timeout * 1000)
         return KafkaAdminClient(
-            bootstrap_servers=[self.addresses[n - 1] for n in self._serving()] or self.addresses,
+            bootstrap_servers=[self._admin_address(n) for n in self._serving()]
+            or [self._admin_address(n) for n in self.members],
             client_id="devstack",
             bootstrap_timeout_ms=ms,
             request_timeout_ms=ms,
         )
+
+    def _admin_address(self, n: int) -> str:
+        return f"{self.ips[n - 1]}:{self.admin_port}"
 
     def view(self, n: int | None = None, timeout: float = 1.0) -> ClusterView | None:
         """The cluster's brokers and active controller as broker n sees them, or (n None)
@@ -288,8 +341,8 @@ class KafkaCluster(JvmCluster):
 
     def _view(self, n: int, timeout: float) -> ClusterView | None:
         ip = self.ips[n - 1]
-        cluster = ask(ip, self.port, describe_cluster_request(), timeout)
-        quorum = ask(ip, self.port, describe_quorum_request(), timeout)
+        cluster = ask(ip, self.admin_port, describe_cluster_request(), timeout)
+        quorum = ask(ip, self.admin_port, describe_quorum_request(), timeout)
         if cluster is None or quorum is None or cluster.error_code != 0:
             return None
         brokers = {b.broker_id: b.is_fenced for b in cluster.brokers}
@@ -340,7 +393,7 @@ class KafkaCluster(JvmCluster):
         """Partitions ("topic/n") with fewer in-sync replicas than replicas, as the first
         running, unpaused broker that answers knows them; None if none answers."""
         for n in self._serving():
-            reply = ask(self.ips[n - 1], self.port, metadata_request(), timeout)
+            reply = ask(self.ips[n - 1], self.admin_port, metadata_request(), timeout)
             if reply is not None:
                 return sorted(
                     f"{topic.name}/{p.partition_index}"
@@ -380,6 +433,21 @@ class KafkaCluster(JvmCluster):
             if topic["error_code"] not in (0, TopicAlreadyExistsError.errno):
                 raise RuntimeError(f"creating Kafka topic {name!r}: {topic['error_message']}")
             admin.wait_for_topics([name], timeout_ms=int(timeout * 1000))
+
+
+def claim_sasl_kafka(
+    home: Path, name: str, users: Mapping[str, str], jars: Path | None = None
+) -> tuple[KafkaCluster, Slot]:
+    """A 1-broker cluster (not started) that wants SASL logins as `users`, on the first IP
+    of slot n of its own kind, 127.0.0.(10n+17): the IPs of the SASL ZooKeeper slots, on
+    Kafka's ports."""
+    return claim_cluster(
+        "kafka-sasl-test",
+        home,
+        name,
+        lambda h, nm, ips: KafkaCluster(h, nm, ips[:1], jars=jars, sasl_users=users),
+        first_ip=7,
+    )
 
 
 def claim_kafka(home: Path, name: str, jars: Path | None = None) -> tuple[KafkaCluster, Slot]:

@@ -18,7 +18,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from devstack.jvm import JvmCluster
-from devstack.kafka import KafkaCluster, claim_kafka
+from devstack.kafka import KafkaCluster, claim_kafka, claim_sasl_kafka
 from devstack.slots import Slot
 from devstack.temporal import temporal_binary
 from devstack.zookeeper import ZooKeeperEnsemble, claim_ensemble, claim_sasl_ensemble
@@ -143,3 +143,13 @@ def zk_sasl_ensemble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ZooKe
     users = {"monitor": f"pw-{uuid.uuid4().hex}"}
     home = tmp_path_factory.mktemp("zk-sasl-home")
     yield from serve(*claim_sasl_ensemble(home, "sasl", users), timeout=60)
+
+
+@pytest.fixture(scope="session")
+def kafka_sasl_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
+    """A 1-broker KRaft cluster whose client listener wants SASL logins (PLAIN,
+    SCRAM-SHA-256, SCRAM-SHA-512) as the user `monitor` with a password made for the
+    session (`sasl_users`), started once per session on slots of its own."""
+    users = {"monitor": f"pw-{uuid.uuid4().hex}"}
+    home = tmp_path_factory.mktemp("kafka-sasl-home")
+    yield from serve(*claim_sasl_kafka(home, "sasl", users), timeout=90)
