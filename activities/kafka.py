@@ -561,6 +561,7 @@ class KafkaLogin:
 
 
 PLAINTEXT = KafkaLogin()
+MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
 def _readable(path: str, what: str) -> str:

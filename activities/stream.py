@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
@@ -23,7 +23,9 @@ from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 from temporalio import activity
 
-from models import Event, RelayReport, RelayRequest
+from activities.kafka import MECHANISMS, PLAINTEXT, KafkaLogin
+from activities.secrets import remember
+from models import Event, RelayReport, RelayRequest, SpecError
 from store import EventStore
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,39 @@ class StreamSettings:
     """How long one publish may wait for acks before the relay calls Kafka down."""
     poll_s: float = 0.2
     """How often an idle relay looks for new events in the store."""
+    login: KafkaLogin = PLAINTEXT
+    """TLS and SASL to the brokers (`login_from_env`)."""
+
+
+ENV = "REPLICANTE_EVENTS_KAFKA_"
+
+
+def login_from_env(env: Mapping[str, str]) -> KafkaLogin:
+    """The stream's TLS and login: REPLICANTE_EVENTS_KAFKA_SASL_MECHANISM (PLAIN,
+    SCRAM-SHA-256, SCRAM-SHA-512) with _USERNAME and _PASSWORD; TLS with
+    REPLICANTE_EVENTS_KAFKA_TLS=1 (the system's roots), _TLS_CA, or _TLS_CERT (one PEM
+    of client certificate and key). SpecError for an unknown mechanism.
+
+    >>> login_from_env({"REPLICANTE_EVENTS_KAFKA_TLS_CA": "/etc/ca.pem"})
+    KafkaLogin(tls=True, ca_file='/etc/ca.pem', cert_file=None, mechanism=None)
+    """
+    ca, cert = env.get(f"{ENV}TLS_CA") or None, env.get(f"{ENV}TLS_CERT") or None
+    tls = bool(ca or cert) or env.get(f"{ENV}TLS", "").lower() in ("1", "true", "yes", "on")
+    mechanism = env.get(f"{ENV}SASL_MECHANISM") or None
+    if mechanism is None:
+        return KafkaLogin(tls=tls, ca_file=ca, cert_file=cert)
+    if mechanism not in MECHANISMS:
+        raise SpecError(f"{ENV}SASL_MECHANISM={mechanism}: use one of {', '.join(MECHANISMS)}")
+    password = env.get(f"{ENV}PASSWORD", "")
+    remember(password)
+    return KafkaLogin(
+        tls=tls,
+        ca_file=ca,
+        cert_file=cert,
+        mechanism=mechanism,
+        username=env.get(f"{ENV}USERNAME", ""),
+        password=password,
+    )
 
 
 class PublishError(Exception):
@@ -65,6 +100,7 @@ class KafkaPublisher:
             "bootstrap_servers": settings.bootstrap.split(","),
             "request_timeout_ms": timeout_ms,
             "client_id": "replicante-events",
+            **settings.login.client_options(),
         }
         try:
             self._producer = KafkaProducer(

@@ -344,6 +344,7 @@ def event_stream(settings: Settings) -> list[Check]:
             client_id="replicante-doctor",
             bootstrap_timeout_ms=ms,
             request_timeout_ms=ms,
+            **stream.login.client_options(),
         )
     except KafkaError as error:
         return [

@@ -29,6 +29,7 @@ def from_topic(
         group_id=None,
         enable_auto_commit=False,
         client_id="replicante-follow",
+        **stream.login.client_options(),
     )
     try:
         tps = [

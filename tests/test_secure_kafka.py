@@ -3,19 +3,23 @@ and the secrets `username` and `password`, SASL_PLAINTEXT), on a real 1-broker K
 cluster whose client listener wants them: the adapter's own protocol path logs in with each
 mechanism; a wrong or missing password is an observation on the broker (reachable,
 `auth_failed`), never a broker down; kafka-python clients (the remediation's admin client)
-get the same login from the spec."""
+get the same login from the spec, and the event stream's from REPLICANTE_EVENTS_KAFKA_*."""
 
 from __future__ import annotations
 
+import doctest
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from kafka import KafkaAdminClient
 
+from activities import stream
 from activities.kafka import KafkaAdapter, KafkaLogin, login_of
+from activities.stream import KafkaPublisher, StreamSettings, login_from_env
 from devstack.kafka import KafkaCluster
-from models import ClusterSpec, Role, evaluate, parse_spec
+from models import ClusterSpec, Event, Role, SpecError, evaluate, parse_spec
 
 USER = "monitor"
 
@@ -115,3 +119,51 @@ def test_kafka_python_clients_log_in_as_the_spec_says(
         assert len(admin.describe_cluster()["brokers"]) == 1
     finally:
         admin.close()
+
+
+def test_the_event_stream_publishes_and_reads_back_with_a_login(
+    kafka_sasl_cluster: KafkaCluster,
+) -> None:
+    """The relay's producer, admin client and read-back consumer, logged in from
+    REPLICANTE_EVENTS_KAFKA_* as a worker reads them."""
+    login = login_from_env(
+        {
+            "REPLICANTE_EVENTS_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+            "REPLICANTE_EVENTS_KAFKA_USERNAME": USER,
+            "REPLICANTE_EVENTS_KAFKA_PASSWORD": kafka_sasl_cluster.sasl_users[USER],
+        }
+    )
+    settings = StreamSettings(
+        bootstrap=kafka_sasl_cluster.bootstrap,
+        topic=f"test.events.{uuid.uuid4().hex[:8]}",
+        login=login,
+    )
+    events = [
+        Event(
+            event_id=f"sasl/{n}",
+            cluster_id="sasl",
+            type="test.numbered",
+            at=datetime.now(UTC),
+            message=f"event {n}",
+        )
+        for n in range(3)
+    ]
+    publisher = KafkaPublisher(settings)
+    try:
+        publisher.ensure_topic(partitions=1)
+        publisher.publish(events)
+        assert publisher.already_there({e.event_id for e in events} | {"sasl/9"}) == {
+            e.event_id for e in events
+        }
+    finally:
+        publisher.close()
+
+
+def test_doctests() -> None:
+    result = doctest.testmod(stream)
+    assert result.attempted and not result.failed
+
+
+def test_an_unknown_stream_mechanism_is_one_line() -> None:
+    with pytest.raises(SpecError, match="SASL_MECHANISM=GSSAPI: use one of PLAIN, SCRAM"):
+        login_from_env({"REPLICANTE_EVENTS_KAFKA_SASL_MECHANISM": "GSSAPI"})

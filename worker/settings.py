@@ -52,9 +52,11 @@ class Settings:
             return None
         # Imported here: the stream's settings live beside its relay, which loads
         # kafka-python; a node agent or a CLI call that does not stream must not pay for it.
-        from activities.stream import StreamSettings
+        from activities.stream import StreamSettings, login_from_env
 
-        return StreamSettings(bootstrap=self.events_kafka, topic=self.events_topic)
+        return StreamSettings(
+            bootstrap=self.events_kafka, topic=self.events_topic, login=login_from_env(os.environ)
+        )
 
     def data_converter(self) -> DataConverter:
         """The pydantic converter with the payload codec of these settings: encrypting with
