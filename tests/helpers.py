@@ -4,6 +4,7 @@ stored events, and worker processes."""
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import socket
 import subprocess
@@ -22,6 +23,7 @@ from temporalio.client import Client, WorkflowHandle
 
 from activities.stream import KafkaPublisher, StreamSettings
 from client.cli import main
+from devstack.home import jars_dir
 from devstack.kafka import KafkaCluster
 from devstack.zookeeper import ZooKeeperEnsemble
 from models import ClusterSpec, Event, MonitorInput, parse_spec
@@ -318,3 +320,19 @@ async def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> Run:
         code = exit.code if isinstance(exit.code, int) else 2
     out, err = capsys.readouterr()
     return Run(code, out, err)
+
+
+def process_env(client: Client, tmp_path: Path, **extra: str) -> dict[str, str]:
+    """What a `python -m worker` or CLI process of a test reads: this Temporal server, its
+    own home and store, the ZooKeeper jars (an agent's start command needs them), and no log
+    setting from the caller's environment; `extra` on top (a task queue, a secret, ...)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REPLICANTE_LOG_")}
+    env.update(
+        REPLICANTE_TEMPORAL_ADDRESS=client.service_client.config.target_host,
+        REPLICANTE_NAMESPACE=client.namespace,
+        REPLICANTE_HOME=str(tmp_path / "home"),
+        REPLICANTE_STORE=str(tmp_path / "events.db"),
+        REPLICANTE_JARS=str(jars_dir().parent),
+        **extra,
+    )
+    return env

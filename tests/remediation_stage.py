@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
 from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -23,7 +24,7 @@ from models.agent import parse_agent_config
 from models.remediation import RemediationInput, RemediationStatus
 from store import EventQuery, SQLiteEventStore
 from tests.helpers import zk_spec
-from worker.agent import agent_worker
+from worker.agent import AgentFiles, agent_worker
 from worker.core import core_worker
 from workflows.remediation import RemediationWorkflow
 
@@ -113,6 +114,20 @@ def member_agent_config(
         "node_id": node_id,
         "actions": {"start": [*argv, "start"], "restart": [*argv, "restart"]},
     }
+
+
+def follower_agent(zk: ZooKeeperEnsemble, spec: ClusterSpec, tmp_path: Path) -> tuple[int, str]:
+    """A follower of `zk` and its agent's node id, whose config is written where
+    `replicante agent` in home `tmp_path/home` finds it (its effects count in
+    `tmp_path/starts.log`)."""
+    n = next(m for m in zk.members if m != zk.leader())
+    agent = spec.nodes[n - 1].agent
+    assert agent is not None
+    config = AgentFiles.of(tmp_path / "home", agent).config
+    config.parent.mkdir(parents=True)
+    starts = tmp_path / "starts.log"
+    config.write_text(yaml.safe_dump(member_agent_config(zk, agent, n, tmp_path, starts)))
+    return n, agent
 
 
 def member_agents(

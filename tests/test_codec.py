@@ -36,7 +36,6 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from client.codec_server import TOKENS_ENV
-from devstack.home import jars_dir
 from devstack.temporal import temporal_binary
 from devstack.zookeeper import ZooKeeperEnsemble
 from models import ClusterSpec, MonitorInput, Policy, SecretRef, SpecError
@@ -44,15 +43,15 @@ from store import SQLiteEventStore
 from tests.helpers import (
     closed_port_address,
     of_type,
+    process_env,
     run_cli,
     spec_of,
     wait_for_event,
     worker_processes,
     zk_spec,
 )
-from tests.remediation_stage import member_agent_config, own_agents
+from tests.remediation_stage import follower_agent, own_agents
 from tests.test_imports import CLI
-from worker.agent import AgentFiles
 from worker.codec import (
     ENCODING,
     KEY_ID,
@@ -282,27 +281,11 @@ async def test_worker_agent_and_cli_encrypt_every_payload_and_rotate_keys(
     )
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(yaml.safe_dump(spec.model_dump(mode="json")))
-    n = next(m for m in zk_healthy.members if m != zk_healthy.leader())
-    agent = spec.nodes[n - 1].agent
-    assert agent is not None
-    home = tmp_path / "home"
-    config = AgentFiles.of(home, agent).config
-    config.parent.mkdir(parents=True)
-    starts = tmp_path / "starts.log"
-    config.write_text(yaml.safe_dump(member_agent_config(zk_healthy, agent, n, tmp_path, starts)))
+    n, agent = follower_agent(zk_healthy, spec, tmp_path)
     old, new = new_key(), new_key()
     keys_file = write_keys(tmp_path / "keys.yaml", "2026-01", {"2026-01": old})
-    plain_env = {
-        **os.environ,
-        "REPLICANTE_TEMPORAL_ADDRESS": raw_client.service_client.config.target_host,
-        "REPLICANTE_NAMESPACE": raw_client.namespace,
-        "REPLICANTE_TASK_QUEUE": f"q-{cid}",
-        "REPLICANTE_STORE": str(tmp_path / "events.db"),
-        "REPLICANTE_HOME": str(home),
-        # The agent's start command finds the ZooKeeper jars there, not in the test's home.
-        "REPLICANTE_JARS": str(jars_dir().parent),
-        secret_env: secret,
-    }
+    plain_env = process_env(raw_client, tmp_path, REPLICANTE_TASK_QUEUE=f"q-{cid}")
+    plain_env[secret_env] = secret
     env = {**plain_env, "REPLICANTE_CODEC_KEYS": str(keys_file)}
     remediation = f"remediate/{cid}/node_down/zk{n}"
     store = SQLiteEventStore(tmp_path / "events.db")

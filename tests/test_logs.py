@@ -48,7 +48,7 @@ from models import (
     agent_task_queue,
 )
 from store import SQLiteEventStore
-from tests.helpers import of_type, wait_for_event, worker_processes, zk_spec
+from tests.helpers import of_type, process_env, wait_for_event, worker_processes, zk_spec
 from worker import logs
 from worker.settings import REPO_ROOT, Settings
 from workflows.monitor import ClusterMonitorWorkflow, workflow_id
@@ -62,21 +62,6 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 def test_doctests() -> None:
     result = doctest.testmod(logs)
     assert result.failed == 0 and result.attempted > 0
-
-
-def process_env(temporal_env: WorkflowEnvironment, tmp_path: Path, **extra: str) -> dict[str, str]:
-    """What a `python -m worker` process of the test reads: this Temporal server, its own
-    home, store and task queue, and no log setting from the caller's environment."""
-    client = temporal_env.client
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REPLICANTE_LOG_")}
-    env.update(
-        REPLICANTE_TEMPORAL_ADDRESS=client.service_client.config.target_host,
-        REPLICANTE_NAMESPACE=client.namespace,
-        REPLICANTE_HOME=str(tmp_path / "home"),
-        REPLICANTE_STORE=str(tmp_path / "events.db"),
-        **extra,
-    )
-    return env
 
 
 def json_lines(path: Path) -> list[Line]:
@@ -120,7 +105,7 @@ async def test_a_core_worker_writes_json_lines_that_say_what_each_is_about(
     queue = f"q-{cid}"
     # No REPLICANTE_LOG_FORMAT: its output is a file, so JSON it must be.
     env = process_env(
-        temporal_env, tmp_path, REPLICANTE_TASK_QUEUE=queue, REPLICANTE_LOG_LEVEL="debug"
+        temporal_env.client, tmp_path, REPLICANTE_TASK_QUEUE=queue, REPLICANTE_LOG_LEVEL="debug"
     )
     out = tmp_path / "worker-0.log"
     store = SQLiteEventStore(tmp_path / "events.db")
@@ -211,7 +196,7 @@ async def test_an_agents_lines_name_its_node_and_the_step(
     cid = f"logs-{uuid.uuid4().hex[:6]}"
     node = f"{cid}-zk1"
     out = tmp_path / "worker-0.log"
-    env = process_env(temporal_env, tmp_path)
+    env = process_env(temporal_env.client, tmp_path)
     with worker_processes(env, tmp_path) as agents:
         agents.start("--agent", node, "--config", str(agent_config(tmp_path, node)))
         async with Worker(
@@ -274,7 +259,7 @@ def test_on_a_terminal_lines_are_readable_unless_json_is_asked_for(
     temporal_env: WorkflowEnvironment, tmp_path: Path, setting: str | None
 ) -> None:
     node = f"logs-{uuid.uuid4().hex[:6]}"
-    env = process_env(temporal_env, tmp_path)
+    env = process_env(temporal_env.client, tmp_path)
     if setting is not None:
         env["REPLICANTE_LOG_FORMAT"] = setting
     argv = [
@@ -302,7 +287,7 @@ async def test_console_is_plain_text_on_a_pipe_when_asked_for(
     temporal_env: WorkflowEnvironment, tmp_path: Path
 ) -> None:
     node = f"logs-{uuid.uuid4().hex[:6]}"
-    env = process_env(temporal_env, tmp_path, REPLICANTE_LOG_FORMAT="console")
+    env = process_env(temporal_env.client, tmp_path, REPLICANTE_LOG_FORMAT="console")
     out = tmp_path / "worker-0.log"
     with worker_processes(env, tmp_path) as agents:
         agents.start("--agent", node, "--config", str(agent_config(tmp_path, node)))
@@ -487,7 +472,7 @@ async def test_a_planted_secret_never_reaches_a_workers_log(
     cid = f"logs-{uuid.uuid4().hex[:6]}"
     queue = f"q-{cid}"
     env = process_env(
-        temporal_env,
+        temporal_env.client,
         tmp_path,
         REPLICANTE_TASK_QUEUE=queue,
         REPLICANTE_LOG_LEVEL="debug",

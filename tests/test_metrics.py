@@ -6,7 +6,6 @@ to start it again, and heals it through the agent."""
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import socket
 import subprocess
@@ -16,18 +15,15 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-import yaml
 from temporalio.testing import WorkflowEnvironment
 
-from devstack.home import jars_dir
 from devstack.zookeeper import ZooKeeperEnsemble
 from models import MonitorInput, Policy
 from models.remediation import Decision, Outcome
 from store import SQLiteEventStore
-from tests.helpers import Workers, of_type, wait_for_event, worker_processes, zk_spec
-from tests.remediation_stage import member_agent_config, own_agents
+from tests.helpers import Workers, of_type, process_env, wait_for_event, worker_processes, zk_spec
+from tests.remediation_stage import follower_agent, own_agents
 from tests.test_imports import CLI
-from worker.agent import AgentFiles
 from worker.settings import REPO_ROOT
 from workflows.monitor import ClusterMonitorWorkflow, workflow_id
 from workflows.remediation import RemediationWorkflow
@@ -84,24 +80,8 @@ async def test_a_worker_and_an_agent_serve_their_metrics_to_prometheus(
     spec = own_agents(zk_spec(zk_healthy, cid, interval_s=0.5)).model_copy(
         update={"remediation": {"restart_dead_member": Policy.APPROVE}}
     )
-    n = next(m for m in zk_healthy.members if m != zk_healthy.leader())
-    agent = spec.nodes[n - 1].agent
-    assert agent is not None
-    home = tmp_path / "home"
-    config = AgentFiles.of(home, agent).config
-    config.parent.mkdir(parents=True)
-    starts = tmp_path / "starts.log"
-    config.write_text(yaml.safe_dump(member_agent_config(zk_healthy, agent, n, tmp_path, starts)))
-    env = dict(os.environ)
-    env.update(
-        REPLICANTE_TEMPORAL_ADDRESS=client.service_client.config.target_host,
-        REPLICANTE_NAMESPACE=client.namespace,
-        REPLICANTE_TASK_QUEUE=f"q-{cid}",
-        REPLICANTE_STORE=str(tmp_path / "events.db"),
-        REPLICANTE_HOME=str(home),
-        # The agent's start command finds the ZooKeeper jars there, not in the test's home.
-        REPLICANTE_JARS=str(jars_dir().parent),
-    )
+    n, agent = follower_agent(zk_healthy, spec, tmp_path)
+    env = process_env(client, tmp_path, REPLICANTE_TASK_QUEUE=f"q-{cid}")
     core_at, agent_at = free_address(), free_address()
     (tmp_path / "core").mkdir()
     (tmp_path / "agent").mkdir()

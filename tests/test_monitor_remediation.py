@@ -31,6 +31,24 @@ async def watch(stage: Stage, policy: Policy) -> WorkflowHandle[ClusterMonitorWo
     return handle
 
 
+async def awaiting_approval(
+    stage: Stage, n: int
+) -> tuple[WorkflowHandle[ClusterMonitorWorkflow, None], float]:
+    """A monitor under `approve` whose remediation of member n, killed just now, waits for
+    approval; with the time of the kill."""
+    monitor = await watch(stage, Policy.APPROVE)
+    mark = time.time()
+    stage.ensemble.kill_member(n)
+    await wait_for_event(
+        stage.store,
+        stage.spec.cluster_id,
+        of_type("remediation.awaiting_approval"),
+        timeout=30,
+        after=mark,
+    )
+    return monitor, mark
+
+
 def outcomes(stage: Stage) -> list[tuple[str, str]]:
     return [
         (s.event.payload["remediation"], s.event.payload["outcome"])
@@ -84,13 +102,8 @@ async def test_two_members_killed_come_back_one_remediation_at_a_time(stage: Sta
 
 
 async def test_under_approve_the_monitors_remediation_waits_for_a_human(stage: Stage) -> None:
-    monitor = await watch(stage, Policy.APPROVE)
-    mark = time.time()
-    stage.ensemble.kill_member(3)
+    monitor, mark = await awaiting_approval(stage, 3)
     cid = stage.spec.cluster_id
-    await wait_for_event(
-        stage.store, cid, of_type("remediation.awaiting_approval"), timeout=30, after=mark
-    )
     wid = f"remediate/{cid}/node_down/zk3"
     assert (await monitor.query(ClusterMonitorWorkflow.status)).remediating == wid
     assert not stage.ensemble.member_running(3)
@@ -107,13 +120,8 @@ async def test_under_approve_the_monitors_remediation_waits_for_a_human(stage: S
 async def test_a_finding_that_clears_before_approval_ends_the_remediation_unneeded(
     stage: Stage,
 ) -> None:
-    monitor = await watch(stage, Policy.APPROVE)
-    mark = time.time()
-    stage.ensemble.kill_member(2)
+    monitor, mark = await awaiting_approval(stage, 2)
     cid = stage.spec.cluster_id
-    await wait_for_event(
-        stage.store, cid, of_type("remediation.awaiting_approval"), timeout=30, after=mark
-    )
     # Someone starts zk2 by hand before anybody approved.
     stage.ensemble.start_member(2)
     finished = await wait_for_event(
@@ -128,13 +136,8 @@ async def test_a_finding_that_clears_before_approval_ends_the_remediation_unneed
 async def test_a_remediation_by_hand_waits_for_the_monitors_own_and_holds_it_back(
     stage: Stage,
 ) -> None:
-    monitor = await watch(stage, Policy.APPROVE)
-    mark = time.time()
-    stage.ensemble.kill_member(3)
+    monitor, _ = await awaiting_approval(stage, 3)
     cid = stage.spec.cluster_id
-    await wait_for_event(
-        stage.store, cid, of_type("remediation.awaiting_approval"), timeout=30, after=mark
-    )
     own = f"remediate/{cid}/node_down/zk3"
     by_hand = RemediationRequest(playbook="rolling_restart", policy=Policy.AUTO, requested_by="ops")
     with pytest.raises(WorkflowUpdateFailedError) as refused:
@@ -184,13 +187,8 @@ async def test_without_a_blocking_period_a_finding_is_remediated_again_not_held_
     stage.spec = stage.spec.model_copy(
         update={"remediate": stage.spec.remediate.model_copy(update={"blocking_s": 0})}
     )
-    monitor = await watch(stage, Policy.APPROVE)
-    mark = time.time()
-    stage.ensemble.kill_member(1)
+    monitor, _ = await awaiting_approval(stage, 1)
     cid = stage.spec.cluster_id
-    await wait_for_event(
-        stage.store, cid, of_type("remediation.awaiting_approval"), timeout=30, after=mark
-    )
     wid = f"remediate/{cid}/node_down/zk1"
     assert (await monitor.query(ClusterMonitorWorkflow.status)).remediating == wid
     await monitor.signal(

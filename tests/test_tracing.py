@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import doctest
 import gzip
-import os
 import subprocess
 import sys
 import threading
@@ -32,7 +31,14 @@ from temporalio.testing import WorkflowEnvironment
 from devstack.zookeeper import ZooKeeperEnsemble
 from models import MonitorInput, Policy
 from store import SQLiteEventStore
-from tests.helpers import of_type, start_monitor, wait_for_event, worker_processes, zk_spec
+from tests.helpers import (
+    of_type,
+    process_env,
+    start_monitor,
+    wait_for_event,
+    worker_processes,
+    zk_spec,
+)
 from tests.remediation_stage import open_stage
 from tests.test_imports import CLI
 from worker import telemetry
@@ -232,13 +238,10 @@ async def test_a_worker_and_a_cli_call_send_their_spans_by_otlp_http(
 ) -> None:
     client = temporal_env.client
     cid = f"otlp-{uuid.uuid4().hex[:6]}"
-    env = dict(os.environ)
-    env.update(
-        REPLICANTE_TEMPORAL_ADDRESS=client.service_client.config.target_host,
-        REPLICANTE_NAMESPACE=client.namespace,
+    env = process_env(
+        client,
+        tmp_path,
         REPLICANTE_TASK_QUEUE=f"q-{cid}",
-        REPLICANTE_STORE=str(tmp_path / "events.db"),
-        REPLICANTE_HOME=str(tmp_path / "home"),
         OTEL_EXPORTER_OTLP_ENDPOINT=collector.endpoint,
         OTEL_BSP_SCHEDULE_DELAY="100",  # ms: the worker's batches, soon
     )
