@@ -120,7 +120,9 @@ class KafkaCluster(JvmCluster):
 
     With `sasl_users` (user -> password) clients log in on `port` (SASL_PLAINTEXT, with
     PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 as any of them), and the brokers talk among
-    themselves, and devstack to them, on a plaintext listener of `port + 2`.
+    themselves, and devstack to them, on a plaintext listener of `port + 2`. With
+    `tls_keystore` too (one PEM file of the broker's private key and certificate), they log
+    in over TLS on `port + 3` as well (SASL_SSL).
     """
 
     service = "kafka"
@@ -149,10 +151,18 @@ class KafkaCluster(JvmCluster):
         self.sasl_users = dict(sasl_users or {})
         self.admin_port = port + 2 if self.sasl_users else port
         """Where devstack itself asks: no login there."""
+        self.tls_port = port + 3
+        self.tls_keystore: Path | None = None
+        """Set before start, for the SASL_SSL listener."""
 
     @property
     def ports(self) -> tuple[int, ...]:
-        return tuple(dict.fromkeys((self.port, self.controller_port, self.admin_port)))
+        ports = (self.port, self.controller_port, self.admin_port)
+        return tuple(dict.fromkeys(ports + ((self.tls_port,) if self.sasl_users else ())))
+
+    @property
+    def tls_addresses(self) -> list[str]:
+        return [f"{ip}:{self.tls_port}" for ip in self.ips]
 
     @property
     def bootstrap(self) -> str:
@@ -171,18 +181,32 @@ class KafkaCluster(JvmCluster):
             f'user_{user}="{secret}"' for user, secret in self.sasl_users.items()
         )
         scram = "org.apache.kafka.common.security.scram.ScramLoginModule required"
-        client, internal = f"CLIENT://{ip}:{self.port}", f"INTERNAL://{ip}:{self.admin_port}"
-        return [
-            f"listeners={client},{internal},CONTROLLER://{ip}:{self.controller_port}",
-            f"advertised.listeners={client},{internal}",
+        client = [f"CLIENT://{ip}:{self.port}", f"INTERNAL://{ip}:{self.admin_port}"]
+        protocols = ["CLIENT:SASL_PLAINTEXT", "INTERNAL:PLAINTEXT", "CONTROLLER:PLAINTEXT"]
+        names = ["client"]
+        if self.tls_keystore is not None:
+            client.append(f"SECURE://{ip}:{self.tls_port}")
+            protocols.append("SECURE:SASL_SSL")
+            names.append("secure")
+        lines = [
+            f"listeners={','.join(client)},CONTROLLER://{ip}:{self.controller_port}",
+            f"advertised.listeners={','.join(client)}",
             "inter.broker.listener.name=INTERNAL",
-            "listener.security.protocol.map="
-            "CLIENT:SASL_PLAINTEXT,INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT",
-            f"listener.name.client.sasl.enabled.mechanisms={','.join(SASL_MECHANISMS)}",
-            f"listener.name.client.plain.sasl.jaas.config={plain};",
-            f"listener.name.client.scram-sha-256.sasl.jaas.config={scram};",
-            f"listener.name.client.scram-sha-512.sasl.jaas.config={scram};",
+            f"listener.security.protocol.map={','.join(protocols)}",
         ]
+        for name in names:
+            lines += [
+                f"listener.name.{name}.sasl.enabled.mechanisms={','.join(SASL_MECHANISMS)}",
+                f"listener.name.{name}.plain.sasl.jaas.config={plain};",
+                f"listener.name.{name}.scram-sha-256.sasl.jaas.config={scram};",
+                f"listener.name.{name}.scram-sha-512.sasl.jaas.config={scram};",
+            ]
+        if self.tls_keystore is not None:
+            lines += [
+                "listener.name.secure.ssl.keystore.type=PEM",
+                f"listener.name.secure.ssl.keystore.location={self.tls_keystore}",
+            ]
+        return lines
 
     def _scram_users(self) -> list[str]:
         """The storage tool's flags that store each user's SCRAM credentials (KRaft keeps

@@ -24,6 +24,7 @@ from devstack.temporal import temporal_binary
 from devstack.zookeeper import ZooKeeperEnsemble, claim_ensemble, claim_sasl_ensemble
 from tests.helpers import TEST_TOPIC_PREFIX
 from tests.remediation_stage import Stage, open_stage
+from tests.secure_certs import TestCa
 from workflows import search_attributes
 
 INSTALL_HINT = "run scripts/install.sh from the repo root"
@@ -146,10 +147,21 @@ def zk_sasl_ensemble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ZooKe
 
 
 @pytest.fixture(scope="session")
-def kafka_sasl_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
-    """A 1-broker KRaft cluster whose client listener wants SASL logins (PLAIN,
+def test_ca(tmp_path_factory: pytest.TempPathFactory) -> TestCa:
+    """A CA for the session's TLS servers, made by openssl now; its keys stay in tmp."""
+    return TestCa.create(tmp_path_factory.mktemp("pki"), "replicante-test-ca")
+
+
+@pytest.fixture(scope="session")
+def kafka_sasl_cluster(
+    tmp_path_factory: pytest.TempPathFactory, test_ca: TestCa
+) -> Iterator[KafkaCluster]:
+    """A 1-broker KRaft cluster whose client listeners want SASL logins (PLAIN,
     SCRAM-SHA-256, SCRAM-SHA-512) as the user `monitor` with a password made for the
-    session (`sasl_users`), started once per session on slots of its own."""
+    session (`sasl_users`): SASL_PLAINTEXT on its `addresses`, SASL_SSL with a certificate
+    of `test_ca` on its `tls_addresses`. Started once per session on slots of its own."""
     users = {"monitor": f"pw-{uuid.uuid4().hex}"}
     home = tmp_path_factory.mktemp("kafka-sasl-home")
-    yield from serve(*claim_sasl_kafka(home, "sasl", users), timeout=90)
+    cluster, slot = claim_sasl_kafka(home, "sasl", users)
+    cluster.tls_keystore = test_ca.issue("kafka-sasl", cluster.ips).combined
+    yield from serve(cluster, slot, timeout=90)

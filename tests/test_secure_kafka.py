@@ -1,7 +1,8 @@
 """Kafka with SASL logins (spec `auth: {mechanism: PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512}`
-and the secrets `username` and `password`, SASL_PLAINTEXT), on a real 1-broker KRaft
-cluster whose client listener wants them: the adapter's own protocol path logs in with each
-mechanism; a wrong or missing password is an observation on the broker (reachable,
+and the secrets `username` and `password`: SASL_PLAINTEXT, and SASL_SSL with `tls`), on
+a real 1-broker KRaft cluster whose client listeners want them: the adapter's own protocol
+path logs in with each mechanism, over TLS too; a wrong or missing password, or a broker
+certificate the spec's CA did not sign, is an observation on the broker (reachable,
 `auth_failed`), never a broker down; kafka-python clients (the remediation's admin client)
 get the same login from the spec, and the event stream's from REPLICANTE_EVENTS_KAFKA_*."""
 
@@ -20,19 +21,27 @@ from activities.kafka import KafkaAdapter, KafkaLogin, login_of
 from activities.stream import KafkaPublisher, StreamSettings, login_from_env
 from devstack.kafka import KafkaCluster
 from models import ClusterSpec, Event, Role, SpecError, evaluate, parse_spec
+from tests.secure_certs import TestCa
 
 USER = "monitor"
 
 
-def sasl_spec(cluster: KafkaCluster, mechanism: str, password_file: Path) -> ClusterSpec:
+def sasl_spec(
+    cluster: KafkaCluster, mechanism: str, password_file: Path, ca: Path | None = None
+) -> ClusterSpec:
+    """SASL_PLAINTEXT; SASL_SSL on the TLS listener, trusting `ca`, when given one."""
+    tls = {"tls": {"ca_file": str(ca)}} if ca is not None else {}
     return parse_spec(
         {
             "cluster_id": f"kafka-sasl-{uuid.uuid4().hex[:6]}",
             "kind": "kafka",
             "nodes": [
                 {"node_id": f"kafka{n}", "address": address}
-                for n, address in enumerate(cluster.addresses, start=1)
+                for n, address in enumerate(
+                    cluster.addresses if ca is None else cluster.tls_addresses, start=1
+                )
             ],
+            **tls,
             "probe": {"timeout_s": 2.0},
             "secrets": {
                 "username": {"env": "REPLICANTE_TEST_KAFKA_USER"},
@@ -98,6 +107,33 @@ async def test_a_wrong_or_missing_password_is_an_observation(
     assert node.error.startswith(says.format(file=password_file)), node.error
     assert [(f.code, f.subject) for f in evaluate(spec, view)] == [("auth_failed", "kafka1")]
     assert password not in view.model_dump_json()
+
+
+async def test_sasl_ssl_with_the_spec_ca_and_an_untrusted_one(
+    kafka_sasl_cluster: KafkaCluster, password_file: Path, test_ca: TestCa, tmp_path: Path
+) -> None:
+    spec = sasl_spec(kafka_sasl_cluster, "SCRAM-SHA-256", password_file, test_ca.cert)
+    assert login_of(spec).security_protocol == "SASL_SSL"
+    view = await KafkaAdapter().probe(spec)
+    [node] = view.nodes
+    assert (node.reachable, node.error, node.role) == (True, None, Role.CONTROLLER), node
+    assert evaluate(spec, view) == []
+    admin = KafkaAdminClient(
+        bootstrap_servers=kafka_sasl_cluster.tls_addresses,
+        request_timeout_ms=5000,
+        bootstrap_timeout_ms=5000,
+        **login_of(spec).client_options(),
+    )
+    try:
+        assert len(admin.describe_cluster()["brokers"]) == 1
+    finally:
+        admin.close()
+
+    other = TestCa.create(tmp_path, "other-ca")
+    untrusting = sasl_spec(kafka_sasl_cluster, "SCRAM-SHA-256", password_file, other.cert)
+    [node] = (await KafkaAdapter().probe(untrusting)).nodes
+    assert node.reachable, node
+    assert str(node.error).startswith("TLS: certificate verify failed"), node.error
 
 
 def test_kafka_python_clients_log_in_as_the_spec_says(
