@@ -39,6 +39,7 @@ from typing import Any, ClassVar
 import pymongo
 from pymongo import MongoClient, monitoring
 from pymongo.errors import OperationFailure, PyMongoError
+from pymongo.server_type import SERVER_TYPE
 
 from activities.adapter import Adapter
 from activities.links import stop_all
@@ -71,6 +72,8 @@ ACKNOWLEDGING_STATES = frozenset({PRIMARY, SECONDARY})
 CONFIG_SHARD = "config"
 ROUTER_MSG = "isdbgrid"
 COMMAND_NOT_FOUND = 59
+AUTH_FAILED = 18
+"""The server's AuthenticationFailed code."""
 
 # serverStatus answers ~40 sections by default, some of them large (wiredTiger, metrics,
 # locks); the probe reads the top-level uptime, `connections` and, on a mongos, `sharding`.
@@ -178,6 +181,9 @@ class Reading:
     replies: Mapping[str, Any] = field(default_factory=dict)
     error: str | None = None
     latency_ms: float | None = None
+    refused_as: Role | None = None
+    """Set when the server answered, as this role, but refused our login (`error` says
+    so): alive, so never a node down whose restart a wrong password could start."""
 
     def reply(self, command: str) -> Reply:
         """The command's reply; an empty one when it was not asked or is not a document."""
@@ -611,7 +617,9 @@ def _set_view(shard_id: str, rs: ReplicaSet, directory: _Directory) -> _SetView:
     ]
     # Without any member's status, members the probe did not dial are of unknown health: a
     # shortfall may be ours, not the set's (a spec listing some members, auth refused).
-    undetermined = not rs.status and any(directory.reading(m.name) is None for m in voting)
+    undetermined = not rs.status and any(
+        (r := directory.reading(m.name)) is None or r.refused_as is not None for m in voting
+    )
     quorum: bool | None = voting_alive >= rs.majority_vote_count
     if undetermined and not quorum:
         quorum = None
@@ -676,6 +684,16 @@ def node_status(
     if failure is not None:
         if seen is not None and seen.heartbeat_message:
             facts["last_heartbeat_message"] = seen.heartbeat_message
+        if reading.refused_as is not None:
+            # Finding auth_failed: our secret, not the node, is what to fix.
+            return NodeStatus(
+                node_id=node_id,
+                address=reading.address,
+                reachable=True,
+                error=failure,
+                role=reading.refused_as,
+                facts=facts,
+            )
         return NodeStatus(
             node_id=node_id, address=reading.address, reachable=False, error=failure, facts=facts
         )
@@ -836,7 +854,7 @@ def describe_error(error: PyMongoError, timeout: float) -> str:
     """One line saying why a server could not be read; never a credential (pymongo's
     messages carry none: the client is built from an address and separate credentials)."""
     if isinstance(error, OperationFailure):
-        if error.code == 18:
+        if error.code == AUTH_FAILED:
             return "authentication failed"
         return _error_text(_doc(error.details) or {"code": error.code, "errmsg": str(error)})
     # pymongo leads with `host:port: cause`, then appends its timeouts and the topology.
@@ -899,8 +917,39 @@ def read_server(client: MongoClient[dict[str, Any]], address: str, timeout: floa
                 name: _ask(client, command) for name, command in commands.items()
             }
     except PyMongoError as error:
-        return Reading(address, error=describe_error(error, timeout))
+        refused = isinstance(error, OperationFailure) and error.code == AUTH_FAILED
+        return Reading(
+            address,
+            error=describe_error(error, timeout),
+            refused_as=_role_without_login(address, timeout) if refused else None,
+        )
     return Reading(address, replies, latency_ms=latency_ms)
+
+
+MONITORED_ROLES = {
+    SERVER_TYPE.RSPrimary: Role.PRIMARY,
+    SERVER_TYPE.RSSecondary: Role.SECONDARY,
+    SERVER_TYPE.RSArbiter: Role.ARBITER,
+    SERVER_TYPE.Mongos: Role.ROUTER,
+    SERVER_TYPE.Standalone: Role.STANDALONE,
+}
+
+
+def _role_without_login(address: str, timeout: float) -> Role:
+    """The role a server gives anyone: `hello` needs no login. Asked only of a server that
+    refused ours, on a client of its own (the refusing one has marked the server unknown)."""
+    client = pinned_client(address, timeout, {}, heartbeat_ms=60_000)
+    try:
+        with pymongo.timeout(timeout):
+            ask_hello(client)
+        described = client.topology_description.server_descriptions().values()
+        return next(
+            (MONITORED_ROLES.get(d.server_type, Role.UNKNOWN) for d in described), Role.UNKNOWN
+        )
+    except PyMongoError:
+        return Role.UNKNOWN
+    finally:
+        client.close()
 
 
 class _LinkWatch(monitoring.ServerHeartbeatListener, monitoring.ServerListener):

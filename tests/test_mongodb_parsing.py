@@ -721,7 +721,11 @@ async def test_refused_credentials_are_an_observation_and_the_password_stays_out
         )
         view = await MongoDBAdapter().probe(spec)
         asked = running["m1"].commands
-    assert (view.nodes[0].reachable, view.nodes[0].error) == (False, "authentication failed")
+    # Alive (its monitor's hello needs no login), so never node_down, whose playbook would
+    # restart a member for our wrong password: auth_failed, which no playbook answers.
+    node = view.nodes[0]
+    assert (node.reachable, node.role, node.error) == (True, Role.PRIMARY, "authentication failed")
+    assert [f.code for f in evaluate(spec, view)] == ["auth_failed"]
     assert "saslStart" in asked
     assert "s3cret-value" not in view.model_dump_json()
 
