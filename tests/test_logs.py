@@ -517,3 +517,30 @@ async def test_a_planted_secret_never_reaches_a_workers_log(
     assert secret not in out.read_text()
     assert found["paused"]["message"] == "monitor.paused: monitoring paused: rotating *** on m1"
     assert found["probe"]["cluster_id"] == cid
+
+
+def test_kafka_pythons_chatter_stays_out_unless_debugging(tmp_path: Path) -> None:
+    """`dev up` and the relay use kafka-python, which logs every connection at INFO."""
+    script = (
+        "import logging\n"
+        "from worker import logs\n"
+        "from worker.settings import Settings\n"
+        "logs.configure(Settings.from_env())\n"
+        "logging.getLogger('kafka.net.manager').info('Attempting bootstrap')\n"
+        "logging.getLogger('kafka.net.manager').warning('broker gone')\n"
+    )
+
+    def run(level: str) -> str:
+        env = {**os.environ, "REPLICANTE_LOG_FORMAT": "json", "REPLICANTE_LOG_LEVEL": level}
+        done = subprocess.run(
+            [sys.executable, "-c", script],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return done.stderr
+
+    assert "broker gone" in run("info") and "Attempting bootstrap" not in run("info")
+    assert "Attempting bootstrap" in run("debug")
