@@ -154,7 +154,8 @@ def configure(settings: Settings) -> None:
     root.addHandler(handler)
     root.setLevel(level)
     # kafka-python narrates every connection at INFO; its warnings and errors are the news.
-    logging.getLogger("kafka").setLevel(max(level, logging.WARNING))
+    if level > logging.DEBUG:
+        logging.getLogger("kafka").setLevel(logging.WARNING)
     # The SDK would also append its dict of details to each message: the keys carry them.
     workflow.logger.workflow_info_on_message = False
     activity.logger.activity_info_on_message = False
