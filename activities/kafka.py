@@ -39,7 +39,11 @@ with SASL PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 and the secrets `username` and `
 (SASL_PLAINTEXT, or SASL_SSL with `tls`): SaslHandshake and SaslAuthenticate right after
 ApiVersions, kafka-python's SASL mechanisms computing the exchange. A broker that refuses
 the login, or whose certificate is not trusted, answered: it is reported reachable with
-the reason as its error (finding `auth_failed`), never as a broker down.
+the reason as its error (finding `auth_failed`), never as a broker down. So is a broker
+our spec has no login for: a SASL listener answers ApiVersions, then closes the connection
+on the next request ("it may need a login"); a TLS listener reached in plaintext answers
+with a TLS alert ("it may need spec `tls`"). A broker that closes or refuses the connection
+before answering ApiVersions is down.
 """
 
 from __future__ import annotations
@@ -507,12 +511,26 @@ def describe_error(error: BaseException, timeout: float) -> str:
     return str(error) or type(error).__name__
 
 
+# The first bytes of a TLS record: an alert or a handshake, TLS 1.x.
+TLS_RECORDS = (b"\x15\x03", b"\x16\x03")
+
+
 class LinkClosed(ConnectionError):
     pass
 
 
 class LoginRefused(Exception):
     """The broker answered, and refused the login; the message is the broker's reason."""
+
+
+class TlsExpected(ConnectionError):
+    """A broker reached in plaintext answered with a TLS record (an alert): alive, but its
+    listener wants TLS (spec `tls`)."""
+
+
+class LoginNeeded(LinkClosed):
+    """A broker reached without a login answered ApiVersions (it is alive), then closed the
+    connection on the first request that needs one, as a SASL listener does."""
 
 
 @dataclass(frozen=True)
@@ -656,6 +674,8 @@ class Link:
         self._pending: collections.deque[asyncio.Future[Any]] = collections.deque()
         self._reader_task: asyncio.Task[None] | None = None
         self._connecting: asyncio.Lock | None = None
+        self._unserved: asyncio.StreamWriter | None = None
+        """The connection, made without a login, while it has answered ApiVersions only."""
 
     @property
     def connected(self) -> bool:
@@ -700,6 +720,8 @@ class Link:
                 self.versions = broker_versions(await self._send(api_versions_request(), None))
                 if self.login.mechanism is not None:
                     await self._log_in(self.login.mechanism)
+                else:
+                    self._unserved = writer
             except BaseException:
                 self.close()
                 raise
@@ -752,13 +774,29 @@ class Link:
             # Timed out (or the caller gave up): the reply may still come, out of turn.
             self.close()
             raise
+        except (LinkClosed, ConnectionResetError, BrokenPipeError) as error:
+            if self._unserved is not writer or isinstance(error, LoginNeeded):
+                raise
+            # It answered ApiVersions, then dropped us on a request it would not serve.
+            what = type(message).__name__.removesuffix("Request")
+            raise LoginNeeded(
+                f"answers ApiVersions but closed the connection on {what}:"
+                " it may need a login (spec `auth`)"
+            ) from error
 
     async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         error: BaseException
+        replies = 0
         try:
             while data := await reader.read(1 << 16):
                 assert self._parser is not None
+                if not replies and not self.login.tls and data[:2] in TLS_RECORDS:
+                    # 0x1503.. or 0x1603.. as a frame length is ~350 MB: never Kafka's.
+                    raise TlsExpected("answers TLS, not plaintext: it may need spec `tls`")
                 for _, reply in self._parser.receive_bytes(data):
+                    if replies and self._unserved is writer:
+                        self._unserved = None  # it served a request beyond ApiVersions
+                    replies += 1
                     waiter = self._pending.popleft()
                     if not waiter.done():
                         waiter.set_result(reply)
@@ -887,6 +925,9 @@ async def _check_node(client: ClusterClient, node: NodeSpec, timeout: float) -> 
             latency_ms = round((time.perf_counter() - started) * 1000, 3)
     except LoginRefused as e:
         return NodeReading(node, version=link.version, login_error=f"authentication failed: {e}")
+    except (LoginNeeded, TlsExpected) as e:
+        # Alive, but our spec has no login (or no TLS) for it: not a broker down.
+        return NodeReading(node, version=link.version, login_error=str(e))
     except ssl.SSLCertVerificationError as e:
         # It answered TLS with a certificate we do not trust: our CA, not a broker down.
         return NodeReading(node, login_error=f"TLS: certificate verify failed: {e.verify_message}")
@@ -907,6 +948,8 @@ async def _answers(client: ClusterClient, node: NodeSpec, timeout: float, why: s
     try:
         async with asyncio.timeout(timeout):
             await link.connect()  # ApiVersions, no login
+    except TlsExpected as e:
+        return NodeReading(node, login_error=str(e))
     except FAILURES as e:
         return NodeReading(node, error=describe_error(e, timeout))
     return NodeReading(node, version=link.version, login_error=why)

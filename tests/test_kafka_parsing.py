@@ -357,6 +357,8 @@ class ReplayedBroker:
                     api_key, version, correlation_id, client_id = struct.unpack(
                         ">hhih", request[:10]
                     )
+                    if self.mode == "sasl" and api_key != 18:
+                        break  # as a SASL listener does before SaslHandshake
                     # All the probe sends is flexible: the header ends with (no) tagged fields.
                     body = request[10 + client_id + 1 :]
                     writer.write(self.answer(api_key, version, correlation_id, body))
@@ -434,6 +436,25 @@ async def test_probe_reports_dead_hung_and_garbage_brokers() -> None:
     assert errors[4] == ("kafka5", False, "closed by the broker")
     assert view.leader == "kafka1"
     assert len(view.shards) == 9
+
+
+async def test_a_broker_that_answers_api_versions_only_is_alive_and_wants_a_login() -> None:
+    """A SASL listener reached without `auth` answers ApiVersions, then closes on
+    DescribeCluster: reachable with an error (`auth_failed`), not down (`node_down`)."""
+    async with replayed("healthy", "replay", "sasl", "close") as spec:
+        view = await KafkaAdapter().probe(spec)
+    assert [(n.node_id, n.reachable, n.error) for n in view.nodes[1:]] == [
+        (
+            "kafka2",
+            True,
+            "answers ApiVersions but closed the connection on DescribeCluster:"
+            " it may need a login (spec `auth`)",
+        ),
+        ("kafka3", False, "closed by the broker"),
+    ]
+    codes = {(f.code, f.subject) for f in evaluate(spec, view)}
+    assert {("auth_failed", "kafka2"), ("node_down", "kafka3")} <= codes, codes
+    assert ("node_down", "kafka2") not in codes
 
 
 # --- held links, on stand-in brokers ---------------------------------------------------------

@@ -136,6 +136,42 @@ async def test_sasl_ssl_with_the_spec_ca_and_an_untrusted_one(
     assert str(node.error).startswith("TLS: certificate verify failed"), node.error
 
 
+async def test_a_spec_without_auth_at_a_sasl_listener_is_a_login_not_a_broker_down(
+    kafka_sasl_cluster: KafkaCluster, password_file: Path
+) -> None:
+    """The broker answers ApiVersions, then closes the connection on DescribeCluster (it
+    wants SaslHandshake first): alive, and our config is wrong, so `auth_failed`, never
+    `node_down` (whose playbook would restart a broker that is alive). Twice: the next
+    probe reconnects and reads the same."""
+    spec = sasl_spec(kafka_sasl_cluster, "PLAIN", password_file).model_copy(update={"auth": None})
+    assert login_of(spec).security_protocol == "PLAINTEXT"
+    adapter = KafkaAdapter()
+    for _ in range(2):
+        view = await adapter.probe(spec)
+        [node] = view.nodes
+        assert node.reachable and node.role is Role.UNKNOWN, node
+        assert node.error == (
+            "answers ApiVersions but closed the connection on DescribeCluster:"
+            " it may need a login (spec `auth`)"
+        ), node.error
+        codes = [f.code for f in evaluate(spec, view)]
+        assert "auth_failed" in codes and "node_down" not in codes, codes
+
+
+async def test_a_spec_without_tls_at_a_tls_listener_is_not_a_broker_down(
+    kafka_sasl_cluster: KafkaCluster, password_file: Path, test_ca: TestCa
+) -> None:
+    """The TLS listener answers our plaintext ApiVersions with a TLS alert: alive."""
+    spec = sasl_spec(kafka_sasl_cluster, "PLAIN", password_file, test_ca.cert).model_copy(
+        update={"auth": None, "tls": None}
+    )
+    view = await KafkaAdapter().probe(spec)
+    [node] = view.nodes
+    assert node.reachable, node
+    assert node.error == "answers TLS, not plaintext: it may need spec `tls`", node.error
+    assert [f.code for f in evaluate(spec, view)] == ["auth_failed"]
+
+
 def test_kafka_python_clients_log_in_as_the_spec_says(
     kafka_sasl_cluster: KafkaCluster, password_file: Path
 ) -> None:
