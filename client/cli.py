@@ -156,7 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="decrypt payloads for the Temporal UI and CLI (for holders of a token)",
         description="Serves POST /encode and /decode with REPLICANTE_CODEC_KEYS or"
         " REPLICANTE_CODEC_KEY to callers sending Authorization: Bearer TOKEN, a token of"
-        " REPLICANTE_CODEC_SERVER_TOKENS (a file, or a comma list).",
+        " REPLICANTE_CODEC_SERVER_TOKENS (a file, or a comma list), and to browsers that"
+        " opened GET /login?token=TOKEN (a cookie; GET /logout clears it).",
     )
     codec.add_argument("--listen", default="127.0.0.1:8081", metavar="HOST:PORT")
     codec.add_argument(

@@ -8,18 +8,28 @@ as a templated endpoint too. Every POST needs `Authorization: Bearer TOKEN` with
 `REPLICANTE_CODEC_SERVER_TOKENS`: whoever may call it reads every payload. The UI sends the
 user's access token when its codec settings pass it. Browsers call it cross-origin, so CORS
 answers the origins of `--allow-origin` (the UI's, e.g. http://127.0.0.1:8233) and no other.
+
+A UI without a login (the dev server's) sends no token: a browser becomes allowed instead by
+opening `GET /login?token=TOKEN` once, which sets an HttpOnly, SameSite=Lax cookie that the
+UI's requests carry when its codec settings include cross-origin credentials (the UI and
+this server on one host are one *site*: cookies ignore ports). `GET /logout` clears it. The
+cookie holds an HMAC of the token under a key made at each start, not the token: a stolen
+cookie does not reveal a token (usable with the CLI, or after a restart), and a restart or
+a token removed from the list logs every browser out.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import logging
+import os
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payloads
@@ -34,6 +44,8 @@ TOKENS_ENV = "REPLICANTE_CODEC_SERVER_TOKENS"
 MIN_TOKEN_LENGTH = 16
 MAX_BODY_BYTES = 64 * 1024 * 1024
 ALLOWED_HEADERS = "Authorization, Content-Type, X-Namespace"
+COOKIE = "replicante_codec"
+GRANTED = "codec access granted for this browser"
 
 
 def load_tokens(value: str | None) -> frozenset[str]:
@@ -102,7 +114,12 @@ class CodecServer(ThreadingHTTPServer):
         origins: frozenset[str],
     ) -> None:
         self.codec, self.tokens, self.origins = codec, tokens, origins
+        self._cookie_key = os.urandom(32)  # per process: a restart logs browsers out
         super().__init__(address, CodecRequest)
+
+    def cookie_of(self, token: str) -> str:
+        """The login cookie's value for a token: its HMAC under this process's key."""
+        return hmac.new(self._cookie_key, token.encode(), hashlib.sha256).hexdigest()
 
     @property
     def url(self) -> str:
@@ -111,10 +128,17 @@ class CodecServer(ThreadingHTTPServer):
 
     def accepts(self, authorization: str | None) -> bool:
         scheme, _, token = (authorization or "").partition(" ")
-        given = token.strip().encode()
+        return scheme.lower() == "bearer" and self.holds(token.strip())
+
+    def holds(self, token: str) -> bool:
+        given = token.encode()
         # Every token compared, in constant time each: the reply's timing tells nothing.
-        matches = [hmac.compare_digest(given, t.encode()) for t in self.tokens]
-        return scheme.lower() == "bearer" and any(matches)
+        return any([hmac.compare_digest(given, t.encode()) for t in self.tokens])
+
+    def accepts_cookie(self, value: str | None) -> bool:
+        given = (value or "").encode()
+        cookies = [self.cookie_of(t).encode() for t in self.tokens]
+        return value is not None and any([hmac.compare_digest(given, c) for c in cookies])
 
 
 class CodecRequest(BaseHTTPRequestHandler):
@@ -140,9 +164,15 @@ class CodecRequest(BaseHTTPRequestHandler):
         if operation not in ("encode", "decode"):
             self._reply(HTTPStatus.NOT_FOUND, "POST .../encode or .../decode")
             return
-        if not self.server.accepts(self.headers.get("Authorization")):
+        if not (
+            self.server.accepts(self.headers.get("Authorization"))
+            or self.server.accepts_cookie(self._cookie())
+        ):
             why = "no bearer token" if "Authorization" not in self.headers else "token refused"
-            self._reply(HTTPStatus.UNAUTHORIZED, f"{why}: send Authorization: Bearer TOKEN")
+            self._reply(
+                HTTPStatus.UNAUTHORIZED,
+                f"{why}: send Authorization: Bearer TOKEN, or open /login?token=TOKEN",
+            )
             return
         declared = self.headers.get("Content-Length", "")
         length = int(declared) if declared.isdigit() else 0
@@ -162,6 +192,30 @@ class CodecRequest(BaseHTTPRequestHandler):
             return
         self._reply(HTTPStatus.OK, json_format.MessageToJson(done), "application/json")
 
+    def do_GET(self) -> None:
+        """`/login?token=TOKEN` sets the browser's cookie; `/logout` clears it."""
+        if self._refused_origin():
+            return
+        parts = urlsplit(self.path)
+        if parts.path == "/logout":
+            self._reply(HTTPStatus.OK, "codec access revoked for this browser", cookie="")
+            return
+        if parts.path != "/login":
+            self._reply(HTTPStatus.NOT_FOUND, "GET /login?token=TOKEN or /logout")
+            return
+        token = parse_qs(parts.query).get("token", [""])[0]
+        if not self.server.holds(token):
+            self._reply(HTTPStatus.UNAUTHORIZED, "token refused")
+            return
+        self._reply(HTTPStatus.OK, GRANTED, cookie=self.server.cookie_of(token))
+
+    def _cookie(self) -> str | None:
+        for part in self.headers.get("Cookie", "").split(";"):
+            name, equals, value = part.strip().partition("=")
+            if equals and name == COOKIE:
+                return value
+        return None
+
     def _refused_origin(self) -> bool:
         """Refuse a browser on a page of another origin: only the UI's may use the tokens."""
         origin = self.headers.get("Origin")
@@ -178,10 +232,25 @@ class CodecRequest(BaseHTTPRequestHandler):
             self.send_header("Access-Control-Allow-Credentials", "true")
             self.send_header("Vary", "Origin")
 
-    def _reply(self, status: HTTPStatus, body: str, content_type: str = "text/plain") -> None:
+    def _reply(
+        self,
+        status: HTTPStatus,
+        body: str,
+        content_type: str = "text/plain",
+        cookie: str | None = None,
+    ) -> None:
+        """`cookie` sets the login cookie to that value; "" clears it."""
         data = (body if content_type == "application/json" else f"{body}\n").encode()
         self.send_response(status)
         self._cors()
+        if cookie is not None:
+            # Path=/: a templated endpoint (/{namespace}/decode) gets it too. No Max-Age:
+            # it lasts the browser session (and at most this process's).
+            expiry = "; Max-Age=0" if cookie == "" else ""
+            self.send_header(
+                "Set-Cookie", f"{COOKIE}={cookie}; HttpOnly; SameSite=Lax; Path=/{expiry}"
+            )
+            self.send_header("Cache-Control", "no-store")
         if status is HTTPStatus.UNAUTHORIZED:
             self.send_header("WWW-Authenticate", 'Bearer realm="replicante codec"')
         self.send_header("Content-Type", f"{content_type}; charset=utf-8")
@@ -194,8 +263,13 @@ class CodecRequest(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def log_message(self, format: str, *args: object) -> None:
-        # The request line and status only: headers, tokens among them, are never logged.
-        log.info("%s %s", self.address_string(), format % args)
+        # The request line and status only: headers, tokens among them, are never logged,
+        # nor a query string (/login's holds one).
+        line = format % args
+        path = getattr(self, "path", "")
+        if "?" in path:
+            line = line.replace(path, path.split("?", 1)[0] + "?...")
+        log.info("%s %s", self.address_string(), line)
 
 
 def codec_server(

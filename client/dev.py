@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import secrets
 import sys
 from pathlib import Path
 
@@ -26,6 +27,9 @@ PLAYGROUND_SPECS = (
 # A topic with some partitions, so the Kafka playground shows leaders and ISRs to watch.
 PLAYGROUND_TOPIC = "playground.orders"
 WORKER_MARKER = "-m worker"
+# With codec keys set, the UI decodes through `replicante codec-server` there.
+CODEC_LISTEN = "127.0.0.1:8081"
+CODEC_MARKER = "codec-server --listen"
 # One node agent per playground member, named as playground/*.yaml name the nodes, each
 # controlling its member through `python -m devstack SERVICE ACTION N`.
 PLAYGROUND_AGENTS = {
@@ -34,9 +38,42 @@ PLAYGROUND_AGENTS = {
 }
 
 
+def _encrypted(settings: Settings) -> bool:
+    return settings.codec_keys_file is not None or settings.codec_key is not None
+
+
 def _temporal(settings: Settings) -> TemporalDevServer:
     ip, port = settings.temporal_address.rsplit(":", 1)
-    return TemporalDevServer(settings.home, ip=ip, port=int(port), ui_port=int(port) + 1000)
+    codec = ["--ui-codec-endpoint", f"http://{CODEC_LISTEN}"] if _encrypted(settings) else []
+    return TemporalDevServer(
+        settings.home, ip=ip, port=int(port), ui_port=int(port) + 1000, extra_args=codec
+    )
+
+
+def _codec_files(settings: Settings) -> tuple[Path, Path, Path]:
+    """The codec server's tokens file, pid file and log."""
+    folder = settings.home / "codec-server"
+    return folder / "tokens", folder / "codec-server.pid", folder / "codec-server.log"
+
+
+def _start_codec_server(settings: Settings, ui_url: str) -> tuple[int, Path]:
+    """`replicante codec-server` for the UI, with a tokens file made on first use."""
+    tokens, pid_file, log_file = _codec_files(settings)
+    if not tokens.exists():
+        tokens.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tokens, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(f"{secrets.token_urlsafe(32)}\n")
+    pid = processes.read_pid(pid_file, CODEC_MARKER)
+    if pid is None:
+        env = {**os.environ, "REPLICANTE_CODEC_SERVER_TOKENS": str(tokens)}
+        cli = "from client.cli import entrypoint; entrypoint()"
+        argv = ["-c", cli, "codec-server", "--listen", CODEC_LISTEN]
+        argv += ["--allow-origin", ui_url]
+        pid = processes.spawn(
+            [sys.executable, *argv], log_file=log_file, pid_file=pid_file, cwd=REPO_ROOT, env=env
+        )
+    return pid, tokens
 
 
 def _playground(settings: Settings) -> ZooKeeperEnsemble:
@@ -134,6 +171,15 @@ async def up(settings: Settings) -> int:
     pid = _start_worker(settings)
     print(f"core worker          pid {pid}  (log {_worker_files(settings)[1]})", flush=True)
     print(f"event stream         topic {settings.events_topic} at {settings.events_kafka}")
+    if _encrypted(settings) and temporal.ui_url is not None:
+        pid, tokens = _start_codec_server(settings, temporal.ui_url)
+        print(f"codec server         http://{CODEC_LISTEN} pid {pid}  (tokens {tokens})")
+        print(f"  to decode in the UI open http://{CODEC_LISTEN}/login?token=$(cat {tokens})")
+        print(
+            "  and in the UI's Codec Server settings choose your browser's setting, endpoint"
+            f" http://{CODEC_LISTEN}, with cross-origin credentials",
+            flush=True,
+        )
     for node_id, (service, n) in PLAYGROUND_AGENTS.items():
         pid = _start_agent(settings, node_id, service, n)
         print(f"node agent {node_id:<9} pid {pid}  (queue node/{node_id})", flush=True)
@@ -177,6 +223,8 @@ async def down(settings: Settings) -> int:
     ]
     if stopped:
         print(f"node agents stopped: {', '.join(stopped)}")
+    if processes.stop_recorded(_codec_files(settings)[1], CODEC_MARKER) is not None:
+        print("codec server stopped")
     await asyncio.gather(
         asyncio.to_thread(_playground(settings).stop),
         asyncio.to_thread(_kafka_playground(settings).stop),

@@ -35,7 +35,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from client.codec_server import TOKENS_ENV
+from client.codec_server import COOKIE, GRANTED, TOKENS_ENV
 from devstack.temporal import temporal_binary
 from devstack.zookeeper import ZooKeeperEnsemble
 from models import ClusterSpec, MonitorInput, Policy, SecretRef, SpecError
@@ -510,11 +510,32 @@ async def test_codec_server_decodes_for_token_holders_and_answers_the_ui_preflig
             refused = call(f"{url}/decode", headers, payloads_json(sealed))
             assert (refused.status, refused.body) == (
                 401,
-                f"{why}: send Authorization: Bearer TOKEN\n",
+                f"{why}: send Authorization: Bearer TOKEN, or open /login?token=TOKEN\n",
             )
             # The UI reads why: the reply carries the CORS headers of its origin.
             assert refused.headers["Access-Control-Allow-Origin"] == ORIGIN
             assert refused.headers["WWW-Authenticate"].startswith("Bearer")
+
+        # A browser logs in once: its cookie, an HMAC of the token and not the token, then
+        # stands for the token; the token itself as the cookie does not.
+        login = call(f"{url}/login?token={token}", {}, method="GET")
+        assert (login.status, login.body) == (200, f"{GRANTED}\n")
+        name_value, *attributes = login.headers["Set-Cookie"].split("; ")
+        assert attributes == ["HttpOnly", "SameSite=Lax", "Path=/"]
+        assert name_value.startswith(f"{COOKIE}=") and token not in name_value
+        browser = {"Origin": ORIGIN, "Cookie": f"theme=dark; {name_value}"}
+        by_cookie = call(f"{url}/default/decode", browser, payloads_json(sealed))
+        assert by_cookie.status == 200, by_cookie
+        assert json_format.Parse(by_cookie.body, Payloads()).payloads == [original]
+        forged = {"Origin": ORIGIN, "Cookie": f"{COOKIE}={token}"}
+        assert call(f"{url}/decode", forged, payloads_json(sealed)).status == 401
+        wrong = call(f"{url}/login?token=not-a-token-of-ours", {}, method="GET")
+        assert wrong.status == 401 and "Set-Cookie" not in wrong.headers
+        logout = call(f"{url}/logout", {}, method="GET")
+        assert logout.status == 200
+        assert (
+            logout.headers["Set-Cookie"] == f"{COOKIE}=; HttpOnly; SameSite=Lax; Path=/; Max-Age=0"
+        )
 
         # The browser's preflight carries no credentials, and is answered for the UI only.
         asks = {
@@ -580,7 +601,7 @@ async def test_codec_server_decodes_for_token_holders_and_answers_the_ui_preflig
     assert server.returncode == 130 and "Traceback" not in logged  # Ctrl-C stops it cleanly
     # Each request is logged with its status, refusals too; never a token or a key.
     decodes = [line for line in logged.splitlines() if "POST /decode HTTP/1.1" in line]
-    assert [" 401 " in line for line in decodes].count(True) == 3, logged
+    assert [" 401 " in line for line in decodes].count(True) == 4, logged
     assert token not in logged and key not in logged
 
 
@@ -590,3 +611,45 @@ async def shown_input(*show: str) -> Payload:
     assert done.returncode == 0, done.stderr
     started = json.loads(done.stdout)["events"][0]["workflowExecutionStartedEventAttributes"]
     return json_format.ParseDict(started["input"]["payloads"][0], Payload())
+
+
+def test_dev_up_with_keys_points_the_ui_at_a_codec_server_it_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from client import dev
+    from devstack import processes
+
+    keyless = Settings(home=tmp_path)
+    assert dev._temporal(keyless).extra_args == []
+    listen = closed_port_address()
+    monkeypatch.setattr(dev, "CODEC_LISTEN", listen)
+    key = f"k1:{new_key()}"
+    monkeypatch.setenv("REPLICANTE_CODEC_KEY", key)  # the codec server's environment
+    settings = Settings(home=tmp_path, codec_key=key)
+    temporal = dev._temporal(settings)
+    assert temporal.extra_args == ["--ui-codec-endpoint", f"http://{listen}"]
+    assert temporal.ui_url is not None
+    pid, tokens = dev._start_codec_server(settings, temporal.ui_url)
+    try:
+        assert tokens == tmp_path / "codec-server" / "tokens"
+        assert tokens.stat().st_mode & 0o777 == 0o600
+        token = tokens.read_text().strip()
+        assert len(token) >= 40
+        assert dev._start_codec_server(settings, temporal.ui_url) == (pid, tokens)  # once
+        host, port = listen.rsplit(":", 1)
+        processes.wait_for_port(host, int(port), 30, alive=lambda: processes.is_alive(pid))
+        login = call(f"http://{listen}/login?token={token}", {}, method="GET")
+        assert (login.status, login.body) == (200, f"{GRANTED}\n")
+        preflight = call(
+            f"http://{listen}/decode",
+            {"Origin": temporal.ui_url, "Access-Control-Request-Method": "POST"},
+            method="OPTIONS",
+        )
+        assert preflight.headers["Access-Control-Allow-Origin"] == temporal.ui_url
+    finally:
+        assert (
+            processes.stop_recorded(
+                tmp_path / "codec-server" / "codec-server.pid", dev.CODEC_MARKER
+            )
+            == pid
+        )
