@@ -75,6 +75,20 @@ async def test_the_probe_logs_in_with_each_mechanism(
     assert evaluate(spec, view) == []
 
 
+def brokers_seen(addresses: list[str], login: KafkaLogin) -> int:
+    """How many brokers kafka-python's admin client, logged in as `login`, is told of."""
+    admin = KafkaAdminClient(
+        bootstrap_servers=addresses,
+        request_timeout_ms=5000,
+        bootstrap_timeout_ms=5000,
+        **login.client_options(),
+    )
+    try:
+        return len(admin.describe_cluster()["brokers"])
+    finally:
+        admin.close()
+
+
 @pytest.mark.parametrize(
     ("mechanism", "case", "says"),
     [
@@ -118,16 +132,7 @@ async def test_sasl_ssl_with_the_spec_ca_and_an_untrusted_one(
     [node] = view.nodes
     assert (node.reachable, node.error, node.role) == (True, None, Role.CONTROLLER), node
     assert evaluate(spec, view) == []
-    admin = KafkaAdminClient(
-        bootstrap_servers=kafka_sasl_cluster.tls_addresses,
-        request_timeout_ms=5000,
-        bootstrap_timeout_ms=5000,
-        **login_of(spec).client_options(),
-    )
-    try:
-        assert len(admin.describe_cluster()["brokers"]) == 1
-    finally:
-        admin.close()
+    assert brokers_seen(kafka_sasl_cluster.tls_addresses, login_of(spec)) == 1
 
     other = TestCa.create(tmp_path, "other-ca")
     untrusting = sasl_spec(kafka_sasl_cluster, "SCRAM-SHA-256", password_file, other.cert)
@@ -181,16 +186,7 @@ def test_kafka_python_clients_log_in_as_the_spec_says(
         mechanism="SCRAM-SHA-256", username=USER, password=kafka_sasl_cluster.sasl_users[USER]
     )
     assert kafka_sasl_cluster.sasl_users[USER] not in repr(login)
-    admin = KafkaAdminClient(
-        bootstrap_servers=kafka_sasl_cluster.addresses,
-        request_timeout_ms=5000,
-        bootstrap_timeout_ms=5000,
-        **login.client_options(),
-    )
-    try:
-        assert len(admin.describe_cluster()["brokers"]) == 1
-    finally:
-        admin.close()
+    assert brokers_seen(kafka_sasl_cluster.addresses, login) == 1
 
 
 def test_the_event_stream_publishes_and_reads_back_with_a_login(
