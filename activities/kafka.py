@@ -63,6 +63,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, ClassVar
 
 import kafka.errors as kafka_errors
@@ -1331,7 +1332,7 @@ class KafkaAdapter(Adapter):
         deadline = asyncio.get_running_loop().time() + timeout
         checks = [
             asyncio.create_task(
-                probe_node(spec, n.node_id, _check_node(client, n, timeout), _error)
+                probe_node(spec, n.node_id, partial(_check_node, client, n, timeout), _error)
             )
             for n in spec.nodes
         ]
@@ -1365,7 +1366,9 @@ class KafkaAdapter(Adapter):
             client = client_for(spec.cluster_id, login)
             readings = await asyncio.gather(
                 *(
-                    probe_node(spec, n.node_id, _answers(client, n, timeout, unread), _error)
+                    probe_node(
+                        spec, n.node_id, partial(_answers, client, n, timeout, unread), _error
+                    )
                     for n in spec.nodes
                 )
             )

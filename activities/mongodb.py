@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, ClassVar
 
 import pymongo
@@ -1106,7 +1107,7 @@ class MongoDBAdapter(Adapter):
                 probe_node(
                     spec,
                     names.get(_key(a), a),
-                    self._read(a, spec.probe.timeout_s, login),
+                    partial(self._read, a, spec.probe.timeout_s, login),
                     _failure,
                 )
                 for a in addresses

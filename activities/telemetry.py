@@ -65,9 +65,9 @@ def traced_probe(probe: Probe[A]) -> Probe[A]:
 
 
 async def probe_node(
-    spec: ClusterSpec, node: str, read: Awaitable[R], error: Callable[[R], str | None]
+    spec: ClusterSpec, node: str, read: Callable[[], Awaitable[R]], error: Callable[[R], str | None]
 ) -> R:
-    """Await one node's `read` as a `ProbeNode` span, and record how long it took in
+    """Await one node's `read()` as a `ProbeNode` span, and record how long it took in
     `replicante_probe_duration_seconds{cluster,kind,node}` and, at debug level, a log line.
 
     Adapters report a node that is down, slow or answering garbage as a reading with an
@@ -79,7 +79,7 @@ async def probe_node(
         tracer.start_as_current_span("ProbeNode", attributes=span_attributes(spec, node)) as span,
     ):
         started = time.perf_counter()
-        reading = await read
+        reading = await read()
         seconds = time.perf_counter() - started
         failure = error(reading)
         if failure is not None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -31,6 +32,7 @@ from kazoo.client import KazooClient
 from kazoo.exceptions import AuthFailedError, KazooException, SessionClosedRequireSaslError
 from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.protocol.connection import ConnectionHandler
+from kazoo.protocol.states import KazooState, KeeperState
 from kazoo.retry import KazooRetry
 
 from activities.adapter import Adapter
@@ -357,20 +359,41 @@ def _kazoo(address: str, timeout: float, login: Login, retry: KazooRetry) -> Kaz
     return client
 
 
+REFUSED = "authentication failed: the member refused the login"
+LOGIN_GRACE_S = 0.5
+
+
 def _log_in(address: str, timeout: float, login: Login) -> str | None:
     """None when the member takes the login and answers a request; else why not. Blocking:
     a session of its own, closed before it returns."""
     client = _kazoo(address, timeout, login, KazooRetry(max_tries=0))
+    deadline = time.monotonic() + timeout
+    settled, refused = threading.Event(), threading.Event()
+
+    def listen(_: KazooState) -> None:
+        # A refusal can end the session between kazoo's state checks and its waits: `start`
+        # then says "Connection time-out" at once, or a request queued just after is never
+        # answered. The session's state says what happened; waiting on it never races.
+        if client.client_state == KeeperState.AUTH_FAILED:
+            refused.set()
+            settled.set()
+
+    client.add_listener(listen)
     try:
         client.start(timeout=timeout)
         # The login completes before the member answers any request: this read tells.
-        client.exists_async("/").get(timeout=timeout)
+        answer = client.exists_async("/")
+        answer.rawlink(lambda _: settled.set())
+        settled.wait(max(0.0, deadline - time.monotonic()))
+        if refused.is_set():
+            return REFUSED
+        answer.get(block=False)
     except AuthFailedError:
-        return "authentication failed: the member refused the login"
+        return REFUSED
     except SessionClosedRequireSaslError:
         return "authentication failed: the member requires a SASL login (auth: DIGEST-MD5)"
     except (KazooTimeoutError, TimeoutError):
-        return f"login: no answer within {timeout}s"
+        return REFUSED if refused.is_set() else f"login: no answer within {timeout}s"
     except KazooException as error:
         return f"login: {type(error).__name__}"
     finally:
@@ -380,7 +403,10 @@ def _log_in(address: str, timeout: float, login: Login) -> str | None:
 
 async def _check_login(address: str, timeout: float, login: Login) -> str | None:
     try:
-        return await asyncio.wait_for(asyncio.to_thread(_log_in, address, timeout, login), timeout)
+        # The thread keeps its own deadline; the grace lets it say why it gave up.
+        return await asyncio.wait_for(
+            asyncio.to_thread(_log_in, address, timeout, login), timeout + LOGIN_GRACE_S
+        )
     except TimeoutError:
         # The thread ends on its own, within kazoo's timeouts.
         return f"login: no answer within {timeout}s"
@@ -419,7 +445,9 @@ class ZooKeeperAdapter(Adapter):
                 login = error
         readings = await asyncio.gather(
             *(
-                probe_node(spec, n.node_id, _read_member(n, spec.probe.timeout_s, login), _error)
+                probe_node(
+                    spec, n.node_id, partial(_read_member, n, spec.probe.timeout_s, login), _error
+                )
                 for n in spec.nodes
             )
         )
