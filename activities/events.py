@@ -20,7 +20,11 @@ class EventActivities:
 
     @activity.defn
     async def record_events(self, batch: EventBatch) -> int:
-        stored = await asyncio.to_thread(self.store.append, batch.events)
+        write = asyncio.ensure_future(asyncio.to_thread(self.store.append, batch.events))
+        while not write.done():
+            activity.heartbeat()
+            await asyncio.wait({write}, timeout=1.0)
+        stored = write.result()
         activity.logger.info("stored %d new of %d events", stored, len(batch.events))
         # Fewer than all: a retried write, whose events were counted when first stored (a
         # write that failed halfway, storing some, goes uncounted: which ones is unknown).

@@ -41,7 +41,7 @@ with workflow.unsafe.imports_passed_through():
     from models.remediation import RemediationInput, RemediationRequest, check
     from models.remediation import workflow_id as remediation_workflow_id
     from workflows import search_attributes
-    from workflows.policies import RETRY_FOREVER
+    from workflows.policies import EVENT_WRITE_HEARTBEAT, EVENT_WRITE_TIMEOUT, RETRY_FOREVER
     from workflows.remediation import RemediationWorkflow
 
 
@@ -174,7 +174,8 @@ class ClusterMonitorWorkflow:
         await workflow.execute_activity_method(
             EventActivities.record_events,
             EventBatch(events=batch),
-            start_to_close_timeout=timedelta(seconds=30),
+            start_to_close_timeout=EVENT_WRITE_TIMEOUT,
+            heartbeat_timeout=EVENT_WRITE_HEARTBEAT,
             retry_policy=RETRY_FOREVER,
             summary=", ".join(sorted({e.type for e in batch})),
         )

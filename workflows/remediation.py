@@ -61,7 +61,7 @@ with workflow.unsafe.imports_passed_through():
         plan,
     )
     from models.safety import Verdict
-    from workflows.policies import RETRY_FOREVER
+    from workflows.policies import EVENT_WRITE_HEARTBEAT, EVENT_WRITE_TIMEOUT, RETRY_FOREVER
 
 
 PAUSE_EVENTS = "pause-events"
@@ -383,7 +383,8 @@ class RemediationWorkflow:
         await workflow.execute_activity_method(
             EventActivities.record_events,
             EventBatch(events=[event]),
-            start_to_close_timeout=timedelta(seconds=30),
+            start_to_close_timeout=EVENT_WRITE_TIMEOUT,
+            heartbeat_timeout=EVENT_WRITE_HEARTBEAT,
             retry_policy=RETRY_FOREVER,
             summary=type,
         )
