@@ -17,6 +17,10 @@ of the keys this node has run:
   before it stopped anything (a slow graceful stop, a broker's controlled shutdown), and
   killing it there would skip the restart while reporting it done. The old command keeps
   its own timeout, counted from when it started.
+- A restart killed together with the agent (its command too) cannot be let finish. With
+  the config's `instance` command, printed before the restart and again now, the same
+  instance still running means it stopped nothing: it runs once more. Without it, a
+  running service is taken as restarted.
 
 `status` changes nothing: it always runs and is never recorded.
 """
@@ -61,6 +65,8 @@ class Entry:
     pgid: int | None
     result: ServiceResult | None
     started_at: datetime
+    instance: str | None = None
+    """A restart's: what the `instance` command printed before it ran."""
 
 
 class Ledger:
@@ -88,22 +94,27 @@ class Ledger:
             " state TEXT NOT NULL, pgid INTEGER, result TEXT, started_at TEXT NOT NULL,"
             " updated_at TEXT NOT NULL)"
         )
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(runs)")}
+        if "instance" not in columns:  # a ledger from before `instance`
+            self._db.execute("ALTER TABLE runs ADD COLUMN instance TEXT")
 
     def get(self, key: str) -> Entry | None:
         row = self._db.execute(
-            "SELECT action, state, pgid, result, started_at FROM runs WHERE key = ?", (key,)
+            "SELECT action, state, pgid, result, started_at, instance FROM runs WHERE key = ?",
+            (key,),
         ).fetchone()
         if row is None:
             return None
         result = ServiceResult.model_validate_json(row[3]) if row[3] else None
         started_at = datetime.fromisoformat(row[4])
-        return Entry(ServiceAction(row[0]), row[1], row[2], result, started_at)
+        return Entry(ServiceAction(row[0]), row[1], row[2], result, started_at, row[5])
 
-    def begin(self, key: str, action: ServiceAction) -> None:
+    def begin(self, key: str, action: ServiceAction, instance: str | None = None) -> None:
         now = _now().isoformat()
         self._db.execute(
-            "INSERT OR REPLACE INTO runs VALUES (?, ?, 'running', NULL, NULL, ?, ?)",
-            (key, action.value, now, now),
+            "INSERT OR REPLACE INTO runs (key, action, state, pgid, result, started_at,"
+            " updated_at, instance) VALUES (?, ?, 'running', NULL, NULL, ?, ?, ?)",
+            (key, action.value, now, now, instance),
         )
 
     def started(self, key: str, pgid: int) -> None:
@@ -311,6 +322,17 @@ class ServiceActivities:
                 non_retryable=True,
             )
         status = await self._status(request, resumed=True)
+        if status.ok and entry.instance is not None:
+            now = await self._instance()
+            if now == entry.instance:
+                log.info(
+                    "%s (key %s) was interrupted before it stopped anything (instance %s still"
+                    " runs): once more",
+                    request.action,
+                    request.key,
+                    now,
+                )
+                return await self._run(request, resumed=True)
         if status.ok == (request.action in BRINGS_UP):
             log.info(
                 "%s (key %s) was interrupted; status shows it took effect",
@@ -338,6 +360,16 @@ class ServiceActivities:
             activity.heartbeat()
             await asyncio.sleep(0.2)
 
+    async def _instance(self) -> str | None:
+        """What the `instance` command prints, stripped; None without one, or when it
+        fails or prints nothing (then `status` alone decides)."""
+        command = self.config.instance
+        if command is None:
+            return None
+        timeout = command.timeout_s if command.timeout_s is not None else self.config.timeout_s
+        outcome = await run_command(command.argv, timeout, self.config.cwd)
+        return (outcome.output_tail.strip() or None) if outcome.exit_code == 0 else None
+
     async def _status(self, request: ServiceRequest, resumed: bool) -> ServiceResult:
         started_at = _now()
         command = self.config.actions[ServiceAction.STATUS]
@@ -350,8 +382,9 @@ class ServiceActivities:
         key, action = request.key, request.action
         command = self.config.actions[action]
         started_at = _now()
+        instance = await self._instance() if action is ServiceAction.RESTART else None
         # Recorded before the command starts: a crash from here on leaves `running`.
-        self.ledger.begin(key, action)
+        self.ledger.begin(key, action, instance)
         try:
             outcome = await run_command(
                 command.argv,

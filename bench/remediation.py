@@ -27,7 +27,7 @@ Its parts, from the same run:
 Goal: heal p95 <= detection p95 + restart p95 + rejoin p95 + 2 s.
 
 Kill runs (--kill-runs, default 1, with the monitor stopped): rolling restarts with the
-core worker SIGKILLed at 12 positions, and with agents SIGKILLed at 5 (tests/durability.py
+core worker SIGKILLed at 12 positions, and with agents SIGKILLed at 6 (tests/durability.py
 CORE_KILLS and AGENT_KILLS). `duplicate_effects` counts member stops and starts beyond one
 each per restart; `lost_remediations` those that did not heal, left a step undone, or
 reported a restart done that never happened. Goal: 0 and 0.

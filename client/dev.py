@@ -116,6 +116,7 @@ def _start_agent(settings: Settings, node_id: str, service: str, n: int) -> int:
             action: [*command, action, str(n), "--name", "playground"]
             for action in ("start", "stop", "restart", "status")
         },
+        "instance": [*command, "pid", str(n), "--name", "playground"],
         "timeout_s": 120,
         "cwd": str(REPO_ROOT),
     }

@@ -1,11 +1,12 @@
 """`python -m devstack` (or scripts/stack): start, break and stop the local servers by hand.
 
 temporal start|stop|status
-zookeeper start|stop|status [N]|kill N|restart N|pause N|resume N [--name playground]
-kafka start|stop|status [N]|kill N|restart N|pause N|resume N [--name playground]
+zookeeper start|stop|status [N]|pid N|kill N|restart N|pause N|resume N [--name playground]
+kafka start|stop|status [N]|pid N|kill N|restart N|pause N|resume N [--name playground]
 
 With a member number N, start/stop/status act on that member alone (what the playground's
-node agents run); `status N` exits 0 only while member N runs (and is not paused).
+node agents run); `status N` exits 0 only while member N runs (and is not paused); `pid N`
+prints its JVM's pid, or exits 3 when it does not run (the agents' `instance`).
 """
 
 from __future__ import annotations
@@ -59,12 +60,11 @@ def kafka(args: argparse.Namespace) -> None:
 def members(cluster: JvmCluster, args: argparse.Namespace, leader: Callable[[], str]) -> None:
     """The actions on a whole cluster or one of its members; `leader` names who leads."""
     label = f"{cluster.service} {args.name}"
+    if args.action in (*MEMBER_ACTIONS, "pid") and args.member is None:
+        raise SystemExit(
+            f"{cluster.service} {args.action} needs a {cluster.noun} number (1..{len(cluster.ips)})"
+        )
     if args.action in MEMBER_ACTIONS:
-        if args.member is None:
-            raise SystemExit(
-                f"{cluster.service} {args.action} needs a {cluster.noun} number "
-                f"(1..{len(cluster.ips)})"
-            )
         n = args.member
         if args.action == "kill":
             pid = cluster.member_pid(n)
@@ -96,7 +96,7 @@ def members(cluster: JvmCluster, args: argparse.Namespace, leader: Callable[[], 
 
 
 def member(cluster: JvmCluster, action: str, n: int, label: str) -> None:
-    """start N, stop N, status N: one member, not interactive, the exit code tells."""
+    """start N, stop N, status N, pid N: one member, not interactive, the exit code tells."""
     if action == "start":
         cluster.start_member(n)
         cluster.wait_ready(timeout=60)
@@ -104,6 +104,11 @@ def member(cluster: JvmCluster, action: str, n: int, label: str) -> None:
     elif action == "stop":
         cluster.stop_member(n)
         print(f"{label} {n}: stopped")
+    elif action == "pid":
+        pid = cluster.member_pid(n)
+        if pid is None:
+            raise SystemExit(3)
+        print(pid)
     else:
         print(f"{label} {n}: {cluster.describe(n)}")
         if not cluster.member_running(n) or cluster.member_paused(n):
@@ -117,7 +122,7 @@ def add_members_parser(
     run: Callable[[argparse.Namespace], None],
 ) -> None:
     parser = services.add_parser(service, help=description)
-    parser.add_argument("action", choices=("start", "stop", "status", *MEMBER_ACTIONS))
+    parser.add_argument("action", choices=("start", "stop", "status", "pid", *MEMBER_ACTIONS))
     parser.add_argument("member", type=int, nargs="?", help="member number, for kill|restart|...")
     parser.add_argument("--name", default="playground")
     parser.add_argument(

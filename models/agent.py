@@ -89,6 +89,11 @@ class AgentConfig(Frozen):
         default_factory=dict
     )
     """A missing action is refused when asked for, not when the agent starts."""
+    instance: Annotated[ActionCommand | None, BeforeValidator(_argv_only)] = None
+    """Prints what tells one run of the service from the next (its pid, systemd's
+    `InvocationID`). With it, a restart killed together with the agent before it stopped
+    anything (a host's supervisor killing the agent's cgroup) runs again; without it,
+    `status` alone cannot tell that restart from one that happened, and takes it as done."""
     timeout_s: Annotated[Seconds, Field(gt=0, le=86400)] = 120.0
     """Default for actions without their own; the command's process group is killed then."""
     cwd: str | None = None

@@ -79,10 +79,17 @@ def record(kind, member_pid):
 
 if action == "status":
     sys.exit(0 if member.member_running(n) else 3)
+if action == "instance":
+    pid = member.member_pid(n)
+    print(pid or "")
+    sys.exit(0 if pid is not None else 3)
 if action == "restart" and os.path.exists(drain):
-    # A slow graceful stop (a broker's controlled shutdown): nothing has changed yet.
+    # A slow graceful stop (a broker's controlled shutdown): nothing has changed yet. Once:
+    # a restart run again after a kill stops at once.
+    seconds = float(Path(drain).read_text())
+    os.unlink(drain)
     record("drain", 0)
-    time.sleep(float(Path(drain).read_text()))
+    time.sleep(seconds)
 if action in ("stop", "restart") and (pid := member.member_pid(n)) is not None:
     member.stop_member(n)
     record("stop", pid)
@@ -260,11 +267,13 @@ AGENT_KILLS = (
     Position(Victim.AGENT, Moment.FINISHED, 0),
     Position(Victim.AGENT, Moment.STARTED, 2),
     Position(Victim.AGENT, Moment.MID, 2),
+    Position(Victim.AGENT_AND_COMMAND, Moment.DRAINING, 4),
     Position(Victim.AGENT_AND_COMMAND, Moment.MID, 4),
 )
 """The agents: mid-command (during the first restart's drain, in the second one's middle,
-and with its command in the third one's middle), and at boundaries (right after a restart
-finished, and right as one started, before the agent picked it up)."""
+and with its command during the third one's drain, then in its middle), and at boundaries
+(right after a restart finished, and right as one started, before the agent picked it
+up)."""
 
 DRAIN_S = 14.0
 """Longer than a killed agent's activity takes to be retried on the revived one (a 10 s
@@ -452,15 +461,18 @@ class Stage:
         return f"{event.removeprefix('remediation.').strip()}; zk{n}: {effects}"
 
     async def rolling_restart_killing_agents(self) -> Run:
-        """AGENT_KILLS, the first member restarted draining DRAIN_S: the first follower,
-        as a rolling restart takes the leader last."""
+        """AGENT_KILLS, the first and the last member restarted draining DRAIN_S: the
+        first follower and the leader, as a rolling restart takes the leader last."""
         leader = self.ensemble.leader()
+        assert leader is not None
         first = next(n for n in self.ensemble.members if n != leader)
         self.drain(first, DRAIN_S)
+        self.drain(leader, DRAIN_S)
         try:
             return await self.rolling_restart(AGENT_KILLS)
         finally:
             self.drain(first, None)
+            self.drain(leader, None)
 
     async def _reach(
         self,
@@ -524,6 +536,7 @@ def agent_config(zk: ZooKeeperEnsemble, node_id: str, n: int, home: Path) -> dic
             action: [sys.executable, str(script), action, *member, *files, str(GAP_S)]
             for action in ("start", "stop", "restart", "status")
         },
+        "instance": [sys.executable, str(script), "instance", *member, *files, str(GAP_S)],
         "timeout_s": 120,
         "cwd": str(REPO_ROOT),
     }

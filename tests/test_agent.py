@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -181,13 +183,13 @@ async def test_a_cancelled_action_kills_its_process_group(steps: Client, tmp_pat
     assert processes.wait_dead(pid, 5)
 
 
-async def wait_for_line(counter: Path, timeout: float = 20) -> int:
-    """The pid the command wrote, once it started."""
+async def wait_for_line(counter: Path, timeout: float = 20, prefix: str = "") -> int:
+    """The pid the command wrote (after `prefix`), once it started."""
     deadline = time.monotonic() + timeout
     while not lines(counter):
         assert time.monotonic() < deadline, "the command never started"
         await asyncio.sleep(0.05)
-    return int(lines(counter)[0])
+    return int(lines(counter)[0].removeprefix(prefix))
 
 
 @pytest.fixture
@@ -240,6 +242,84 @@ async def test_sigkilled_agent_mid_action_resumes_with_its_effect_once(
     assert len(lines(counter)) == 1
     # ... until the new agent kills what is left of it before it decides.
     assert processes.wait_dead(orphan, 5)
+
+
+def restarting_config(node_id: str, home: Path, instance: bool) -> dict[str, object]:
+    """restart: logs `drain <pid>`, sleeps for what `home/drain` holds (a slow graceful
+    stop), then makes a new instance (`home/instance` + 1) and logs `restarted`; the
+    service always runs; `instance` (when asked for) prints the current one."""
+    log, drain, current = (str(home / name) for name in ("log", "drain", "instance"))
+    restart = (
+        "import os, time\n"
+        f"open({log!r}, 'a').write(f'drain {{os.getpid()}}\\n')\n"
+        f"time.sleep(float(open({drain!r}).read()))\n"
+        f"n = int(open({current!r}).read()) + 1\n"
+        f"open({current!r}, 'w').write(str(n))\n"
+        f"open({log!r}, 'a').write('restarted\\n')\n"
+    )
+    config: dict[str, object] = {
+        "node_id": node_id,
+        "actions": {"restart": python(restart), "status": python("pass")},
+        "timeout_s": 60,
+    }
+    if instance:
+        config["instance"] = python(f"print(open({current!r}).read())")
+    return config
+
+
+@pytest.mark.parametrize("instance", [True, False], ids=["with instance", "without instance"])
+async def test_a_restart_killed_with_its_agent_before_it_stopped_anything(
+    steps: Client, agents: Workers, tmp_path: Path, instance: bool
+) -> None:
+    """The agent's whole cgroup killed while its restart drains: with `instance`, the
+    same instance still running tells the restart never happened, and it runs once more;
+    without, a running service is all the agent sees, and it takes the restart as done."""
+    node_id, home = node(), tmp_path / "service"
+    home.mkdir()
+    (home / "instance").write_text("1")
+    (home / "drain").write_text("30")
+    write_config(agents, restarting_config(node_id, home, instance))
+    victim = await start_agent(steps, agents, node_id)
+    handle = await start_step(steps, node_id, ServiceAction.RESTART, "wf/k#restart")
+    command = await wait_for_line(home / "log", prefix="drain ")
+    agents.kill(victim)
+    os.killpg(command, signal.SIGKILL)
+    (home / "drain").write_text("0")
+    await start_agent(steps, agents, node_id)
+    result = await asyncio.wait_for(handle.result(), 30)
+    assert result.ok and result.resumed_after_crash, result
+    restarted = lines(home / "log").count("restarted")
+    if instance:
+        assert (result.ran, restarted, (home / "instance").read_text()) == (True, 1, "2")
+    else:
+        assert (result.ran, restarted, (home / "instance").read_text()) == (False, 0, "1")
+
+
+async def test_a_restart_killed_with_its_agent_after_it_took_effect_is_done(
+    steps: Client, agents: Workers, tmp_path: Path
+) -> None:
+    """A new instance runs: the restart happened, and it is not run again."""
+    node_id, home = node(), tmp_path / "service"
+    home.mkdir()
+    (home / "instance").write_text("1")
+    (home / "drain").write_text("0")
+    config = restarting_config(node_id, home, instance=True)
+    # After the new instance, a slow wait (for it to be ready) to be killed in.
+    actions = config["actions"]
+    assert isinstance(actions, dict)
+    actions["restart"] = [*actions["restart"][:-1], actions["restart"][-1] + "time.sleep(30)\n"]
+    write_config(agents, config)
+    victim = await start_agent(steps, agents, node_id)
+    handle = await start_step(steps, node_id, ServiceAction.RESTART, "wf/k#restart")
+    command = await wait_for_line(home / "log", prefix="drain ")
+    while "restarted" not in lines(home / "log"):
+        await asyncio.sleep(0.05)
+    agents.kill(victim)
+    os.killpg(command, signal.SIGKILL)
+    await start_agent(steps, agents, node_id)
+    result = await asyncio.wait_for(handle.result(), 30)
+    assert (result.ok, result.ran, result.resumed_after_crash) == (True, False, True), result
+    assert lines(home / "log").count("restarted") == 1
 
 
 def devstack_config(node_id: str, zk: ZooKeeperEnsemble, n: int) -> dict[str, object]:
@@ -295,3 +375,33 @@ def test_a_bad_config_is_one_line_naming_the_field_and_exit_2(tmp_path: Path) ->
     assert done.stderr.splitlines() == [
         f"replicante: error: {config}: timeout_s: Input should be greater than 0"
     ]
+
+
+def test_a_ledger_from_before_instance_opens_with_its_entries(tmp_path: Path) -> None:
+    path = tmp_path / "zk2.ledger.db"
+    old = sqlite3.connect(path)
+    old.execute(
+        "CREATE TABLE runs (key TEXT PRIMARY KEY, action TEXT NOT NULL, state TEXT NOT NULL,"
+        " pgid INTEGER, result TEXT, started_at TEXT NOT NULL, updated_at TEXT NOT NULL)"
+    )
+    at = "2026-11-01T00:00:00+00:00"
+    old.execute(
+        "INSERT INTO runs VALUES ('k#restart', 'restart', 'running', 42, NULL, ?, ?)", (at, at)
+    )
+    old.commit()
+    old.close()
+    ledger = Ledger(path)
+    try:
+        entry = ledger.get("k#restart")
+        assert entry is not None
+        assert (entry.action, entry.state, entry.pgid, entry.instance) == (
+            ServiceAction.RESTART,
+            "running",
+            42,
+            None,
+        )
+        ledger.begin("k2#restart", ServiceAction.RESTART, "pid 7")
+        again = ledger.get("k2#restart")
+        assert again is not None and again.instance == "pid 7"
+    finally:
+        ledger.close()

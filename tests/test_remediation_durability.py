@@ -73,7 +73,10 @@ async def test_agents_sigkilled_mid_command_and_at_boundaries_restart_each_membe
     # draining one finish, saw it done.
     assert run.detail(0) == "ran=False resumed_after_crash=True"
     assert run.detail(2) == "ran=False resumed_after_crash=True"
-    # Killed with its agent, the command never started the member: it ran once more.
+    # Killed with its agent while draining, the restart was run again (the same member
+    # JVM ran: the agent's `instance` told); killed with its agent in its middle, the
+    # command never started the member: it ran once more.
+    assert "before it stopped anything (instance" in killable.logs()
     assert run.detail(4) == "ran=True resumed_after_crash=True"
 
 
