@@ -1125,7 +1125,8 @@ class HeldLink:
     sock: socket.socket | None = None
     parser: KafkaProtocol | None = None
     state: str = "down"
-    """down, connecting, handshake (ApiVersions sent) or up."""
+    """down, connecting, tls (its handshake under way), handshake (ApiVersions sent) or
+    up."""
     reported_up: bool = False
     """What on_change last told: a drop the link recovers from at once is not news."""
     rechecking: bool = False
@@ -1137,6 +1138,8 @@ class HeldLink:
 class LinkHolder:
     """One TCP connection per broker, each opened with an ApiVersions exchange (so it is
     a Kafka broker that answers, not just a port), all watched by one selector thread.
+    With `tls`, each is a TLS connection, its handshake driven by the selector as well
+    (a SASL listener answers ApiVersions before any login: no link logs in).
 
     A link that drops (EOF or RST: a SIGKILLed broker's sockets are closed by the kernel
     at once) is reconnected on the spot. If that fails, the broker is gone: on_change.
@@ -1146,11 +1149,16 @@ class LinkHolder:
     """
 
     def __init__(
-        self, nodes: Iterable[NodeSpec], on_change: Callable[[], None], connect_timeout: float
+        self,
+        nodes: Iterable[NodeSpec],
+        on_change: Callable[[], None],
+        connect_timeout: float,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.links = [HeldLink(node) for node in nodes]
         self._on_change = on_change
         self._timeout = connect_timeout
+        self._tls = tls
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -1220,20 +1228,28 @@ class LinkHolder:
             if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
                 self._failed(link, now)
                 return
-            link.parser = KafkaProtocol(client_id=CLIENT_ID, receive_message_max_bytes=1 << 20)
-            link.parser.send_request(api_versions_request())
+            if self._tls is None:
+                self._ask_versions(link, now)
+                return
+            # The TLS socket takes the plain one's descriptor: the selector learns it anew.
+            self._selector.unregister(sock)
             try:
-                # ~50 bytes into an empty send buffer: sent whole.
-                sock.send(link.parser.send_bytes())
+                link.sock = self._tls.wrap_socket(
+                    sock, server_hostname=link.node.host, do_handshake_on_connect=False
+                )
             except OSError:
                 self._failed(link, now)
                 return
-            link.state = "handshake"
-            self._selector.modify(sock, selectors.EVENT_READ, link)
+            self._selector.register(link.sock, selectors.EVENT_WRITE, link)
+            link.state = "tls"
+            self._tls_handshake(link, now)
+            return
+        if link.state == "tls":
+            self._tls_handshake(link, now)
             return
         try:
-            data = sock.recv(1 << 16)
-        except BlockingIOError:
+            data = _recv_all(sock)
+        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
             return
         except OSError:
             data = b""
@@ -1251,6 +1267,35 @@ class LinkHolder:
                 return
             if replies:
                 self._established(link, now)
+
+    def _tls_handshake(self, link: HeldLink, now: float) -> None:
+        sock = link.sock
+        assert isinstance(sock, ssl.SSLSocket)
+        try:
+            sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self._selector.modify(sock, selectors.EVENT_READ, link)
+        except ssl.SSLWantWriteError:
+            self._selector.modify(sock, selectors.EVENT_WRITE, link)
+        except OSError:
+            # Refused (a certificate we do not trust, a plaintext listener) or reset.
+            self._failed(link, now)
+        else:
+            self._ask_versions(link, now)
+
+    def _ask_versions(self, link: HeldLink, now: float) -> None:
+        sock = link.sock
+        assert sock is not None
+        link.parser = KafkaProtocol(client_id=CLIENT_ID, receive_message_max_bytes=1 << 20)
+        link.parser.send_request(api_versions_request())
+        try:
+            # ~50 bytes into an empty send buffer: sent whole.
+            sock.send(link.parser.send_bytes())
+        except OSError:
+            self._failed(link, now)
+            return
+        link.state = "handshake"
+        self._selector.modify(sock, selectors.EVENT_READ, link)
 
     def _established(self, link: HeldLink, now: float) -> None:
         link.state, link.rechecking, link.up_at = "up", False, now
@@ -1287,6 +1332,15 @@ class LinkHolder:
             self._on_change()
         except Exception:
             log.exception("on_change failed")
+
+
+def _recv_all(sock: socket.socket) -> bytes:
+    """What the socket holds now; with TLS, records already decrypted too, which the
+    selector cannot see. Raises as recv does when there is nothing yet."""
+    data = sock.recv(1 << 16)
+    while data and isinstance(sock, ssl.SSLSocket) and sock.pending():
+        data += sock.recv(1 << 16)
+    return data
 
 
 async def _first_to_describe(
@@ -1376,12 +1430,14 @@ class KafkaAdapter(Adapter):
 
     @contextlib.contextmanager
     def hold_links(self, spec: ClusterSpec, on_change: Callable[[], None]) -> Iterator[None]:
-        if spec.tls is not None:
-            # The holder's links speak plain TCP (a SASL listener answers their ApiVersions
-            # before any login; a TLS one would not): with TLS, crashes are seen by the probe.
+        try:
+            tls = login_of(spec, sasl=False).ssl_context()
+        except (SecretUnavailable, OSError, ssl.SSLError) as error:
+            # The probe says so each round; crashes are then seen by the probe alone.
+            log.info("no held links for %s: %s", spec.cluster_id, error)
             yield
             return
-        holder = LinkHolder(spec.nodes, on_change, connect_timeout=spec.probe.timeout_s)
+        holder = LinkHolder(spec.nodes, on_change, connect_timeout=spec.probe.timeout_s, tls=tls)
         holder.start()
         try:
             yield

@@ -9,6 +9,7 @@ get the same login from the spec, and the event stream's from REPLICANTE_EVENTS_
 from __future__ import annotations
 
 import doctest
+import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,10 +18,12 @@ import pytest
 from kafka import KafkaAdminClient
 
 from activities import stream
-from activities.kafka import KafkaAdapter, KafkaLogin, login_of
+from activities.kafka import LINK_RETRY_S, KafkaAdapter, KafkaLogin, login_of
 from activities.stream import KafkaPublisher, StreamSettings, login_from_env
 from devstack.kafka import KafkaCluster
 from models import ClusterSpec, Event, Role, SpecError, evaluate, parse_spec
+from tests.conftest import heal
+from tests.helpers import Changes
 from tests.secure_certs import TestCa
 
 USER = "monitor"
@@ -139,6 +142,36 @@ async def test_sasl_ssl_with_the_spec_ca_and_an_untrusted_one(
     [node] = (await KafkaAdapter().probe(untrusting)).nodes
     assert node.reachable, node
     assert str(node.error).startswith("TLS: certificate verify failed"), node.error
+
+
+def test_held_links_over_tls_see_the_broker_die_at_once_and_come_back(
+    kafka_sasl_cluster: KafkaCluster, password_file: Path, test_ca: TestCa, tmp_path: Path
+) -> None:
+    """A link is TLS (handshake, then ApiVersions, which the SASL_SSL listener answers
+    before any login): it comes up with the spec's CA, never with a CA that did not sign
+    the broker's certificate, and tells of a SIGKILLed broker at once, not at the next
+    probe, then of its return."""
+    spec = sasl_spec(kafka_sasl_cluster, "PLAIN", password_file, test_ca.cert)
+    other = TestCa.create(tmp_path, "other-ca")
+    untrusting = sasl_spec(kafka_sasl_cluster, "PLAIN", password_file, other.cert)
+    changes, untrusted = Changes(), Changes()
+    adapter = KafkaAdapter()
+    with adapter.hold_links(spec, changes), adapter.hold_links(untrusting, untrusted):
+        assert changes.wait_for(1, timeout=10)
+        # Past the window in which a link dropped right after coming up is a broker in
+        # trouble whatever the reconnect says.
+        time.sleep(2 * LINK_RETRY_S + 0.2)
+        try:
+            killed = time.monotonic()
+            kafka_sasl_cluster.kill_member(1)
+            seen = changes.first_after(killed, timeout=5)
+            assert seen is not None and seen < 1.0, seen
+            kafka_sasl_cluster.start_member(1)
+            kafka_sasl_cluster.wait_ready(timeout=60)
+            assert changes.wait_for(3, timeout=10), changes.times
+        finally:
+            heal(kafka_sasl_cluster, timeout=90)
+        assert untrusted.times == []
 
 
 async def test_a_spec_without_auth_at_a_sasl_listener_is_a_login_not_a_broker_down(
