@@ -216,6 +216,8 @@ async def test_live_history_replays(
     )
 
     m.set_mark()
+    # The pause, too, must find a watch to cancel, not the write of node.up's events.
+    await watch_worker(m.handle)
     await m.handle.signal(ClusterMonitorWorkflow.pause, "maintenance")
     await m.until("monitor.paused")
     await m.handle.signal(ClusterMonitorWorkflow.resume, "done")
