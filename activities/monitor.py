@@ -18,8 +18,9 @@ from temporalio.exceptions import ApplicationError
 from activities.adapter import Adapter
 from activities.kafka import KafkaAdapter
 from activities.mongodb import MongoDBAdapter
+from activities.telemetry import gauge_findings
 from activities.zookeeper import ZooKeeperAdapter
-from models import ClusterSpec, ClusterView, Kind, WatchRequest, watch_key
+from models import ClusterSpec, ClusterView, Kind, WatchRequest, evaluate, watch_key
 
 ADAPTERS: dict[Kind, Callable[[], Adapter]] = {
     Kind.ZOOKEEPER: ZooKeeperAdapter,
@@ -63,7 +64,9 @@ async def watch_cluster(request: WatchRequest) -> ClusterView:
         while True:
             wake.clear()
             view = await adapter.probe(spec)
-            if watch_key(spec, view) != last or loop.time() >= deadline:
+            findings = evaluate(spec, view)
+            gauge_findings(spec, findings)
+            if watch_key(spec, view, findings) != last or loop.time() >= deadline:
                 return view
             activity.heartbeat()
             wait = min(spec.probe.interval_s, max(deadline - loop.time(), 0.0))

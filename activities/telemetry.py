@@ -22,9 +22,11 @@ from opentelemetry import trace
 from opentelemetry.trace import StatusCode
 from temporalio import activity
 
-from models import ClusterSpec, ClusterView, Event
+from models import ClusterSpec, ClusterView, Event, Finding, Severity
 
 PROBE_DURATION = "replicante_probe_duration_seconds"
+FINDINGS = "replicante_findings"
+FINDINGS_SET = "replicante_findings_set_timestamp_seconds"
 EVENTS = "replicante_events_total"
 DETECTION_LAG = "replicante_detection_lag_seconds"
 BUCKETS: dict[str, tuple[float, ...]] = {
@@ -90,6 +92,26 @@ async def probe_node(
             PROBE_DURATION, "How long one node's probe took", "s"
         ).record(seconds, {"cluster": spec.cluster_id, "kind": spec.kind.value, "node": node})
     return reading
+
+
+def gauge_findings(spec: ClusterSpec, findings: Sequence[Finding]) -> None:
+    """Set by the watch after every probe: `replicante_findings{cluster,severity}`, the
+    findings its view opens (the monitor's own: it evaluates the view the same way), and
+    `replicante_findings_set_timestamp_seconds{cluster}`, now.
+
+    Gauges of the worker process: one that no longer watches a cluster keeps its last
+    value, and the timestamp, which then stops moving, tells it from the current one.
+    """
+    meter = activity.metric_meter()
+    gauge = meter.create_gauge(FINDINGS, "Open findings of a cluster, by severity")
+    for severity in Severity:
+        gauge.set(
+            sum(1 for f in findings if f.severity is severity),
+            {"cluster": spec.cluster_id, "severity": severity.name.lower()},
+        )
+    meter.create_gauge(FINDINGS_SET, "When this process last set replicante_findings", "s").set(
+        int(time.time()), {"cluster": spec.cluster_id}
+    )
 
 
 def record_stored(events: Sequence[Event], stored_at: datetime) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -47,11 +48,16 @@ class WatchRequest(Message):
     and history would carry it twice per change."""
 
 
-def watch_key(spec: ClusterSpec, view: ClusterView) -> str:
+def watch_key(
+    spec: ClusterSpec, view: ClusterView, findings: Sequence[Finding] | None = None
+) -> str:
     """What the workflow cares about in a view: its signature, and which findings are open
     (a secondary that falls behind the spec's lag threshold changes no role, yet it is
-    news). Deterministic, so the workflow and the watch compute the same."""
-    key = (view.signature(), tuple(f.key for f in evaluate(spec, view)))
+    news). Deterministic, so the workflow and the watch compute the same. `findings`:
+    `evaluate(spec, view)`, when the caller has it already."""
+    if findings is None:
+        findings = evaluate(spec, view)
+    key = (view.signature(), tuple(f.key for f in findings))
     return hashlib.sha256(repr(key).encode()).hexdigest()
 
 

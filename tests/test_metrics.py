@@ -113,6 +113,8 @@ async def test_a_worker_and_an_agent_serve_their_metrics_to_prometheus(
             ours = {"cluster": cid}
             assert value(down, "replicante_findings", **ours, severity="warning") == 1
             assert value(down, "replicante_findings", **ours, severity="critical") == 0
+            set_at = value(down, "replicante_findings_set_timestamp_seconds", **ours)
+            assert set_at is not None and abs(set_at - time.time()) < 10, set_at
             assert value(down, "replicante_events_total", **ours, type="node.down") == 1
             lag = value(down, "replicante_detection_lag_seconds_sum", **ours, type="node.down")
             assert lag is not None and 0 < lag < 5

@@ -29,7 +29,6 @@ with workflow.unsafe.imports_passed_through():
         MonitorStatus,
         Policy,
         RemediationFinished,
-        Severity,
         WatchRequest,
         changes,
         evaluate,
@@ -50,8 +49,6 @@ FINDING_EVENTS = "finding-events"
 REMEDIATIONS = "remediations"
 TELL_CLEARED = "tell-cleared"
 FINISHED_IS_FINISHED = "finished-is-finished"
-
-FINDINGS_METRIC = "replicante_findings"
 
 
 def workflow_id(cluster_id: str) -> str:
@@ -87,7 +84,6 @@ class ClusterMonitorWorkflow:
         while True:
             self._index()
             self._show_details()
-            self._gauge_findings()
             await self._flush()
             if self._paused:
                 await workflow.wait_condition(lambda: not self._paused or bool(self._queued))
@@ -362,22 +358,6 @@ class ClusterMonitorWorkflow:
         else:
             lines.append("no open findings")
         workflow.set_current_details("\n".join(lines))
-
-    def _gauge_findings(self) -> None:
-        """`replicante_findings{cluster,severity}`: the open findings, set every round.
-
-        Every round, not on change: the SDK records nothing while a workflow replays, so a
-        worker that takes the monitor over sets it from its first live round. It is a gauge
-        of the worker process: one that handed the monitor over keeps its last value.
-        """
-        gauge = workflow.metric_meter().create_gauge(
-            FINDINGS_METRIC, "Open findings of a cluster, by severity"
-        )
-        for severity in Severity:
-            gauge.set(
-                sum(1 for f in self._findings if f.severity is severity),
-                {"cluster": self._spec.cluster_id, "severity": severity.name.lower()},
-            )
 
     def _control_event(self, type: str, message: str, **payload: object) -> None:
         self._queue([EventDraft(type=type, message=message, payload=payload)], workflow.now())
