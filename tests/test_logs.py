@@ -20,7 +20,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ import pytest
 import structlog
 import yaml
 from temporalio import workflow
-from temporalio.client import WorkflowHistory
+from temporalio.client import WorkflowHandle, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
@@ -98,6 +99,30 @@ def closed_port() -> int:
 # --- JSON lines and their keys ---------------------------------------------------------------
 
 
+@asynccontextmanager
+async def monitored_in_a_worker(
+    env: WorkflowEnvironment, spec: ClusterSpec, process: dict[str, str], home: Path
+) -> AsyncIterator[tuple[WorkflowHandle[ClusterMonitorWorkflow, None], Path]]:
+    """A `python -m worker` process (`process`, from process_env with a task queue) that
+    monitors `spec`, once its first health event is stored: the monitor's handle and the
+    worker's log file. The monitor is terminated at the end."""
+    store = SQLiteEventStore(home / "events.db")
+    try:
+        with worker_processes(process, home) as workers:
+            workers.start()
+            handle = await env.client.start_workflow(
+                ClusterMonitorWorkflow.run,
+                MonitorInput(spec=spec),
+                id=workflow_id(spec.cluster_id),
+                task_queue=process["REPLICANTE_TASK_QUEUE"],
+            )
+            await wait_for_event(store, spec.cluster_id, of_type("cluster.health_changed"))
+            yield handle, home / "worker-0.log"
+            await handle.terminate("test over")
+    finally:
+        store.close()
+
+
 async def test_a_core_worker_writes_json_lines_that_say_what_each_is_about(
     temporal_env: WorkflowEnvironment, zk_healthy: ZooKeeperEnsemble, tmp_path: Path
 ) -> None:
@@ -107,42 +132,27 @@ async def test_a_core_worker_writes_json_lines_that_say_what_each_is_about(
     env = process_env(
         temporal_env.client, tmp_path, REPLICANTE_TASK_QUEUE=queue, REPLICANTE_LOG_LEVEL="debug"
     )
-    out = tmp_path / "worker-0.log"
-    store = SQLiteEventStore(tmp_path / "events.db")
-    try:
-        with worker_processes(env, tmp_path) as workers:
-            workers.start()
-            handle = await temporal_env.client.start_workflow(
-                ClusterMonitorWorkflow.run,
-                MonitorInput(spec=zk_spec(zk_healthy, cid, interval_s=0.5)),
-                id=workflow_id(cid),
-                task_queue=queue,
-            )
-            await wait_for_event(store, cid, of_type("cluster.health_changed"))
-            about = {"cluster_id": cid, "workflow_id": handle.id, "run_id": handle.result_run_id}
+    spec = zk_spec(zk_healthy, cid, interval_s=0.5)
+    async with monitored_in_a_worker(temporal_env, spec, env, tmp_path) as (handle, out):
+        about = {"cluster_id": cid, "workflow_id": handle.id, "run_id": handle.result_run_id}
 
-            def mine(line: Line) -> bool:
-                return about.items() <= line.items()
+        def mine(line: Line) -> bool:
+            return about.items() <= line.items()
 
-            def probe_of(node: str) -> Callable[[Line], bool]:
-                return lambda x: mine(x) and x["logger"] == "replicante.probe" and x["node"] == node
+        def probe_of(node: str) -> Callable[[Line], bool]:
+            return lambda x: mine(x) and x["logger"] == "replicante.probe" and x["node"] == node
 
-            found = await until_logged(
-                out,
-                {
-                    **{f"zk{n}": probe_of(f"zk{n}") for n in zk_healthy.members},
-                    "workflow": lambda x: (
-                        mine(x) and x["message"].startswith("cluster.health_changed: ")
-                    ),
-                    "stored": lambda x: mine(x) and x["message"].startswith("stored "),
-                    "core": lambda x: (
-                        x["logger"] == "temporalio.core" and x.get("task_queue") == queue
-                    ),
-                },
-            )
-            await handle.terminate("test over")
-    finally:
-        store.close()
+        found = await until_logged(
+            out,
+            {
+                **{f"zk{n}": probe_of(f"zk{n}") for n in zk_healthy.members},
+                "workflow": lambda x: (
+                    mine(x) and x["message"].startswith("cluster.health_changed: ")
+                ),
+                "stored": lambda x: mine(x) and x["message"].startswith("stored "),
+                "core": lambda x: x["logger"] == "temporalio.core" and x.get("task_queue") == queue,
+            },
+        )
 
     lines = json_lines(out)
     assert all({"timestamp", "level", "logger", "message"} <= x.keys() for x in lines)
@@ -491,29 +501,15 @@ async def test_a_planted_secret_never_reaches_a_workers_log(
             },
         }
     )
-    out = tmp_path / "worker-0.log"
-    store = SQLiteEventStore(tmp_path / "events.db")
-    try:
-        with worker_processes(env, tmp_path) as workers:
-            workers.start()
-            handle = await temporal_env.client.start_workflow(
-                ClusterMonitorWorkflow.run,
-                MonitorInput(spec=spec),
-                id=workflow_id(cid),
-                task_queue=queue,
-            )
-            await wait_for_event(store, cid, of_type("cluster.health_changed"))
-            await handle.signal(ClusterMonitorWorkflow.pause, f"rotating {secret} on m1")
-            found = await until_logged(
-                out,
-                {
-                    "probe": lambda x: x.get("node") == "m1" and x["logger"] == "replicante.probe",
-                    "paused": lambda x: x["message"].startswith("monitor.paused: "),
-                },
-            )
-            await handle.terminate("test over")
-    finally:
-        store.close()
+    async with monitored_in_a_worker(temporal_env, spec, env, tmp_path) as (handle, out):
+        await handle.signal(ClusterMonitorWorkflow.pause, f"rotating {secret} on m1")
+        found = await until_logged(
+            out,
+            {
+                "probe": lambda x: x.get("node") == "m1" and x["logger"] == "replicante.probe",
+                "paused": lambda x: x["message"].startswith("monitor.paused: "),
+            },
+        )
     assert secret not in out.read_text()
     assert found["paused"]["message"] == "monitor.paused: monitoring paused: rotating *** on m1"
     assert found["probe"]["cluster_id"] == cid
