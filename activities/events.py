@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
+from functools import partial
 
 from temporalio import activity
 
+from activities.heartbeat import heartbeating
 from activities.telemetry import record_stored
 from models import EventBatch
 from store import EventStore
@@ -20,11 +21,7 @@ class EventActivities:
 
     @activity.defn
     async def record_events(self, batch: EventBatch) -> int:
-        write = asyncio.ensure_future(asyncio.to_thread(self.store.append, batch.events))
-        while not write.done():
-            activity.heartbeat()
-            await asyncio.wait({write}, timeout=1.0)
-        stored = write.result()
+        stored = await heartbeating(partial(self.store.append, batch.events), 1.0)
         activity.logger.info("stored %d new of %d events", stored, len(batch.events))
         # Fewer than all: a retried write, whose events were counted when first stored (a
         # write that failed halfway, storing some, goes uncounted: which ones is unknown).

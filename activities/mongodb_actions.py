@@ -3,7 +3,6 @@ agent."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pymongo
@@ -12,6 +11,7 @@ from pymongo.errors import AutoReconnect, NotPrimaryError, OperationFailure, PyM
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.heartbeat import heartbeating
 from activities.mongodb import (
     PROBE_HEARTBEAT_MS,
     ask_hello,
@@ -76,12 +76,8 @@ async def step_down_primary(request: NodeRequest) -> str:
     # The primary answers only once a secondary caught up, or after CATCH_UP_S: heartbeats
     # keep the step alive past the workflow's heartbeat timeout meanwhile. A cancel cannot
     # take back a command already sent; its thread ends when the server answers.
-    stepping = asyncio.ensure_future(asyncio.to_thread(step_down))
     try:
-        while not stepping.done():
-            activity.heartbeat(f"stepping {node.node_id} down")
-            await asyncio.wait([stepping], timeout=HEARTBEAT_S)
-        return stepping.result()
+        return await heartbeating(step_down, HEARTBEAT_S, f"stepping {node.node_id} down")
     except OperationFailure as error:
         raise ApplicationError(
             f"{node.node_id} refused to step down: {describe_error(error, timeout)}",
@@ -91,5 +87,3 @@ async def step_down_primary(request: NodeRequest) -> str:
         raise ApplicationError(
             f"step down {node.node_id}: {describe_error(error, timeout)}"
         ) from None
-    finally:
-        stepping.cancel()
