@@ -366,8 +366,7 @@ class ServiceActivities:
         command = self.config.instance
         if command is None:
             return None
-        timeout = command.timeout_s if command.timeout_s is not None else self.config.timeout_s
-        outcome = await run_command(command.argv, timeout, self.config.cwd)
+        outcome = await run_command(command.argv, self.config.timeout_for(command), self.config.cwd)
         return (outcome.output_tail.strip() or None) if outcome.exit_code == 0 else None
 
     async def _status(self, request: ServiceRequest, resumed: bool) -> ServiceResult:

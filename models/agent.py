@@ -100,7 +100,9 @@ class AgentConfig(Frozen):
     """Working directory of the commands (default: the agent's)."""
 
     def timeout_of(self, action: ServiceAction) -> float:
-        command = self.actions[action]
+        return self.timeout_for(self.actions[action])
+
+    def timeout_for(self, command: ActionCommand) -> float:
         return command.timeout_s if command.timeout_s is not None else self.timeout_s
 
 
