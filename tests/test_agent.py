@@ -244,10 +244,13 @@ async def test_sigkilled_agent_mid_action_resumes_with_its_effect_once(
     assert processes.wait_dead(orphan, 5)
 
 
-def restarting_config(node_id: str, home: Path, instance: bool) -> dict[str, object]:
+def restarting_config(
+    node_id: str, home: Path, instance: bool, settle_s: float = 0
+) -> dict[str, object]:
     """restart: logs `drain <pid>`, sleeps for what `home/drain` holds (a slow graceful
-    stop), then makes a new instance (`home/instance` + 1) and logs `restarted`; the
-    service always runs; `instance` (when asked for) prints the current one."""
+    stop), then makes a new instance (`home/instance` + 1), logs `restarted` and waits
+    `settle_s` (for it to be ready); the service always runs; `instance` (when asked for)
+    prints the current one."""
     log, drain, current = (str(home / name) for name in ("log", "drain", "instance"))
     restart = (
         "import os, time\n"
@@ -256,6 +259,7 @@ def restarting_config(node_id: str, home: Path, instance: bool) -> dict[str, obj
         f"n = int(open({current!r}).read()) + 1\n"
         f"open({current!r}, 'w').write(str(n))\n"
         f"open({log!r}, 'a').write('restarted\\n')\n"
+        f"time.sleep({settle_s})\n"
     )
     config: dict[str, object] = {
         "node_id": node_id,
@@ -303,12 +307,8 @@ async def test_a_restart_killed_with_its_agent_after_it_took_effect_is_done(
     home.mkdir()
     (home / "instance").write_text("1")
     (home / "drain").write_text("0")
-    config = restarting_config(node_id, home, instance=True)
     # After the new instance, a slow wait (for it to be ready) to be killed in.
-    actions = config["actions"]
-    assert isinstance(actions, dict)
-    actions["restart"] = [*actions["restart"][:-1], actions["restart"][-1] + "time.sleep(30)\n"]
-    write_config(agents, config)
+    write_config(agents, restarting_config(node_id, home, instance=True, settle_s=30))
     victim = await start_agent(steps, agents, node_id)
     handle = await start_step(steps, node_id, ServiceAction.RESTART, "wf/k#restart")
     command = await wait_for_line(home / "log", prefix="drain ")
