@@ -7,12 +7,8 @@ The parsers were written against replies recorded from ZooKeeper 3.9.5
 A spec's `auth` (SASL DIGEST-MD5, or ZooKeeper's `digest` scheme) with its secrets
 `username` and `password` logs the held links in. ZooKeeper answers the four-letter words
 to anyone who reaches the client port, logged in or not, so they still read role, zxid and
-the rest; to know the login works, the probe also reads `/`'s stat through the member's
-held link, logged in with the same secrets. Without one (links not held, not up, or
-logged in with secrets that have changed since) it opens a session of its own, logs in,
-reads, and closes it: two transactions on the ensemble, per member and probe. A held
-session cannot miss a change on the member's side: its SASL users change only with a
-restart, which ends the session.
+the rest; to know the login works, the probe also opens a session per member, logs in and
+reads `/`'s stat, then closes it (two transactions on the ensemble, per member and probe).
 A refused login is reported on the member that refused it, which stays reachable with its
 role (`auth_failed`): a wrong password must never read as a member down, nor start its
 restart. Credentials are read from their references at every probe, never logged.
@@ -21,7 +17,6 @@ restart. Credentials are read from their references at every probe, never logged
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 import re
 import threading
@@ -354,8 +349,6 @@ class _Connection(ConnectionHandler):  # type: ignore[misc]
 
 def _kazoo(address: str, timeout: float, login: Login, retry: KazooRetry) -> KazooClient:
     """A client pinned to one member, logging in as `login` says."""
-    # kazoo fills defaults into the options it is given: `login` stays as the spec made it.
-    login = copy.deepcopy(login)
     client = KazooClient(
         hosts=address, timeout=timeout, connection_retry=retry, logger=_kazoo_log, **login
     )
@@ -408,43 +401,11 @@ def _log_in(address: str, timeout: float, login: Login) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class _Held:
-    """A held link's session to one member, logged in as `login`."""
-
-    client: KazooClient
-    login: Login
-
-
-def _ask_held(client: KazooClient, timeout: float) -> bool | None:
-    """Whether the held session still answers (True) or its login was refused (False);
-    None when it cannot tell (dropped, or no answer in time). Blocking."""
-    try:
-        client.exists_async("/").get(timeout=timeout)
-    except AuthFailedError:
-        return False
-    except (KazooException, KazooTimeoutError, TimeoutError):
-        return None
-    return True
-
-
-async def _check_login(
-    address: str, timeout: float, login: Login, held: _Held | None = None
-) -> str | None:
-    """Whether the member takes `login`: asked through the held link's session when it
-    logged in the same way (a read, no transaction), else through a session of its own
-    (two transactions on the ensemble: its creation and its close)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    if held is not None and held.login == login and held.client.connected:
-        answer = await asyncio.to_thread(_ask_held, held.client, timeout / 2)
-        if answer is not None:
-            return None if answer else REFUSED
-    left = max(deadline - loop.time(), 0.1)
+async def _check_login(address: str, timeout: float, login: Login) -> str | None:
     try:
         # The thread keeps its own deadline; the grace lets it say why it gave up.
         return await asyncio.wait_for(
-            asyncio.to_thread(_log_in, address, left, login), left + LOGIN_GRACE_S
+            asyncio.to_thread(_log_in, address, timeout, login), timeout + LOGIN_GRACE_S
         )
     except TimeoutError:
         # The thread ends on its own, within kazoo's timeouts.
@@ -452,10 +413,7 @@ async def _check_login(
 
 
 async def _read_member(
-    node: NodeSpec,
-    timeout: float,
-    login: Login | SecretUnavailable | None,
-    held: _Held | None = None,
+    node: NodeSpec, timeout: float, login: Login | SecretUnavailable | None
 ) -> _Reading:
     """The member's four-letter words, and with a login whether it takes it: what a
     member that refuses the login says is kept, its error says why."""
@@ -466,7 +424,7 @@ async def _read_member(
         reading, refused = await _read_node(node, timeout), f"authentication failed: {login}"
     else:
         reading, refused = await asyncio.gather(
-            _read_node(node, timeout), _check_login(node.address, timeout, login, held)
+            _read_node(node, timeout), _check_login(node.address, timeout, login)
         )
     if not reading.status.reachable or refused is None:
         return reading
@@ -475,11 +433,6 @@ async def _read_member(
 
 class ZooKeeperAdapter(Adapter):
     kind: ClassVar[Kind] = Kind.ZOOKEEPER
-
-    def __init__(self) -> None:
-        self._held: dict[str, _Held] = {}
-        """The links `hold_links` holds now, by member address: with `auth`, the probe
-        checks the login through them rather than a session per member and probe."""
 
     @traced_probe
     async def probe(self, spec: ClusterSpec) -> ClusterView:
@@ -493,12 +446,7 @@ class ZooKeeperAdapter(Adapter):
         readings = await asyncio.gather(
             *(
                 probe_node(
-                    spec,
-                    n.node_id,
-                    partial(
-                        _read_member, n, spec.probe.timeout_s, login, self._held.get(n.address)
-                    ),
-                    _error,
+                    spec, n.node_id, partial(_read_member, n, spec.probe.timeout_s, login), _error
                 )
                 for n in spec.nodes
             )
@@ -565,15 +513,9 @@ class ZooKeeperAdapter(Adapter):
         for client in clients:
             client.add_listener(listener)
             client.start_async()
-        if login:
-            self._held = {
-                node.address: _Held(client, login)
-                for node, client in zip(spec.nodes, clients, strict=True)
-            }
         try:
             yield
         finally:
-            self._held = {}
             for client in clients:
                 client.remove_listener(listener)
             # stop() waits for the member to confirm the close; a hung member never does, and

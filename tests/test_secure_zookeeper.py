@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from activities.zookeeper import REFUSED, ZooKeeperAdapter
+from activities.zookeeper import ZooKeeperAdapter
 from devstack.zookeeper import ZooKeeperEnsemble
-from models import ClusterSpec, ClusterView, Role, evaluate, parse_spec
+from models import ClusterSpec, Role, evaluate, parse_spec
 from store import EventQuery
 from tests.helpers import Changes, monitoring
 from workflows.monitor import ClusterMonitorWorkflow
@@ -120,34 +120,6 @@ async def test_a_refused_login_never_reads_as_a_member_that_did_not_answer(
         view = await adapter.probe(spec)
         errors.update(n.error for n in view.nodes)
     assert errors == {"authentication failed: the member refused the login": 360}
-
-
-def newest_zxid(view: ClusterView) -> int:
-    return max(s.commit_offset for s in view.shards if s.commit_offset is not None)
-
-
-async def test_with_held_links_the_login_check_writes_nothing_to_the_ensemble(
-    spec: ClusterSpec, zk_sasl_ensemble: ZooKeeperEnsemble
-) -> None:
-    """A session's creation and its close are ensemble transactions (each bumps the zxid):
-    a login session per member and probe would cost six per probe here. Through the held
-    links, logged in already, the probe only reads. Without them it still logs in."""
-    adapter = ZooKeeperAdapter()
-    changes = Changes()
-    with adapter.hold_links(spec, changes):
-        assert changes.wait_for(3, timeout=10)
-        before = newest_zxid(await adapter.probe(spec))
-        for _ in range(5):
-            view = await adapter.probe(spec)
-            assert [n.error for n in view.nodes] == [None] * 3, view.nodes
-        assert newest_zxid(await adapter.probe(spec)) == before
-        # Secrets changed since the links logged in: their sessions cannot tell.
-        password_file(spec).write_text("not-the-password")
-        view = await adapter.probe(spec)
-        assert {n.error for n in view.nodes} == {REFUSED}, view.nodes
-    password_file(spec).write_text(zk_sasl_ensemble.sasl_users[USER])
-    await adapter.probe(spec)
-    assert newest_zxid(await adapter.probe(spec)) > before
 
 
 def test_held_links_log_in_and_a_refused_login_ends_them_cleanly(
