@@ -11,6 +11,7 @@ from pathlib import Path
 
 import yaml
 
+from client import doctor
 from client.api import ReplicanteClient
 from devstack import processes
 from devstack.kafka import KafkaCluster
@@ -30,6 +31,9 @@ WORKER_MARKER = "-m worker"
 # With codec keys set, the UI decodes through `replicante codec-server` there.
 CODEC_LISTEN = "127.0.0.1:8081"
 CODEC_MARKER = "codec-server --listen"
+READY_WITHIN_S = 60.0
+"""The core worker and the agents need seconds to poll, each monitor a first probe and the
+Kafka playground a leader per partition; more than this, something is wrong."""
 # One node agent per playground member, named as playground/*.yaml name the nodes, each
 # controlling its member through `python -m devstack SERVICE ACTION N`.
 PLAYGROUND_AGENTS = {
@@ -190,6 +194,16 @@ async def up(settings: Settings) -> int:
         print(
             f"watching cluster     {result.cluster_id} (spec generation {result.spec_generation})"
         )
+    print(f"waiting up to {READY_WITHIN_S:g} s for `replicante doctor` to pass", flush=True)
+    problems = await doctor.problems_after(settings, READY_WITHIN_S)
+    for check in problems:
+        print(doctor.line(check))
+    if problems:
+        print(
+            f"the stack is up, but doctor still finds {len(problems)} problem(s) after"
+            f" {READY_WITHIN_S:g} s: fix them as above, or `replicante dev down`"
+        )
+        return 1
     print(
         f"""
 Temporal UI: {temporal.ui_url}/namespaces/{settings.namespace}/workflows

@@ -684,6 +684,18 @@ async def clusters(api: ReplicanteClient) -> list[Check]:
     return [check for report in reports for check in report]
 
 
+async def problems_after(settings: Settings, within_s: float) -> list[Check]:
+    """The FAILs still there after `within_s`, or none as soon as a run finds none: a stack
+    just started needs seconds before every worker and agent polls and every monitor has
+    probed."""
+    deadline = time.monotonic() + within_s
+    while True:
+        failed = [c async for c in diagnose(settings) if c.status is Status.FAIL]
+        if not failed or time.monotonic() >= deadline:
+            return failed
+        await asyncio.sleep(1.0)
+
+
 def redactor(settings: Settings) -> Callable[[Check], Check]:
     """Blanks the store's MongoDB password (and the URI that holds it) wherever it shows up:
     drivers' errors are not ours to word, and a doctor's output is pasted into tickets."""

@@ -50,6 +50,7 @@ from tests.helpers import (
 )
 from worker.agent import agent_worker
 from worker.core import core_worker, start_event_stream
+from worker.settings import Settings
 from workflows import search_attributes
 from workflows.monitor import workflow_id
 
@@ -284,6 +285,27 @@ async def test_no_core_worker_polling_fails_with_replicante_worker(stack: Stack)
     assert worker.status == "FAIL"
     assert worker.detail.startswith(f"nothing polls task queue {stack.queue}")
     assert "`replicante worker`" in worker.fix
+
+
+async def test_dev_up_waits_for_what_is_still_starting_and_gives_up_with_what_is_left(
+    stack: Stack,
+) -> None:
+    settings = Settings.from_env()
+    started = time.monotonic()
+    (left,) = await doctor.problems_after(settings, 1.5)
+    assert (left.name, left.status) == ("core worker", doctor.Status.FAIL)
+    assert time.monotonic() - started >= 1.5
+
+    async def start_late() -> None:
+        await asyncio.sleep(1.0)
+        await stack.core_worker()
+
+    starting = asyncio.create_task(start_late())
+    started = time.monotonic()
+    assert await doctor.problems_after(settings, 60.0) == []
+    # A second or two after the worker's first poll, not at the deadline.
+    assert time.monotonic() - started < 15
+    await starting
 
 
 async def test_a_monitor_no_worker_runs_fails_instead_of_hanging(
