@@ -7,6 +7,7 @@ saying how to fix it, rather than skipping them, so a green run always means the
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -30,6 +31,23 @@ from workflows import search_attributes
 INSTALL_HINT = "run scripts/install.sh from the repo root"
 
 C = TypeVar("C", bound=JvmCluster)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def environment_changes_stay_in_python() -> Iterator[None]:
+    """Tests set variables through `os.environ` (`monkeypatch.setenv`); this keeps them out
+    of the C environment. The Temporal core reads that environment on its own threads
+    (`getenv`, as each worker starts) while a test's setup sets variables: glibc's `setenv`
+    can move the environment's array and free the old one under the reader, which crashed
+    the whole run (SIGSEGV in getenv, called from temporal_sdk_bridge). What our code reads
+    is `os.environ`, which still changes; a child process that needs a test's variables gets
+    them in its `env` (tests/helpers.py process_env)."""
+    patch = pytest.MonkeyPatch()
+    # os.environ calls the module's putenv and unsetenv by name.
+    patch.setattr(os, "putenv", lambda key, value: None)
+    patch.setattr(os, "unsetenv", lambda key: None)
+    yield
+    patch.undo()
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
