@@ -8,6 +8,7 @@ saying how to fix it, rather than skipping them, so a green run always means the
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -48,6 +49,17 @@ def environment_changes_stay_in_python() -> Iterator[None]:
     patch.setattr(os, "unsetenv", lambda key: None)
     yield
     patch.undo()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def children_stop_on_sigint() -> Iterator[None]:
+    """A shell starts a background job (`scripts/test &`) with SIGINT ignored, and every
+    child inherits that: the tests that stop a codec server or `events --follow` with
+    Ctrl-C's signal would wait for nothing. Python's own handler in this process is reset
+    to the default in each child."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
