@@ -37,7 +37,7 @@ from temporalio.worker import Worker
 
 from activities.adapter import Adapter
 from devstack.jvm import JvmCluster
-from devstack.temporal import dev_server_flags, temporal_binary
+from devstack.temporal import temporal_binary
 from models import ClusterSpec, ClusterView, MonitorInput
 from store import EventQuery, SQLiteEventStore
 from tests.helpers import of_type, wait_for_event
@@ -175,7 +175,7 @@ async def temporal(stack: contextlib.AsyncExitStack) -> WorkflowEnvironment:
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(temporal_binary()),
         data_converter=pydantic_data_converter,
-        dev_server_extra_args=dev_server_flags(),
+        dev_server_extra_args=search_attributes.dev_server_flags(),
     )
     stack.push_async_callback(env.shutdown)
     return env

