@@ -5,8 +5,9 @@ One `Check` per line: `ok`, `WARN`, `FAIL`, or `skip` (a check that needs a part
 failed). Every check is bounded in time and turns any error into its own line: a hung node
 or a dead server makes a FAIL, never a hang or a traceback. Exit 1 when anything FAILs.
 
-Imported only by `replicante doctor`: it loads every datastore client (the probes), which
-no other operator command needs (tests/test_imports.py).
+Imported only by `replicante doctor` and `replicante dev` (which waits for it to pass): it
+loads every datastore client (the probes), which no other operator command needs
+(tests/test_imports.py).
 """
 
 from __future__ import annotations
