@@ -53,7 +53,6 @@ import collections
 import contextlib
 import errno
 import logging
-import os
 import selectors
 import socket
 import ssl
@@ -80,8 +79,9 @@ from kafka.protocol.parser import KafkaProtocol
 from kafka.protocol.sasl import SaslAuthenticateRequest, SaslHandshakeRequest
 
 from activities.adapter import Adapter
-from activities.secrets import SecretUnavailable, read_secrets
 from activities.telemetry import probe_node, traced_probe
+from config.kafka import PLAINTEXT, KafkaLogin
+from config.secrets import SecretUnavailable, read_secrets, readable
 from models import ClusterSpec, ClusterView, Kind, NodeSpec, NodeStatus, Role, ShardStatus
 from models.view import FactValue
 
@@ -534,61 +534,6 @@ class LoginNeeded(LinkClosed):
     connection on the first request that needs one, as a SASL listener does."""
 
 
-@dataclass(frozen=True)
-class KafkaLogin:
-    """How to reach and log in to a cluster's brokers, from its spec; links are kept for as
-    long as it stays equal."""
-
-    tls: bool = False
-    ca_file: str | None = None
-    cert_file: str | None = None
-    """One PEM file of client certificate and key."""
-    mechanism: str | None = None
-    username: str | None = field(default=None, repr=False)
-    password: str | None = field(default=None, repr=False)
-
-    @property
-    def security_protocol(self) -> str:
-        sasl = "SASL_" if self.mechanism is not None else ""
-        return f"{sasl}{'SSL' if self.tls else 'PLAINTEXT'}"
-
-    def ssl_context(self) -> ssl.SSLContext | None:
-        if not self.tls:
-            return None
-        context = ssl.create_default_context(cafile=self.ca_file)
-        if self.cert_file is not None:
-            context.load_cert_chain(self.cert_file)
-        return context
-
-    def client_options(self) -> dict[str, Any]:
-        """kafka-python's keyword arguments for clients of this cluster.
-
-        >>> KafkaLogin(mechanism="PLAIN", username="u", password="p").client_options()
-        {'security_protocol': 'SASL_PLAINTEXT', 'sasl_mechanism': 'PLAIN', \
-'sasl_plain_username': 'u', 'sasl_plain_password': 'p'}
-        """
-        options: dict[str, Any] = {"security_protocol": self.security_protocol}
-        if self.tls:
-            options |= {"ssl_cafile": self.ca_file, "ssl_certfile": self.cert_file}
-        if self.mechanism is not None:
-            options |= {
-                "sasl_mechanism": self.mechanism,
-                "sasl_plain_username": self.username,
-                "sasl_plain_password": self.password,
-            }
-        return options
-
-
-PLAINTEXT = KafkaLogin()
-MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
-
-
-def _readable(path: str, what: str) -> str:
-    if not os.access(path, os.R_OK):
-        raise SecretUnavailable(f"{what}: cannot read {path}")
-    return path
-
-
 def login_of(spec: ClusterSpec, sasl: bool = True) -> KafkaLogin:
     """The spec's TLS and (unless not `sasl`) login, its secrets read now; raises
     SecretUnavailable."""
@@ -598,8 +543,8 @@ def login_of(spec: ClusterSpec, sasl: bool = True) -> KafkaLogin:
         cert_file = spec.secrets[cert].file if cert is not None else None
         login = KafkaLogin(
             tls=True,
-            ca_file=_readable(ca, "tls.ca_file") if ca is not None else None,
-            cert_file=_readable(cert_file, f"secret {cert!r}") if cert_file else None,
+            ca_file=readable(ca, "tls.ca_file") if ca is not None else None,
+            cert_file=readable(cert_file, f"secret {cert!r}") if cert_file else None,
         )
     if spec.auth is None or not sasl:
         return login

@@ -26,7 +26,6 @@ CA of `tls.ca_file`, the client certificate of the secret `tls.client_cert`), an
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import threading
 import time
@@ -44,8 +43,8 @@ from pymongo.server_type import SERVER_TYPE
 
 from activities.adapter import Adapter
 from activities.links import stop_all
-from activities.secrets import SecretUnavailable, read_secrets
 from activities.telemetry import probe_node, traced_probe
+from config.secrets import SecretUnavailable, read_secrets, readable
 from models import AuthMechanism, ClusterSpec, ClusterView, Kind, NodeStatus, Role, ShardStatus
 from models.findings.mongodb import set_fact
 from models.view import FactValue
@@ -993,14 +992,6 @@ Login = Mapping[str, Any]
 """pymongo's keyword arguments for TLS and login."""
 
 
-def _readable(path: str, what: str) -> str:
-    # pymongo reads these files when a client is made: an unreadable one must be a node's
-    # error, not a probe that raises.
-    if not os.access(path, os.R_OK):
-        raise SecretUnavailable(f"{what}: cannot read {path}")
-    return path
-
-
 def login_of(spec: ClusterSpec) -> Login:
     """TLS and login as the spec says, its secrets read now; raises SecretUnavailable.
 
@@ -1015,12 +1006,12 @@ def login_of(spec: ClusterSpec) -> Login:
     if spec.tls is not None:
         login["tls"] = True
         if spec.tls.ca_file is not None:
-            login["tlsCAFile"] = _readable(spec.tls.ca_file, "tls.ca_file")
+            login["tlsCAFile"] = readable(spec.tls.ca_file, "tls.ca_file")
         if spec.tls.client_cert is not None:
             name = spec.tls.client_cert
             file = spec.secrets[name].file  # the spec holds it to be a file reference
             assert file is not None
-            login["tlsCertificateKeyFile"] = _readable(file, f"secret {name!r}")
+            login["tlsCertificateKeyFile"] = readable(file, f"secret {name!r}")
     mechanism = spec.auth.mechanism if spec.auth is not None else None
     if mechanism is AuthMechanism.MONGODB_X509:
         # The server takes the user from the certificate's subject.

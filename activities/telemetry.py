@@ -22,19 +22,8 @@ from opentelemetry import trace
 from opentelemetry.trace import StatusCode
 from temporalio import activity
 
+from config.metrics import DETECTION_LAG, EVENTS, FINDINGS, FINDINGS_SET, PROBE_DURATION
 from models import ClusterSpec, ClusterView, Event, Finding, Severity
-
-PROBE_DURATION = "replicante_probe_duration_seconds"
-FINDINGS = "replicante_findings"
-FINDINGS_SET = "replicante_findings_set_timestamp_seconds"
-EVENTS = "replicante_events_total"
-DETECTION_LAG = "replicante_detection_lag_seconds"
-BUCKETS: dict[str, tuple[float, ...]] = {
-    # A healthy member answers in milliseconds; a dead or hung one takes up to its timeout.
-    PROBE_DURATION: (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-    DETECTION_LAG: (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
-}
-"""Histogram buckets in seconds: the Temporal runtime's defaults suit milliseconds."""
 
 DETECTIONS = frozenset({"node.down", "finding.opened"})
 """Event types whose detection lag is measured: a fault's own events, which the monitor

@@ -37,8 +37,8 @@ from kazoo.retry import KazooRetry
 
 from activities.adapter import Adapter
 from activities.links import stop_all
-from activities.secrets import SecretUnavailable, read_secrets
 from activities.telemetry import probe_node, traced_probe
+from config.secrets import SecretUnavailable, read_secrets
 from models import (
     AuthMechanism,
     ClusterSpec,

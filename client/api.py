@@ -24,11 +24,12 @@ from temporalio.common import QueryRejectCondition, WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from config.settings import Settings
 from models import ClusterSpec, Health, MonitorInput, MonitorStatus, Policy, monitor_workflow_id
 from models import remediation as rem
 from models.remediation import Decision, RemediationRequest, RemediationStatus
 from store import EventQuery, EventStore, StoredEvent, open_store
-from worker.settings import Settings, connect
+from worker.connection import connect
 from workflows import search_attributes
 
 # The workflows by the names the README's interface table documents, not by their classes:

@@ -27,13 +27,13 @@ from client.api import (
     operator,
 )
 from client.script import exit_now
+from config.settings import Settings
+from config.temporal import connect_hint
 from models import ClusterSpec, SpecError, load_spec
 from models.remediation import Decision
 from store import StoreError
 from worker import logs
 from worker.agent import run_agent
-from worker.settings import Settings
-from worker.tls import connect_hint
 
 DURATION = re.compile(r"^(\d+)([smhd])$")
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -34,9 +34,9 @@ from urllib.parse import parse_qs, urlsplit
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payloads
 
+from config.settings import Settings
 from models import SpecError
 from worker.codec import CodecKeyError, EncryptionCodec, load_keys
-from worker.settings import Settings
 
 log = logging.getLogger("replicante.codec_server")
 

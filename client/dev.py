@@ -13,13 +13,13 @@ import yaml
 
 from client import doctor
 from client.api import ReplicanteClient
+from config.settings import REPO_ROOT, Settings
 from devstack import processes
 from devstack.kafka import KafkaCluster
 from devstack.temporal import TemporalDevServer
 from devstack.zookeeper import ZooKeeperEnsemble
 from models import load_spec
 from worker.agent import AgentFiles
-from worker.settings import REPO_ROOT, Settings
 
 PLAYGROUND_SPECS = (
     REPO_ROOT / "playground" / "zookeeper.yaml",

@@ -21,7 +21,6 @@ from contextlib import suppress
 from dataclasses import asdict, dataclass, replace
 from datetime import timedelta
 from enum import StrEnum
-from urllib.parse import unquote
 
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
@@ -40,6 +39,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.monitor import adapter_for
 from client.api import ClusterSummary, ReplicanteClient
 from client.render import ago
+from config.settings import Settings
 from models import (
     ClusterSpec,
     ClusterView,
@@ -51,7 +51,6 @@ from models import (
 from models import remediation as rem
 from models.playbooks import PLAYBOOKS
 from store import EventQuery, open_store
-from worker.settings import Settings
 from workflows import search_attributes
 from workflows.stream import WORKFLOW_ID as RELAY_WORKFLOW_ID
 
@@ -700,12 +699,8 @@ async def problems_after(settings: Settings, within_s: float) -> list[Check]:
 def redactor(settings: Settings) -> Callable[[Check], Check]:
     """Blanks the store's MongoDB password (and the URI that holds it) wherever it shows up:
     drivers' errors are not ours to word, and a doctor's output is pasted into tickets."""
-    secrets: list[str] = []
     uri = settings.store_mongodb_uri
-    if uri:
-        userinfo = uri.partition("://")[2].partition("/")[0].rpartition("@")[0]
-        password = userinfo.partition(":")[2]
-        secrets = sorted({uri, password, unquote(password)} - {""}, key=len, reverse=True)
+    secrets = ([uri] if uri else []) + settings.secrets()
 
     def scrub(text: str) -> str:
         for secret in secrets:

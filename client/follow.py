@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from kafka import KafkaConsumer, TopicPartition
 
-from activities.stream import StreamSettings, cluster_key
+from config.stream import StreamSettings, cluster_key
 from models import Event
 from store import EventQuery, EventStore
 

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from config.settings import Settings
 from store.base import EventStore
 from store.sqlite import SQLiteEventStore
-
-if TYPE_CHECKING:
-    from worker.settings import Settings
 
 
 def open_store(settings: Settings) -> EventStore:

@@ -35,6 +35,7 @@ import yaml
 from temporalio.api.enums.v1 import EventType, PendingActivityState
 from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 
+from config.settings import REPO_ROOT
 from devstack.temporal import TemporalDevServer
 from devstack.zookeeper import ZooKeeperEnsemble
 from models import ClusterSpec, Policy, agent_task_queue
@@ -44,7 +45,6 @@ from tests.helpers import Workers, zk_spec
 from tests.remediation_stage import own_agents
 from tests.test_worker_crash import pollers
 from worker.agent import AgentFiles
-from worker.settings import REPO_ROOT
 from workflows.remediation import RemediationWorkflow
 
 GAP_S = 2.5

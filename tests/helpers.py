@@ -21,15 +21,16 @@ import pytest
 from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import Client, WorkflowHandle
 
-from activities.stream import KafkaPublisher, StreamSettings
+from activities.stream import KafkaPublisher
 from client.cli import main
+from config.settings import REPO_ROOT
+from config.stream import StreamSettings
 from devstack.home import jars_dir
 from devstack.kafka import KafkaCluster
 from devstack.zookeeper import ZooKeeperEnsemble
 from models import ClusterSpec, Event, MonitorInput, parse_spec
 from store import EventQuery, EventStore, SQLiteEventStore
 from worker.core import core_worker
-from worker.settings import REPO_ROOT
 from workflows.monitor import ClusterMonitorWorkflow, workflow_id
 
 

@@ -30,6 +30,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from activities.service import Ledger
+from config.settings import REPO_ROOT
 from devstack import processes
 from devstack.zookeeper import ZooKeeperEnsemble
 from models import (
@@ -43,7 +44,6 @@ from models import (
 from tests.helpers import Workers, worker_processes
 from tests.test_worker_crash import pollers
 from worker.agent import agent_worker
-from worker.settings import REPO_ROOT
 
 WORKFLOW_QUEUE = "agent-test-steps"
 

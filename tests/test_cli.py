@@ -22,12 +22,12 @@ from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
+from config.settings import REPO_ROOT
 from devstack.zookeeper import ZooKeeperEnsemble
 from models import Event, MonitorStatus
 from store import EventQuery, SQLiteEventStore
 from tests.helpers import Run, of_type, point_cli_at, run_cli, wait_for_event, zk_spec
 from worker.core import core_worker
-from worker.settings import REPO_ROOT
 from workflows.monitor import workflow_id
 
 

@@ -36,6 +36,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from client.codec_server import COOKIE, GRANTED, TOKENS_ENV
+from config.logs import LogFormat
+from config.settings import REPO_ROOT, Settings
 from devstack.temporal import temporal_binary
 from devstack.zookeeper import ZooKeeperEnsemble
 from models import ClusterSpec, MonitorInput, Policy, SecretRef, SpecError
@@ -60,8 +62,8 @@ from worker.codec import (
     KeylessCodec,
     load_keys,
 )
-from worker.logs import LogFormat, formatter
-from worker.settings import REPO_ROOT, Settings, connect
+from worker.connection import connect, data_converter
+from worker.logs import formatter
 from workflows.monitor import ClusterMonitorWorkflow, workflow_id
 
 ORIGIN = "http://127.0.0.1:8233"
@@ -115,11 +117,11 @@ async def test_keys_from_a_file_or_one_key_and_none_without_either(
 
     for name in ("REPLICANTE_CODEC_KEYS", "REPLICANTE_CODEC_KEY"):
         monkeypatch.delenv(name, raising=False)
-    keyless = Settings.from_env().data_converter()
+    keyless = data_converter(Settings.from_env())
     assert isinstance(keyless.payload_codec, KeylessCodec)
     assert await keyless.encode(["in clear"]) == [plain("in clear")]
     monkeypatch.setenv("REPLICANTE_CODEC_KEYS", str(keys_file))
-    converter = Settings.from_env().data_converter()
+    converter = data_converter(Settings.from_env())
     assert isinstance(converter.payload_codec, EncryptionCodec)
     assert converter.payload_converter_class is pydantic_data_converter.payload_converter_class
 

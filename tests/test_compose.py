@@ -33,6 +33,7 @@ from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.common import SearchAttributeIndexedValueType
 from temporalio.testing import WorkflowEnvironment
 
+from config.settings import REPO_ROOT, Settings
 from devstack.temporal import temporal_binary
 from models import (
     ClusterSpec,
@@ -41,7 +42,6 @@ from models import (
     load_agent_config,
     load_spec,
 )
-from worker.settings import REPO_ROOT, Settings
 from workflows import search_attributes
 
 SCHEMA = Path(__file__).parent / "compose_spec" / "compose-spec.json"

@@ -31,8 +31,9 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.service import Ledger
-from activities.stream import StreamSettings
 from client import doctor
+from config.settings import Settings
+from config.stream import StreamSettings
 from devstack.kafka import KafkaCluster
 from devstack.temporal import temporal_binary
 from devstack.zookeeper import ZooKeeperEnsemble
@@ -50,7 +51,6 @@ from tests.helpers import (
 )
 from worker.agent import agent_worker
 from worker.core import core_worker, start_event_stream
-from worker.settings import Settings
 from workflows import search_attributes
 from workflows.monitor import workflow_id
 

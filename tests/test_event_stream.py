@@ -15,7 +15,7 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 from temporalio.testing import WorkflowEnvironment
 
-from activities.stream import StreamSettings, cluster_key
+from config.stream import StreamSettings, cluster_key
 from devstack.kafka import KafkaCluster
 from models import EVENT_SCHEMA_VERSION, Event
 from store import SQLiteEventStore

@@ -14,13 +14,13 @@ from pathlib import Path
 
 from temporalio.testing import WorkflowEnvironment
 
-from activities.stream import StreamSettings
 from client.follow import from_store, from_topic
+from config.settings import REPO_ROOT
+from config.stream import StreamSettings
 from devstack.kafka import KafkaCluster
 from models import Event
 from store import SQLiteEventStore
 from tests.helpers import publish
-from worker.settings import REPO_ROOT
 
 # Only for times far outside the follow's look-back: tests run well after import.
 NOW = datetime.now(UTC)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.settings import REPO_ROOT
+from config.settings import REPO_ROOT
 
 DATASTORE_CLIENTS = ("kafka", "kazoo", "pymongo")
 CORE = ("worker.core", "workflows.monitor", "workflows.remediation", "workflows.stream")

@@ -37,7 +37,9 @@ from temporalio.worker import Replayer, Worker
 
 from activities.events import EventActivities
 from activities.monitor import watch_cluster
-from activities.secrets import known, read_secrets
+from config.logs import LogFormat
+from config.secrets import known, read_secrets
+from config.settings import REPO_ROOT, Settings
 from devstack.zookeeper import ZooKeeperEnsemble
 from models import (
     SERVICE_ACTIVITY,
@@ -51,7 +53,6 @@ from models import (
 from store import SQLiteEventStore
 from tests.helpers import of_type, process_env, wait_for_event, worker_processes, zk_spec
 from worker import logs
-from worker.settings import REPO_ROOT, Settings
 from workflows.monitor import ClusterMonitorWorkflow, workflow_id
 from workflows.remediation import RemediationWorkflow
 
@@ -427,7 +428,7 @@ def secret_logger(request: pytest.FixtureRequest) -> Iterator[tuple[logging.Logg
     logger.removeHandler(handler)
 
 
-@pytest.mark.parametrize("secret_logger", list(logs.LogFormat), indirect=True)
+@pytest.mark.parametrize("secret_logger", list(LogFormat), indirect=True)
 def test_every_shape_of_a_secret_is_masked(
     secret_logger: tuple[logging.Logger, io.StringIO], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -520,7 +521,7 @@ def test_kafka_pythons_chatter_stays_out_unless_debugging(tmp_path: Path) -> Non
     script = (
         "import logging\n"
         "from worker import logs\n"
-        "from worker.settings import Settings\n"
+        "from config.settings import Settings\n"
         "logs.configure(Settings.from_env())\n"
         "logging.getLogger('kafka.net.manager').info('Attempting bootstrap')\n"
         "logging.getLogger('kafka.net.manager').warning('broker gone')\n"

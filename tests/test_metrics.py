@@ -17,6 +17,7 @@ from pathlib import Path
 
 from temporalio.testing import WorkflowEnvironment
 
+from config.settings import REPO_ROOT
 from devstack.zookeeper import ZooKeeperEnsemble
 from models import MonitorInput, Policy
 from models.remediation import Decision, Outcome
@@ -24,7 +25,6 @@ from store import SQLiteEventStore
 from tests.helpers import Workers, of_type, process_env, wait_for_event, worker_processes, zk_spec
 from tests.remediation_stage import follower_agent, own_agents
 from tests.test_imports import CLI
-from worker.settings import REPO_ROOT
 from workflows.monitor import ClusterMonitorWorkflow, workflow_id
 from workflows.remediation import RemediationWorkflow
 

@@ -21,12 +21,13 @@ import pytest
 import pytest_asyncio
 from temporalio.testing import WorkflowEnvironment
 
+from config.settings import Settings
 from devstack.temporal import TemporalDevServer
 from devstack.zookeeper import ZooKeeperEnsemble
 from models.remediation import Outcome
 from tests.durability import CORE_KILLS, Moment, Position, Run, Stage, Victim, open_stage
 from tests.test_devstack import free_port
-from worker.settings import Settings, connect
+from worker.connection import connect
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

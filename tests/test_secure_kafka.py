@@ -17,9 +17,11 @@ from pathlib import Path
 import pytest
 from kafka import KafkaAdminClient
 
-from activities import stream
-from activities.kafka import LINK_RETRY_S, KafkaAdapter, KafkaLogin, login_of
-from activities.stream import KafkaPublisher, StreamSettings, login_from_env
+from activities.kafka import LINK_RETRY_S, KafkaAdapter, login_of
+from activities.stream import KafkaPublisher
+from config import stream
+from config.kafka import KafkaLogin
+from config.stream import StreamSettings, login_from_env
 from devstack.kafka import KafkaCluster
 from models import ClusterSpec, Event, Role, SpecError, evaluate, parse_spec
 from tests.conftest import heal

@@ -25,9 +25,9 @@ import pytest
 import yaml
 from temporalio.testing import WorkflowEnvironment
 
+from config import temporal as tls
 from tests.helpers import Run, closed_port_address, run_cli, worker_processes
 from tests.secure_certs import Issued, TestCa
-from worker import tls
 
 SERVER_NAME = "temporal.test"
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from client.cli import main
+from config.settings import REPO_ROOT
 from models import Kind, SpecError, load_spec
-from worker.settings import REPO_ROOT
 
 BAD = Path(__file__).parent / "specs" / "bad"
 PLAYGROUND = REPO_ROOT / "playground" / "zookeeper.yaml"

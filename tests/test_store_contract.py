@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 from pymongo import MongoClient
 
+from config.settings import Settings
 from models import Event, Severity
 from store import EventQuery, EventStore, SQLiteEventStore, StoreError, open_store
 from store.mongodb import MongoEventStore, _document
-from worker.settings import Settings
 
 MONGODB_URI = os.environ.get("REPLICANTE_TEST_MONGODB_URI")
 NEEDS_MONGODB = (

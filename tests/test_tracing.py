@@ -28,6 +28,7 @@ from opentelemetry.trace import StatusCode
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from config.settings import REPO_ROOT
 from devstack.zookeeper import ZooKeeperEnsemble
 from models import MonitorInput, Policy
 from store import SQLiteEventStore
@@ -42,7 +43,6 @@ from tests.helpers import (
 from tests.remediation_stage import open_stage
 from tests.test_imports import CLI
 from worker import telemetry
-from worker.settings import REPO_ROOT
 from worker.telemetry import Role
 from workflows.monitor import ClusterMonitorWorkflow, workflow_id
 from workflows.remediation import RemediationWorkflow

@@ -27,6 +27,7 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 
 from client.api import UNHEALTHY_QUERY, ReplicanteClient
 from client.codec_server import COOKIE, GRANTED, TOKENS_ENV
+from config.settings import REPO_ROOT, Settings
 from devstack.temporal import TemporalDevServer
 from devstack.zookeeper import ZooKeeperEnsemble
 from tests.conftest import INSTALL_HINT
@@ -35,7 +36,6 @@ from tests.test_devstack import free_port
 from tests.test_imports import CLI
 from worker.codec import ENCODING
 from worker.core import core_worker
-from worker.settings import REPO_ROOT, Settings
 
 # The UI renders in a browser on a loaded 2-core machine: wait generously on what it shows.
 UI_TIMEOUT_MS = 30_000

@@ -13,9 +13,10 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.service import Ledger, ServiceActivities
+from config.settings import Settings
 from models import AgentConfig, SpecError, agent_task_queue, load_agent_config
 from worker import logs
-from worker.settings import Settings, connect
+from worker.connection import connect
 from worker.telemetry import Role
 
 log = logging.getLogger("replicante.agent")

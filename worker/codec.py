@@ -35,7 +35,7 @@ import yaml
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import PayloadCodec
 
-from activities.secrets import remember
+from config.secrets import remember
 from models import SpecError
 
 if TYPE_CHECKING:

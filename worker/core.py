@@ -18,11 +18,13 @@ from activities.kafka_actions import elect_preferred_leaders
 from activities.mongodb_actions import step_down_primary
 from activities.monitor import probe_cluster, watch_cluster
 from activities.remediation import wait_in_sync, wait_new_leader, wait_preferred, wait_serving
-from activities.stream import StreamActivities, StreamSettings
+from activities.stream import StreamActivities
+from config.settings import Settings
+from config.stream import StreamSettings
 from models import RelayRequest
 from store import EventStore, open_store
 from worker import logs
-from worker.settings import Settings, connect
+from worker.connection import connect
 from worker.telemetry import Role
 from workflows.monitor import ClusterMonitorWorkflow
 from workflows.remediation import RemediationWorkflow

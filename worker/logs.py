@@ -22,7 +22,7 @@ Activities get theirs from `ActivityContext`, a worker interceptor that binds th
 structlog's context variables while the activity runs: every line logged meanwhile carries
 them, a datastore client's included.
 
-Secrets never appear: every value read through activities/secrets.py, the password of the
+Secrets never appear: every value read through config/secrets.py, the password of the
 event store's MongoDB URI, the payload key of REPLICANTE_CODEC_KEY, the password of any
 `scheme://user:password@` URI and the value of any key named like a password, secret, token
 or credential become `***`, in the message, the exception and every key.
@@ -36,9 +36,7 @@ import re
 import sys
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
@@ -49,17 +47,17 @@ from temporalio.worker import (
     Interceptor,
 )
 
-from activities import secrets
-from models import ClusterSpec, ServiceRequest, SpecError, WatchRequest
+from config import secrets
+from config.logs import LogFormat, chosen_format, chosen_level
+from config.settings import Settings
+from models import ClusterSpec, ServiceRequest, WatchRequest
 from models.remediation import NodeRequest
-from worker.settings import Settings
 
 MASK = "***"
 SECRET_KEY = re.compile(r"passw|secret|token|credential|api_?key", re.IGNORECASE)
 # Userinfo cannot hold an unescaped "/", "?", "#" or "@" (RFC 3986): a host:port/path is
 # left alone.
 URI_PASSWORD = re.compile(r"(?P<user>[a-z][a-z0-9+.-]*://[^:/?#@\s]*):[^@/?#\s]+@", re.IGNORECASE)
-LEVELS = ("debug", "info", "warning", "error")
 # The SDK's per-record dicts (logger extras), flattened into our keys.
 SDK_KEYS = {
     "temporal_workflow": {
@@ -89,60 +87,13 @@ CONTEXT_KEYS = (
 FORMATTER_LEFTOVERS = ("message", "asctime")
 
 
-class LogFormat(StrEnum):
-    JSON = "json"
-    CONSOLE = "console"
-
-
-def chosen_format(env: Mapping[str, str], tty: bool) -> LogFormat:
-    """The format REPLICANTE_LOG_FORMAT asks for, else the one that suits stderr.
-
-    >>> chosen_format({}, tty=True).value, chosen_format({}, tty=False).value
-    ('console', 'json')
-    >>> chosen_format({"REPLICANTE_LOG_FORMAT": "JSON"}, tty=True).value
-    'json'
-    >>> chosen_format({"REPLICANTE_LOG_FORMAT": "xml"}, tty=True)
-    Traceback (most recent call last):
-    ...
-    models.spec.SpecError: REPLICANTE_LOG_FORMAT=xml: not one of json, console
-    """
-    name = env.get("REPLICANTE_LOG_FORMAT", "").strip().lower()
-    if not name:
-        return LogFormat.CONSOLE if tty else LogFormat.JSON
-    try:
-        return LogFormat(name)
-    except ValueError:
-        choices = ", ".join(f.value for f in LogFormat)
-        raise SpecError(f"REPLICANTE_LOG_FORMAT={name}: not one of {choices}") from None
-
-
-def chosen_level(env: Mapping[str, str]) -> int:
-    """
-    >>> chosen_level({}) == logging.INFO, chosen_level({"REPLICANTE_LOG_LEVEL": "Debug"})
-    (True, 10)
-    >>> chosen_level({"REPLICANTE_LOG_LEVEL": "verbose"})
-    Traceback (most recent call last):
-    ...
-    models.spec.SpecError: REPLICANTE_LOG_LEVEL=verbose: not one of debug, info, warning, error
-    """
-    name = env.get("REPLICANTE_LOG_LEVEL", "").strip().lower() or "info"
-    if name not in LEVELS:
-        raise SpecError(f"REPLICANTE_LOG_LEVEL={name}: not one of {', '.join(LEVELS)}")
-    return logging.getLevelNamesMapping()[name.upper()]
-
-
 def configure(settings: Settings) -> None:
     """Set up this process's logging from the environment, once: later calls (the CLI's
     `main`, then the worker it runs) only learn the settings' secrets. A process whose
     root logger already has a handler (a program that embeds us, pytest) keeps its own.
     Raises SpecError for a bad REPLICANTE_LOG_FORMAT or REPLICANTE_LOG_LEVEL."""
-    if settings.store_mongodb_uri is not None:
-        password = urlsplit(settings.store_mongodb_uri).password
-        if password is not None:
-            secrets.remember(password)
-            secrets.remember(unquote(password))
-    if settings.codec_key is not None:
-        secrets.remember(settings.codec_key.partition(":")[2])  # ID:BASE64; the id is no secret
+    for secret in settings.secrets():
+        secrets.remember(secret)
     root = logging.getLogger()
     if root.handlers:
         return

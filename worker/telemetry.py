@@ -1,5 +1,5 @@
 """Traces and metrics of the processes that talk to Temporal, wired into their connection
-(worker/settings.py `connect`).
+(worker/connection.py `connect`).
 
 Traces: OpenTelemetry, through the SDK's `TracingInterceptor` on the client, which workers
 take from it, plus `worker.tracing.RemediationTraces`. Configured by the standard variables:
@@ -33,7 +33,7 @@ from temporalio.runtime import (
     TelemetryFilter,
 )
 
-from activities.telemetry import BUCKETS
+from config.metrics import BUCKETS
 from models import SpecError
 
 if TYPE_CHECKING:

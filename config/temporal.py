@@ -1,4 +1,5 @@
-"""TLS and mTLS to Temporal, from the environment (REPLICANTE_TEMPORAL_TLS*).
+"""TLS and mTLS to Temporal, from the environment (REPLICANTE_TEMPORAL_TLS*), and what to
+check when connecting fails.
 
 The files are read when connecting, not when the settings are: a command that never
 connects does not need them, and the key is held only by the connection.
@@ -7,15 +8,23 @@ connects does not need them, and the key is held only by the connection.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-
-from temporalio.service import TLSConfig
 
 from models import SpecError
 
 PREFIX = "REPLICANTE_TEMPORAL_TLS"
 YES = frozenset({"1", "true", "yes", "on"})
+
+
+@dataclass(frozen=True)
+class TlsMaterial:
+    """What the SDK's TLS config takes, read from the files: held only while connecting."""
+
+    ca: bytes | None
+    cert: bytes | None
+    key: bytes | None = field(repr=False)
+    server_name: str | None
 
 
 @dataclass(frozen=True)
@@ -48,11 +57,11 @@ class TemporalTls:
             return None
         return cls(**files, server_name=server_name)
 
-    def config(self) -> TLSConfig:
-        """The SDK's TLS config with the files' contents; SpecError (one line, naming the
-        variable) when a file cannot be read or the client cert comes without its key.
+    def material(self) -> TlsMaterial:
+        """The files' contents; SpecError (one line, naming the variable) when a file cannot
+        be read or the client cert comes without its key.
 
-        >>> TemporalTls(cert=Path("client.pem")).config()
+        >>> TemporalTls(cert=Path("client.pem")).material()
         Traceback (most recent call last):
         ...
         models.spec.SpecError: REPLICANTE_TEMPORAL_TLS_CERT and ..._KEY go together (mTLS): ...
@@ -61,11 +70,11 @@ class TemporalTls:
             raise SpecError(
                 f"{PREFIX}_CERT and {PREFIX}_KEY go together (mTLS): set both or neither"
             )
-        return TLSConfig(
-            server_root_ca_cert=_read("ca", self.ca),
-            client_cert=_read("cert", self.cert),
-            client_private_key=_read("key", self.key),
-            domain=self.server_name,
+        return TlsMaterial(
+            ca=_read("ca", self.ca),
+            cert=_read("cert", self.cert),
+            key=_read("key", self.key),
+            server_name=self.server_name,
         )
 
 

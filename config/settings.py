@@ -1,25 +1,14 @@
-"""Where things are, read once from the environment, and the connection to Temporal:
-shared by worker, agent and CLI."""
+"""Where things are, read once from the environment: shared by worker, agent and CLI."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from urllib.parse import unquote, urlsplit
 
-from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.converter import DataConverter
-
-from worker import telemetry
-from worker.codec import payload_codec
-from worker.telemetry import Role
-from worker.tls import TemporalTls
-
-if TYPE_CHECKING:
-    from activities.stream import StreamSettings
+from config.stream import StreamSettings, login_from_env
+from config.temporal import TemporalTls
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,19 +39,27 @@ class Settings:
     def stream(self) -> StreamSettings | None:
         if self.events_kafka is None:
             return None
-        # Imported here: the stream's settings live beside its relay, which loads
-        # kafka-python; a node agent or a CLI call that does not stream must not pay for it.
-        from activities.stream import StreamSettings, login_from_env
-
         return StreamSettings(
             bootstrap=self.events_kafka, topic=self.events_topic, login=login_from_env(os.environ)
         )
 
-    def data_converter(self) -> DataConverter:
-        """The pydantic converter with the payload codec of these settings: encrypting with
-        the codec keys, or, without keys, refusing encrypted payloads in one line."""
-        codec = payload_codec(self.codec_keys_file, self.codec_key)
-        return dataclasses.replace(pydantic_data_converter, payload_codec=codec)
+    def secrets(self) -> list[str]:
+        """The secret values these settings hold, longest first: the store URI's password
+        (as written and %-decoded) and the payload key of REPLICANTE_CODEC_KEY (its id is
+        no secret). What masks them (the log masker, the doctor's report) takes them here.
+
+        >>> Settings(store_mongodb_uri="mongodb://app:pw%40x@db1/", codec_key="k1:S2V5").secrets()
+        ['pw%40x', 'pw@x', 'S2V5']
+        """
+        found: list[str] = []
+        if self.store_mongodb_uri is not None:
+            password = urlsplit(self.store_mongodb_uri).password
+            if password is not None:
+                found += [password, unquote(password)]
+        if self.codec_key is not None:
+            found.append(self.codec_key.partition(":")[2])
+        unique = dict.fromkeys(value for value in found if value)
+        return sorted(unique, key=len, reverse=True)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -89,17 +86,3 @@ class Settings:
             codec_keys_file=Path(keys) if (keys := env.get("REPLICANTE_CODEC_KEYS")) else None,
             codec_key=env.get("REPLICANTE_CODEC_KEY") or None,
         )
-
-
-async def connect(settings: Settings, role: Role = Role.CLI) -> Client:
-    """A client of the settings' Temporal, with the pydantic converter every process uses
-    (encrypting when configured), and the traces and metrics the environment asks of a
-    process of `role` (worker/telemetry.py)."""
-    return await Client.connect(
-        settings.temporal_address,
-        namespace=settings.namespace,
-        tls=settings.temporal_tls.config() if settings.temporal_tls else False,
-        data_converter=settings.data_converter(),
-        interceptors=telemetry.interceptors(role),
-        runtime=telemetry.runtime(role, settings.metrics_address),
-    )

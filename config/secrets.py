@@ -41,7 +41,7 @@ def read_secret(name: str, ref: SecretRef) -> str:
     >>> read_secret("password", SecretRef(env="NO_SUCH_VAR"))
     Traceback (most recent call last):
     ...
-    activities.secrets.SecretUnavailable: secret 'password': env var NO_SUCH_VAR is not set
+    config.secrets.SecretUnavailable: secret 'password': env var NO_SUCH_VAR is not set
     """
     if ref.env is not None:
         value = os.environ.get(ref.env)
@@ -62,3 +62,14 @@ def read_secret(name: str, ref: SecretRef) -> str:
 def read_secrets(spec: ClusterSpec, *names: str) -> dict[str, str]:
     """The values of those of `names` the spec names; the others are left out."""
     return {name: read_secret(name, spec.secrets[name]) for name in names if name in spec.secrets}
+
+
+def readable(path: str, what: str) -> str:
+    """`path`, once this process can read it; SecretUnavailable naming `what` otherwise.
+
+    Drivers read TLS files only when a client is made: an unreadable one must be a node's
+    error, not a probe that raises.
+    """
+    if not os.access(path, os.R_OK):
+        raise SecretUnavailable(f"{what}: cannot read {path}")
+    return path
