@@ -6,6 +6,7 @@ FROM python:3.11.11-slim-bookworm AS replicante
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY models models
+COPY config config
 COPY activities activities
 COPY workflows workflows
 COPY worker worker
