@@ -36,11 +36,12 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.adapter import Adapter
+from config.temporal import dev_server_flags
 from devstack.jvm import JvmCluster
 from devstack.temporal import temporal_binary
 from models import ClusterSpec, ClusterView, MonitorInput
 from store import EventQuery, SQLiteEventStore
-from tests.helpers import of_type, wait_for_event
+from testkit.events import of_type, wait_for_event
 from workflows import search_attributes
 from workflows.monitor import ClusterMonitorWorkflow, workflow_id
 
@@ -175,7 +176,7 @@ async def temporal(stack: contextlib.AsyncExitStack) -> WorkflowEnvironment:
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(temporal_binary()),
         data_converter=pydantic_data_converter,
-        dev_server_extra_args=search_attributes.dev_server_flags(),
+        dev_server_extra_args=dev_server_flags(),
     )
     stack.push_async_callback(env.shutdown)
     return env

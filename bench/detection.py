@@ -75,7 +75,7 @@ from bench.naive_monitor import NaiveMonitorWorkflow, naive_workflow_id
 from devstack.zookeeper import ZooKeeperEnsemble, claim_ensemble
 from models import ClusterSpec, ClusterView, Role
 from store import SQLiteEventStore
-from tests.helpers import zk_spec
+from testkit.specs import zk_spec
 from worker.core import core_worker
 
 NAIVE_QUEUE = "bench-naive"

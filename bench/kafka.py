@@ -60,7 +60,8 @@ from bench.common import (
 from devstack.kafka import KafkaCluster, claim_kafka
 from models import ClusterView, Role
 from store import SQLiteEventStore
-from tests.helpers import kafka_spec, new_topic
+from testkit.kafka import new_topic
+from testkit.specs import kafka_spec
 from worker.core import core_worker
 
 START_TIMEOUT_S = 120.0

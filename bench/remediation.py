@@ -80,7 +80,7 @@ from devstack.zookeeper import ZooKeeperEnsemble, claim_ensemble
 from models import Event, Health, Policy
 from models.spec import RemediationSettings
 from store import EventQuery
-from tests.durability import CORE_KILLS, Run, Stage, open_stage
+from testkit.durability import CORE_KILLS, Run, Stage, open_stage
 from workflows.monitor import ClusterMonitorWorkflow
 
 HEAL_TIMEOUT_S = 90.0

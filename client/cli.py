@@ -8,15 +8,12 @@ import asyncio
 import json
 import os
 import re
-import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from pydantic import ValidationError
-from temporalio.service import RPCError
 
-from activities.service import LedgerBusyError
 from client import render
 from client.api import (
     RemediationRefusedError,
@@ -26,14 +23,11 @@ from client.api import (
     UnknownRemediationError,
     operator,
 )
-from client.script import exit_now
 from config.settings import Settings
-from config.temporal import connect_hint
-from models import ClusterSpec, SpecError, load_spec
+from models import ClusterSpec, load_spec
 from models.remediation import Decision
 from store import StoreError
-from worker import logs
-from worker.agent import run_agent
+from worker.process import exit_now, serve
 
 DURATION = re.compile(r"^(\d+)([smhd])$")
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -167,31 +161,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="a web page origin that may call it (CORS), e.g. the UI's http://127.0.0.1:8233",
     )
-
-    dev = commands.add_parser("dev", help="the local stack: Temporal, a ZooKeeper playground")
-    dev_commands = dev.add_subparsers(dest="dev_command", required=True)
-    dev_commands.add_parser("up", help="start everything and watch the playground cluster")
-    dev_commands.add_parser("down", help="stop everything dev up started")
     return parser
 
 
 async def run(args: argparse.Namespace, settings: Settings) -> int:
-    # The core worker, `dev`, `doctor`, `codec-server` and `events --follow` import what they
+    # `doctor`, `codec-server` and `events --follow` import what they
     # run when they run: their workflows, datastore clients and kafka-python would otherwise
     # load with every command, the node agent's among them (tests/test_imports.py checks
     # that they do not).
-    if args.command == "worker":
-        from worker.core import run_core_worker
-
-        await run_core_worker(settings)
-        return 0
-    if args.command == "agent":
-        await run_agent(settings, args.node, args.config)
-        return 0
-    if args.command == "dev":
-        from client import dev
-
-        return await (dev.up(settings) if args.dev_command == "up" else dev.down(settings))
     if args.command == "doctor":
         from client import doctor
 
@@ -338,50 +315,28 @@ async def follow(api: ReplicanteClient, args: argparse.Namespace, since: datetim
         batch = await asyncio.to_thread(next, batches)
 
 
-def fail(message: str) -> None:
-    """One line per problem on stderr, each with the prefix, so each greps alone."""
-    for line in message.splitlines():
-        print(f"replicante: error: {line}", file=sys.stderr)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    settings = Settings.from_env()
-    try:
-        logs.configure(settings)
-        return asyncio.run(run(args, settings))
-    except (SpecError, UsageError, RemediationRefusedError) as error:
-        fail(str(error))
-        return 2
-    except (
-        UnknownClusterError,
-        UnknownRemediationError,
-        RemediationRunningError,
-        StoreError,
-        LedgerBusyError,
-    ) as error:
-        fail(str(error))
-        return 1
-    except RPCError as error:
-        hint = ""
-        if "Workflow Task in failed state" in error.message:
-            log = Path(settings.home) / "worker" / "worker.log"
-            hint = f"; the core worker's log says why (under `dev up`: {log})"
-        why = error.message.rstrip(".")
-        fail(f"Temporal at {settings.temporal_address} refused: {why}{hint}")
-        return 1
-    except RuntimeError as error:
-        # temporalio raises RuntimeError when it cannot connect.
-        hint = connect_hint(settings.temporal_tls, str(error))
-        fail(f"{error} (Temporal at {settings.temporal_address}; {hint})")
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:
-        # The reader went away (`replicante status X | head`): nothing left to tell it.
-        return 141
+    if args.command == "worker":
+        from worker.core import run_core_worker
+
+        return serve(run_core_worker)
+    if args.command == "agent":
+        from worker.agent import run_agent
+
+        return serve(lambda settings: run_agent(settings, args.node, args.config))
+    return serve(
+        lambda settings: run(args, settings),
+        bad_input=(UsageError, RemediationRefusedError),
+        refusals=(
+            UnknownClusterError,
+            UnknownRemediationError,
+            RemediationRunningError,
+            StoreError,
+        ),
+    )
 
 
 def entrypoint() -> None:
-    """The console script; see client.script for why it exits the way it does."""
+    """The console script; see worker/process.py for why it exits the way it does."""
     exit_now(main())

@@ -5,9 +5,9 @@ One `Check` per line: `ok`, `WARN`, `FAIL`, or `skip` (a check that needs a part
 failed). Every check is bounded in time and turns any error into its own line: a hung node
 or a dead server makes a FAIL, never a hang or a traceback. Exit 1 when anything FAILs.
 
-Imported only by `replicante doctor` and `replicante dev` (which waits for it to pass): it
-loads every datastore client (the probes), which no other operator command needs
-(tests/test_imports.py).
+Imported only by `replicante doctor` and the playground's `up` (devstack/playground.py,
+which waits for it to pass): it loads every datastore client (the probes), which no other
+operator command needs (tests/test_imports.py).
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from activities.monitor import adapter_for
 from client.api import ClusterSummary, ReplicanteClient
 from client.render import ago
 from config.settings import Settings
+from config.temporal import SEARCH_ATTRIBUTES
 from models import (
     ClusterSpec,
     ClusterView,
@@ -118,7 +119,7 @@ async def bounded(
 async def connect(settings: Settings) -> tuple[Check, ReplicanteClient | None]:
     name = "temporal"
     fix = (
-        "start it: `replicante dev up` (the local stack), or set REPLICANTE_TEMPORAL_ADDRESS"
+        "start it: `scripts/dev-up` (the local stack), or set REPLICANTE_TEMPORAL_ADDRESS"
         " to your Temporal frontend"
     )
     where = settings.temporal_address
@@ -181,9 +182,7 @@ async def registered_search_attributes(api: ReplicanteClient) -> list[Check]:
     ]
     if not missing:
         return [ok("search attributes", ", ".join(key.name for key in search_attributes.ALL))]
-    # The temporal CLI's type names, as `dev up` registers them: `--search-attribute N=T`.
-    flags = search_attributes.dev_server_flags()[1::2]
-    cli_type = {name: type_ for name, type_ in (flag.split("=", 1) for flag in flags)}
+    cli_type = SEARCH_ATTRIBUTES
     # One command each: temporal CLI 1.9 takes `--name` more than once and creates the first.
     commands = [
         f"`temporal operator search-attribute create --namespace {settings.namespace}"
@@ -244,7 +243,7 @@ async def core_worker(api: ReplicanteClient) -> list[Check]:
             f"nothing polls task queue {queue} (REPLICANTE_TASK_QUEUE) for {missing} tasks:"
             " no monitor or probe runs",
             "start one: `replicante worker` (with this REPLICANTE_NAMESPACE and"
-            " REPLICANTE_TASK_QUEUE); the local stack: `replicante dev up`",
+            " REPLICANTE_TASK_QUEUE); the local stack: `scripts/dev-up`",
         )
     ]
 

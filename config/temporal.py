@@ -13,6 +13,16 @@ from pathlib import Path
 
 from models import SpecError
 
+SEARCH_ATTRIBUTES = {
+    "ReplicanteClusterId": "Keyword",
+    "ReplicanteKind": "Keyword",
+    "ReplicanteHealth": "Keyword",
+    "ReplicanteOpenFindings": "Int",
+}
+"""The custom search attributes a namespace must have registered for our monitors
+(workflows/search_attributes.py keeps them current), by name, with the type the server's
+tools (`temporal operator search-attribute create`, `start-dev --search-attribute`) name."""
+
 PREFIX = "REPLICANTE_TEMPORAL_TLS"
 YES = frozenset({"1", "true", "yes", "on"})
 
@@ -89,6 +99,18 @@ def _read(part: str, path: Path | None) -> bytes | None:
         ) from None
 
 
+def dev_server_flags() -> list[str]:
+    """`--search-attribute NAME=TYPE` flags for `temporal server start-dev`.
+
+    >>> dev_server_flags()[:2]
+    ['--search-attribute', 'ReplicanteClusterId=Keyword']
+    """
+    flags: list[str] = []
+    for name, kind in SEARCH_ATTRIBUTES.items():
+        flags += ["--search-attribute", f"{name}={kind}"]
+    return flags
+
+
 def connect_hint(tls: TemporalTls | None, error: str) -> str:
     """What to check when connecting failed with `error` (the SDK's message).
 
@@ -96,7 +118,7 @@ def connect_hint(tls: TemporalTls | None, error: str) -> str:
     "its certificate is not signed by a CA this client trusts (the system's roots; set ..._CA)"
     """
     if tls is None:
-        return "is it running? try `replicante dev up`"
+        return "is it running? try `scripts/dev-up`"
     if "UnknownIssuer" in error:
         trusted = f"{PREFIX}_CA={tls.ca}" if tls.ca else f"the system's roots; set {PREFIX}_CA"
         return f"its certificate is not signed by a CA this client trusts ({trusted})"

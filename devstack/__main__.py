@@ -1,5 +1,6 @@
-"""`python -m devstack` (or scripts/stack): start, break and stop the local servers by hand.
+"""`python -m devstack` (or scripts/stack): the local stack, and its servers by hand.
 
+up|down                 the whole playground: Temporal, ZooKeeper, Kafka, worker, agents
 temporal start|stop|status
 zookeeper start|stop|status [N]|pid N|kill N|restart N|pause N|resume N [--name playground]
 kafka start|stop|status [N]|pid N|kill N|restart N|pause N|resume N [--name playground]
@@ -152,8 +153,22 @@ def main(argv: list[str] | None = None) -> None:
         services, "zookeeper", "3-member ZooKeeper ensemble on 127.0.0.1-3", zookeeper
     )
     add_members_parser(services, "kafka", "3-broker Kafka cluster (KRaft) on 127.0.0.4-6", kafka)
+    for action, what in (
+        ("up", "start everything and watch the playground clusters (scripts/dev-up)"),
+        ("down", "stop everything up started"),
+    ):
+        services.add_parser(action, help=what).set_defaults(run=None)
 
     args = parser.parse_args(argv)
+    if args.run is None:
+        # Imported here: the playground loads the client and the Temporal SDK, which the
+        # node agents' frequent `zookeeper status N` need not wait for. It talks to Temporal,
+        # so it exits as the CLI does.
+        from devstack import playground
+        from worker.process import exit_now, serve
+
+        run = playground.up if args.service == "up" else playground.down
+        exit_now(serve(run))
     try:
         args.run(args)
     except (OSError, RuntimeError, TimeoutError, ValueError) as e:

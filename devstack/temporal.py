@@ -1,6 +1,6 @@
 """A Temporal dev server (the `temporal` CLI's SQLite-backed server) run as a background process.
 
-It registers the search attributes the monitor keeps (workflows/search_attributes.py).
+It registers the search attributes the monitor keeps (config/temporal.py).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from config.temporal import dev_server_flags
 from devstack import processes
-from workflows import search_attributes
 
 
 def temporal_binary() -> Path:
@@ -91,7 +91,7 @@ class TemporalDevServer:
         argv += ["--headless"] if self.ui_port is None else ["--ui-port", str(self.ui_port)]
         if self.namespace != "default":
             argv += ["--namespace", self.namespace]
-        argv += search_attributes.dev_server_flags() + self.extra_args
+        argv += dev_server_flags() + self.extra_args
         pid = processes.spawn(argv, log_file=self.log_file, pid_file=self.pid_file)
         try:
             processes.wait_for_port(

@@ -19,15 +19,15 @@ import pytest_asyncio
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from config.temporal import dev_server_flags
 from devstack.jvm import JvmCluster
 from devstack.kafka import KafkaCluster, claim_kafka, claim_sasl_kafka
 from devstack.slots import Slot
 from devstack.temporal import temporal_binary
 from devstack.zookeeper import ZooKeeperEnsemble, claim_ensemble, claim_sasl_ensemble
-from tests.helpers import TEST_TOPIC_PREFIX
+from testkit.kafka import TEST_TOPIC_PREFIX
 from tests.remediation_stage import Stage, open_stage
 from tests.secure_certs import TestCa
-from workflows import search_attributes
 
 INSTALL_HINT = "run scripts/install.sh from the repo root"
 
@@ -72,7 +72,7 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(binary),
         data_converter=pydantic_data_converter,
-        dev_server_extra_args=search_attributes.dev_server_flags(),
+        dev_server_extra_args=dev_server_flags(),
     )
     try:
         yield env

@@ -5,15 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,98 +19,13 @@ from temporalio.client import Client, WorkflowHandle
 
 from activities.stream import KafkaPublisher
 from client.cli import main
-from config.settings import REPO_ROOT
 from config.stream import StreamSettings
 from devstack.home import jars_dir
-from devstack.kafka import KafkaCluster
-from devstack.zookeeper import ZooKeeperEnsemble
-from models import ClusterSpec, Event, MonitorInput, parse_spec
-from store import EventQuery, EventStore, SQLiteEventStore
+from models import ClusterSpec, Event, MonitorInput
+from store import EventStore, SQLiteEventStore
+from testkit.events import of_type, wait_for_event
 from worker.core import core_worker
 from workflows.monitor import ClusterMonitorWorkflow, workflow_id
-
-
-def spec_of(
-    kind: str,
-    prefix: str,
-    addresses: list[str],
-    cluster_id: str,
-    interval_s: float,
-    probe: dict[str, object],
-    **fields: object,
-) -> ClusterSpec:
-    """A spec naming node n `<prefix><n>`, with a 1 s probe timeout unless `probe` says."""
-    return parse_spec(
-        {
-            "cluster_id": cluster_id,
-            "kind": kind,
-            "nodes": [
-                {"node_id": f"{prefix}{n}", "address": address}
-                for n, address in enumerate(addresses, start=1)
-            ],
-            "probe": {"interval_s": interval_s, "timeout_s": 1.0, "watch_max_s": 600, **probe},
-            **fields,
-        }
-    )
-
-
-def zk_spec(
-    ensemble: ZooKeeperEnsemble, cluster_id: str, *, interval_s: float = 1.0, **probe: object
-) -> ClusterSpec:
-    return spec_of("zookeeper", "zk", ensemble.addresses, cluster_id, interval_s, probe)
-
-
-def kafka_spec(
-    cluster: KafkaCluster, cluster_id: str, *, interval_s: float = 1.0, **probe: object
-) -> ClusterSpec:
-    """Brokers kafka1..3, expecting every partition to have 3 replicas."""
-    return spec_of(
-        "kafka",
-        "kafka",
-        cluster.addresses,
-        cluster_id,
-        interval_s,
-        probe,
-        expect={"replication_factor": 3},
-    )
-
-
-async def wait_for_event(
-    store: EventStore,
-    cluster_id: str,
-    match: Callable[[Event], bool],
-    timeout: float = 30.0,
-    after: float = 0.0,
-) -> Event:
-    """The first stored event of the cluster that matches, stored after `after` (epoch s)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for stored in store.query(EventQuery(cluster_id=cluster_id)):
-            if stored.stored_at.timestamp() >= after and match(stored.event):
-                return stored.event
-        await asyncio.sleep(0.1)
-    seen = [s.event.type for s in store.query(EventQuery(cluster_id=cluster_id))]
-    raise AssertionError(f"no matching event for {cluster_id} within {timeout}s; saw {seen}")
-
-
-def of_type(type_: str, node_id: str | None = None) -> Callable[[Event], bool]:
-    return lambda e: e.type == type_ and (node_id is None or e.node_id == node_id)
-
-
-TEST_TOPIC_PREFIX = "t-"
-
-
-def new_topic(cluster: KafkaCluster, partitions: int, min_isr: int | None = None) -> str:
-    """A topic of the caller's own (RF 3), every partition led by its preferred replica;
-    the `kafka_healthy` fixture deletes it after the test."""
-    name = f"{TEST_TOPIC_PREFIX}{uuid.uuid4().hex[:8]}"
-    configs = {"min.insync.replicas": str(min_isr)} if min_isr is not None else {}
-    with cluster.admin(timeout=30) as admin:
-        admin.create_topics(
-            {name: {"num_partitions": partitions, "replication_factor": 3, "configs": configs}},
-            wait_for_metadata=True,
-        )
-    return name
 
 
 class Monitor:
@@ -232,66 +143,6 @@ def publish(stream: StreamSettings, events: list[Event]) -> None:
         publisher.publish(events)
     finally:
         publisher.close()
-
-
-class Workers:
-    """`python -m worker` processes (core workers, or agents with `--agent`); their logs
-    in tmp."""
-
-    def __init__(self, env: dict[str, str], logs: Path) -> None:
-        self.env, self.logs = env, logs
-        self.procs: dict[int, subprocess.Popen[bytes]] = {}
-
-    def start(self, *args: str) -> int:
-        log = self.logs / f"worker-{len(self.procs)}.log"
-        with log.open("ab") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "worker", *args],
-                cwd=REPO_ROOT,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        self.procs[proc.pid] = proc
-        return proc.pid
-
-    @staticmethod
-    def identity(pid: int) -> str:
-        """The SDK's default worker identity."""
-        return f"{pid}@{socket.gethostname()}"
-
-    def kill(self, pid: int) -> None:
-        proc = self.procs[pid]
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-
-    def stop_all(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-
-    def tail(self, lines: int = 15) -> str:
-        parts = []
-        for log in sorted(self.logs.glob("worker-*.log")):
-            last = log.read_text(errors="replace").splitlines()[-lines:]
-            parts.append(f"--- {log.name}\n" + "\n".join(last))
-        return "\n".join(parts)
-
-
-@contextmanager
-def worker_processes(env: dict[str, str], logs: Path) -> Iterator[Workers]:
-    workers = Workers(env, logs)
-    try:
-        yield workers
-    finally:
-        workers.stop_all()
 
 
 @dataclass

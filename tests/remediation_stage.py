@@ -23,7 +23,7 @@ from models import ClusterSpec, Finding, Policy, Severity
 from models.agent import parse_agent_config
 from models.remediation import RemediationInput, RemediationStatus
 from store import EventQuery, SQLiteEventStore
-from tests.helpers import zk_spec
+from testkit.specs import own_agents, zk_spec
 from worker.agent import AgentFiles, agent_worker
 from worker.core import core_worker
 from workflows.remediation import RemediationWorkflow
@@ -143,18 +143,6 @@ def member_agents(
             agent_worker(client, parse_agent_config(config), Ledger(tmp_path / f"{n}.db"))
         )
     return agents
-
-
-def own_agents(spec: ClusterSpec) -> ClusterSpec:
-    """`spec` with each node's agent named after the cluster and node: agents of two tests
-    never share a task queue."""
-    return spec.model_copy(
-        update={
-            "nodes": tuple(
-                n.model_copy(update={"agent": f"{spec.cluster_id}-{n.node_id}"}) for n in spec.nodes
-            )
-        }
-    )
 
 
 @asynccontextmanager

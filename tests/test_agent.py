@@ -41,8 +41,7 @@ from models import (
     agent_task_queue,
     parse_agent_config,
 )
-from tests.helpers import Workers, worker_processes
-from tests.test_worker_crash import pollers
+from testkit.workers import Workers, pollers, worker_processes
 from worker.agent import agent_worker
 
 WORKFLOW_QUEUE = "agent-test-steps"

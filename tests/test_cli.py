@@ -26,7 +26,9 @@ from config.settings import REPO_ROOT
 from devstack.zookeeper import ZooKeeperEnsemble
 from models import Event, MonitorStatus
 from store import EventQuery, SQLiteEventStore
-from tests.helpers import Run, of_type, point_cli_at, run_cli, wait_for_event, zk_spec
+from testkit.events import of_type, wait_for_event
+from testkit.specs import zk_spec
+from tests.helpers import Run, point_cli_at, run_cli
 from worker.core import core_worker
 from workflows.monitor import workflow_id
 
@@ -260,5 +262,5 @@ def test_a_temporal_refusal_is_one_line_with_where_to_look(
     assert err == [
         "replicante: error: Temporal at 127.0.0.1:7233 refused: Unable to perform workflow"
         " execution update due to Workflow Task in failed state; the core worker's log says"
-        f" why (under `dev up`: {tmp_path}/worker/worker.log)"
+        f" why (under `scripts/dev-up`: {tmp_path}/worker/worker.log)"
     ]

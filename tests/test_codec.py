@@ -42,17 +42,11 @@ from devstack.temporal import temporal_binary
 from devstack.zookeeper import ZooKeeperEnsemble
 from models import ClusterSpec, MonitorInput, Policy, SecretRef, SpecError
 from store import SQLiteEventStore
-from tests.helpers import (
-    closed_port_address,
-    of_type,
-    process_env,
-    run_cli,
-    spec_of,
-    wait_for_event,
-    worker_processes,
-    zk_spec,
-)
-from tests.remediation_stage import follower_agent, own_agents
+from testkit.events import of_type, wait_for_event
+from testkit.specs import own_agents, spec_of, zk_spec
+from testkit.workers import worker_processes
+from tests.helpers import closed_port_address, process_env, run_cli
+from tests.remediation_stage import follower_agent
 from tests.test_imports import CLI
 from worker.codec import (
     ENCODING,
@@ -618,7 +612,7 @@ async def shown_input(*show: str) -> Payload:
 def test_dev_up_with_keys_points_the_ui_at_a_codec_server_it_starts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from client import dev
+    from devstack import playground as dev
     from devstack import processes
 
     keyless = Settings(home=tmp_path)

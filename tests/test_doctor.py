@@ -39,6 +39,7 @@ from devstack.temporal import temporal_binary
 from devstack.zookeeper import ZooKeeperEnsemble
 from models import ClusterSpec, MonitorInput, Policy, parse_agent_config
 from store import SQLiteEventStore
+from testkit.specs import zk_spec
 from tests.helpers import (
     Monitor,
     Run,
@@ -47,7 +48,6 @@ from tests.helpers import (
     publish,
     run_cli,
     start_monitor,
-    zk_spec,
 )
 from worker.agent import agent_worker
 from worker.core import core_worker, start_event_stream
@@ -497,7 +497,7 @@ async def test_unreachable_temporal_is_one_fail_with_the_fix_and_no_traceback(
     assert len(failed) == 1
     assert failed[0].name == "temporal"
     assert failed[0].detail == f"{address} unreachable: Connection refused"
-    assert "`replicante dev up`" in failed[0].fix
+    assert "`scripts/dev-up`" in failed[0].fix
     skipped = {line.name for line in lines if line.status == "skip"}
     assert skipped == {"namespace", "search attributes", "core worker", "clusters"}
 

@@ -13,7 +13,8 @@ from kafka.errors import KafkaError
 from activities.kafka import KafkaAdapter
 from devstack.kafka import KafkaCluster
 from models import ClusterSpec, ClusterView, NodeStatus, Role, ShardStatus, evaluate
-from tests.helpers import kafka_spec, new_topic
+from testkit.kafka import new_topic
+from testkit.specs import kafka_spec
 from tests.test_kafka_parsing import holding
 
 WAIT_S = 30.0

@@ -14,14 +14,9 @@ from devstack.kafka import KafkaCluster
 from devstack.zookeeper import ZooKeeperEnsemble
 from models import Event
 from store import SQLiteEventStore
-from tests.helpers import (
-    Monitor,
-    kafka_spec,
-    monitoring,
-    new_topic,
-    start_monitor,
-    zk_spec,
-)
+from testkit.kafka import new_topic
+from testkit.specs import kafka_spec, zk_spec
+from tests.helpers import Monitor, monitoring, start_monitor
 from worker.core import core_worker
 from workflows.monitor import ClusterMonitorWorkflow
 

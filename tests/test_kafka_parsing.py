@@ -45,7 +45,8 @@ from activities.kafka import (
     parse_quorum,
 )
 from models import ClusterSpec, ClusterView, Role, evaluate
-from tests.helpers import Changes, closed_port_address, spec_of
+from testkit.specs import spec_of
+from tests.helpers import Changes, closed_port_address
 
 REPLIES = Path(__file__).parent / "replies" / "kafka"
 RESPONSES = {

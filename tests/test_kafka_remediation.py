@@ -21,8 +21,9 @@ from devstack.kafka import KafkaCluster
 from models import ClusterSpec, Policy, evaluate
 from models.remediation import Outcome, RemediationInput, RemediationStatus
 from store import SQLiteEventStore
-from tests.helpers import kafka_spec, new_topic
-from tests.remediation_stage import member_agents, own_agents
+from testkit.kafka import new_topic
+from testkit.specs import kafka_spec, own_agents
+from tests.remediation_stage import member_agents
 from worker.core import core_worker
 from workflows.remediation import RemediationWorkflow
 

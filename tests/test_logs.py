@@ -51,7 +51,10 @@ from models import (
     agent_task_queue,
 )
 from store import SQLiteEventStore
-from tests.helpers import of_type, process_env, wait_for_event, worker_processes, zk_spec
+from testkit.events import of_type, wait_for_event
+from testkit.specs import zk_spec
+from testkit.workers import worker_processes
+from tests.helpers import process_env
 from worker import logs
 from workflows.monitor import ClusterMonitorWorkflow, workflow_id
 from workflows.remediation import RemediationWorkflow

@@ -22,8 +22,11 @@ from devstack.zookeeper import ZooKeeperEnsemble
 from models import MonitorInput, Policy
 from models.remediation import Decision, Outcome
 from store import SQLiteEventStore
-from tests.helpers import Workers, of_type, process_env, wait_for_event, worker_processes, zk_spec
-from tests.remediation_stage import follower_agent, own_agents
+from testkit.events import of_type, wait_for_event
+from testkit.specs import own_agents, zk_spec
+from testkit.workers import Workers, worker_processes
+from tests.helpers import process_env
+from tests.remediation_stage import follower_agent
 from tests.test_imports import CLI
 from workflows.monitor import ClusterMonitorWorkflow, workflow_id
 from workflows.remediation import RemediationWorkflow

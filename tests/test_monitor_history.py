@@ -45,7 +45,9 @@ from temporalio.workflow import NondeterminismError
 from devstack.zookeeper import ZooKeeperEnsemble
 from models import ClusterSpec, Event, MonitorInput, MonitorStatus, Role
 from store import EventQuery, EventStore, SQLiteEventStore, StoredEvent
-from tests.helpers import of_type, wait_for_event, watch_worker, zk_spec
+from testkit.events import of_type, wait_for_event
+from testkit.specs import zk_spec
+from tests.helpers import watch_worker
 from worker.core import core_worker
 from workflows.monitor import ClusterMonitorWorkflow, workflow_id
 from workflows.remediation import RemediationWorkflow

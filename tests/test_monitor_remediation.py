@@ -13,7 +13,7 @@ from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from models import MonitorInput, Policy, RemediationFinished
 from models.remediation import Decision, Outcome, RemediationRequest
 from store import EventQuery
-from tests.helpers import of_type, wait_for_event
+from testkit.events import of_type, wait_for_event
 from tests.remediation_stage import Stage
 from workflows.monitor import ClusterMonitorWorkflow, workflow_id
 from workflows.remediation import RemediationWorkflow

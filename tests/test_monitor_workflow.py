@@ -14,7 +14,9 @@ from temporalio.testing import WorkflowEnvironment
 from devstack.zookeeper import ZooKeeperEnsemble
 from models import Role
 from store import EventQuery
-from tests.helpers import Monitor, monitoring, wait_for_event, zk_spec
+from testkit.events import wait_for_event
+from testkit.specs import zk_spec
+from tests.helpers import Monitor, monitoring
 from workflows.monitor import ClusterMonitorWorkflow
 
 

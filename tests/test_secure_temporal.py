@@ -26,7 +26,8 @@ import yaml
 from temporalio.testing import WorkflowEnvironment
 
 from config import temporal as tls
-from tests.helpers import Run, closed_port_address, run_cli, worker_processes
+from testkit.workers import worker_processes
+from tests.helpers import Run, closed_port_address, run_cli
 from tests.secure_certs import Issued, TestCa
 
 SERVER_NAME = "temporal.test"

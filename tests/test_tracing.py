@@ -32,14 +32,10 @@ from config.settings import REPO_ROOT
 from devstack.zookeeper import ZooKeeperEnsemble
 from models import MonitorInput, Policy
 from store import SQLiteEventStore
-from tests.helpers import (
-    of_type,
-    process_env,
-    start_monitor,
-    wait_for_event,
-    worker_processes,
-    zk_spec,
-)
+from testkit.events import of_type, wait_for_event
+from testkit.specs import zk_spec
+from testkit.workers import worker_processes
+from tests.helpers import process_env, start_monitor
 from tests.remediation_stage import open_stage
 from tests.test_imports import CLI
 from worker import telemetry

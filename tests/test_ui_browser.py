@@ -30,8 +30,9 @@ from client.codec_server import COOKIE, GRANTED, TOKENS_ENV
 from config.settings import REPO_ROOT, Settings
 from devstack.temporal import TemporalDevServer
 from devstack.zookeeper import ZooKeeperEnsemble
+from testkit.specs import spec_of, zk_spec
 from tests.conftest import INSTALL_HINT
-from tests.helpers import Monitor, spec_of, zk_spec
+from tests.helpers import Monitor
 from tests.test_devstack import free_port
 from tests.test_imports import CLI
 from worker.codec import ENCODING

@@ -20,14 +20,10 @@ from pathlib import Path
 
 import pytest
 from temporalio.api.enums.v1 import (
-    DescribeTaskQueueMode,
     EventType,
-    TaskQueueType,
     TimeoutType,
 )
 from temporalio.api.history.v1 import HistoryEvent
-from temporalio.api.taskqueue.v1 import TaskQueue
-from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
@@ -38,7 +34,10 @@ from temporalio.testing import WorkflowEnvironment
 from devstack.zookeeper import ZooKeeperEnsemble
 from models import MonitorInput
 from store import EventQuery, SQLiteEventStore
-from tests.helpers import Workers, of_type, wait_for_event, watch_worker, worker_processes, zk_spec
+from testkit.events import of_type, wait_for_event
+from testkit.specs import zk_spec
+from testkit.workers import Workers, pollers, worker_processes
+from tests.helpers import watch_worker
 from workflows.monitor import ClusterMonitorWorkflow, workflow_id
 
 # Beyond the heartbeat timeout (which runs from the last heartbeat the server got, so it
@@ -48,27 +47,6 @@ from workflows.monitor import ClusterMonitorWorkflow, workflow_id
 # fallback of a workflow task from the dead worker's sticky queue to the normal queue (the
 # worker's sticky_queue_schedule_to_start_timeout: the SDK default is 10 s; <= 2 s fits).
 SLACK_S = 5.0
-
-
-async def pollers(client: Client, queue: str) -> list[set[str]]:
-    """Identities polling the workflow and the activity queue, on every partition (the
-    legacy describe mode reports the root partition's pollers only)."""
-    kinds = [TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY]
-    response = await client.workflow_service.describe_task_queue(
-        DescribeTaskQueueRequest(
-            namespace=client.namespace,
-            task_queue=TaskQueue(name=queue),
-            api_mode=DescribeTaskQueueMode.DESCRIBE_TASK_QUEUE_MODE_ENHANCED,
-            task_queue_types=kinds,
-            report_pollers=True,
-        )
-    )
-    found: list[set[str]] = [set(), set()]
-    for info in response.versions_info.values():
-        for i, kind in enumerate(kinds):
-            if kind in info.types_info:
-                found[i] |= {p.identity for p in info.types_info[kind].pollers}
-    return found
 
 
 async def wait_for_pollers(client: Client, queue: str, workers: Workers) -> None:

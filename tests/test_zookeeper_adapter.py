@@ -9,7 +9,8 @@ from contextlib import contextmanager
 from activities.zookeeper import ZooKeeperAdapter
 from devstack.zookeeper import ZooKeeperEnsemble
 from models import ClusterSpec, Role
-from tests.helpers import Changes, zk_spec
+from testkit.specs import zk_spec
+from tests.helpers import Changes
 
 
 def a_follower(ensemble: ZooKeeperEnsemble) -> int:

@@ -2,15 +2,23 @@
 `--agent NODE_ID [--config FILE]` the node agent of one node (`replicante agent`)."""
 
 import argparse
+from pathlib import Path
 
-from client.cli import main
-from client.script import exit_now
+from worker.process import exit_now, serve
 
 parser = argparse.ArgumentParser(prog="python -m worker", description=__doc__)
 parser.add_argument("--agent", metavar="NODE_ID", help="run this node's agent instead")
-parser.add_argument("--config", help="the agent's config (default: see `replicante agent -h`)")
+parser.add_argument(
+    "--config", type=Path, help="the agent's config (default: see `replicante agent -h`)"
+)
 args = parser.parse_args()
-# The CLI's own paths: the same one-line errors and exit codes (2 for a bad config), and
-# each imports only what it runs.
-config = ["--config", args.config] if args.config else []
-exit_now(main(["agent", "--node", args.agent, *config] if args.agent is not None else ["worker"]))
+if args.agent is not None:
+    # Imported by the path that runs it: a node agent loads neither the core's workflows
+    # nor the datastore clients.
+    from worker.agent import run_agent
+
+    exit_now(serve(lambda settings: run_agent(settings, args.agent, args.config)))
+else:
+    from worker.core import run_core_worker
+
+    exit_now(serve(run_core_worker))

@@ -1,8 +1,8 @@
 """Custom search attributes the monitor keeps current, so an operator can list every
 unhealthy cluster with one visibility query (Temporal UI or `replicante cluster ls`).
 
-They must be registered on the Temporal server; `replicante dev up` and the test
-fixtures do that from this table.
+They must be registered on the Temporal server, as config/temporal.py names them; the dev
+server of the playground and of the tests does that from that table.
 """
 
 from temporalio.common import (
@@ -12,6 +12,7 @@ from temporalio.common import (
     TypedSearchAttributes,
 )
 
+from config.temporal import SEARCH_ATTRIBUTES
 from models import ClusterSpec
 
 CLUSTER_ID = SearchAttributeKey.for_keyword("ReplicanteClusterId")
@@ -21,18 +22,11 @@ OPEN_FINDINGS = SearchAttributeKey.for_int("ReplicanteOpenFindings")
 
 ALL = (CLUSTER_ID, KIND, HEALTH, OPEN_FINDINGS)
 
-_CLI_TYPE_NAMES = {
+TYPE_NAMES = {
     SearchAttributeIndexedValueType.KEYWORD: "Keyword",
     SearchAttributeIndexedValueType.INT: "Int",
 }
-
-
-def dev_server_flags() -> list[str]:
-    """`--search-attribute NAME=TYPE` flags for `temporal server start-dev`."""
-    flags: list[str] = []
-    for key in ALL:
-        flags += ["--search-attribute", f"{key.name}={_CLI_TYPE_NAMES[key.indexed_value_type]}"]
-    return flags
+assert {key.name: TYPE_NAMES[key.indexed_value_type] for key in ALL} == SEARCH_ATTRIBUTES
 
 
 def initial(spec: ClusterSpec) -> TypedSearchAttributes:

@@ -1,4 +1,5 @@
-"""`replicante dev up|down`: the whole local stack for a new user, one command each."""
+"""`scripts/dev-up` and `scripts/stack down` (`python -m devstack up|down`): the whole local
+stack for a new user, one command each."""
 
 from __future__ import annotations
 
@@ -201,7 +202,7 @@ async def up(settings: Settings) -> int:
     if problems:
         print(
             f"the stack is up, but doctor still finds {len(problems)} problem(s) after"
-            f" {READY_WITHIN_S:g} s: fix them as above, or `replicante dev down`"
+            f" {READY_WITHIN_S:g} s: fix them as above, or `scripts/stack down`"
         )
         return 1
     print(
@@ -217,7 +218,7 @@ Try:
   REPLICANTE_EVENTS_KAFKA={settings.events_kafka} replicante events --follow
   scripts/stack zookeeper restart 2; scripts/stack kafka restart 3
   replicante pause playground --reason "maintenance"; replicante resume playground
-  replicante dev down                     # stop everything
+  scripts/stack down                      # stop everything
 
 (`replicante` lives in .venv/bin: `source .venv/bin/activate` first.)"""
     )

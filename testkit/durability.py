@@ -41,9 +41,8 @@ from devstack.zookeeper import ZooKeeperEnsemble
 from models import ClusterSpec, Policy, agent_task_queue
 from models.remediation import Outcome, RemediationInput, RemediationStatus
 from store import EventQuery, SQLiteEventStore, StoredEvent
-from tests.helpers import Workers, zk_spec
-from tests.remediation_stage import own_agents
-from tests.test_worker_crash import pollers
+from testkit.specs import own_agents, zk_spec
+from testkit.workers import Workers, pollers
 from worker.agent import AgentFiles
 from workflows.remediation import RemediationWorkflow
 
