@@ -53,9 +53,9 @@ fi
 stamp=.venv/.replicante-installed
 hash=$(digest pyproject.toml)
 if ! fresh "$stamp" "$hash"; then
-    .venv/bin/python -m pip install -q -e '.[dev]'
+    .venv/bin/python -m pip install -q -e '.[dev,playground]'
     echo "$hash" >"$stamp"
-    echo "installed the project and its dev tools into .venv"
+    echo "installed the project, its dev tools and the playground into .venv"
 fi
 
 # Copies the jars one pom pins (with their dependencies) into $jars_root/<server>, where
