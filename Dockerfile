@@ -4,6 +4,10 @@
 #               datastore member's container (see the agents in docker-compose.yml)
 FROM python:3.11.11-slim-bookworm AS replicante
 WORKDIR /app
+# Every dependency at the version and hash requirements/production.txt pins (scripts/lock
+# writes it), then the project alone: pip resolves no dependency at build time.
+COPY requirements/production.txt requirements/
+RUN pip install --no-cache-dir --require-hashes --no-deps -r requirements/production.txt
 COPY pyproject.toml README.md ./
 COPY models models
 COPY config config
@@ -13,7 +17,7 @@ COPY worker worker
 COPY client client
 COPY store store
 COPY devstack devstack
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir --no-deps .
 ENV REPLICANTE_HOME=/var/lib/replicante
 ENTRYPOINT ["replicante"]
 CMD ["worker"]

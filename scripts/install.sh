@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up a checkout: the venv with the project and its dev tools, and the server jars the
-# local stack runs. Safe to rerun, and quick when pyproject.toml and the poms are unchanged:
-# each step records a hash of its input in a stamp file and is skipped while it matches.
+# local stack runs. Safe to rerun, and quick when pyproject.toml, the locks (requirements/)
+# and the poms are unchanged: each step records a hash of its input in a stamp file and is
+# skipped while it matches.
 set -euo pipefail
 cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
 
@@ -51,11 +52,21 @@ fi
 
 # The stamp lives inside what it describes, so deleting .venv or the jars redoes the step.
 stamp=.venv/.replicante-installed
-hash=$(digest pyproject.toml)
+hash=$(digest pyproject.toml requirements/*.txt)
 if ! fresh "$stamp" "$hash"; then
-    .venv/bin/python -m pip install -q -e '.[dev]'
+    # Every dependency (base, dev, playground) at the version and hash the dev lock pins
+    # (scripts/lock writes it), then the project alone, editable: pip resolves nothing. (-qq:
+    # setuptools warns of every editable install, whatever it holds.)
+    .venv/bin/python -m pip install -q --require-hashes --no-deps -r requirements/dev.txt
+    .venv/bin/python -m pip install -qq --no-deps -e .
+    # A lock that misses a requirement installs all the same under --no-deps: name it here.
+    if ! out=$(.venv/bin/python -m pip check); then
+        echo "install.sh: requirements/dev.txt is incomplete (run scripts/lock):" >&2
+        echo "$out" >&2
+        exit 1
+    fi
     echo "$hash" >"$stamp"
-    echo "installed the project and its dev tools into .venv"
+    echo "installed the project, its dev tools and the playground into .venv"
 fi
 
 # Copies the jars one pom pins (with their dependencies) into $jars_root/<server>, where

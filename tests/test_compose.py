@@ -469,7 +469,9 @@ def collector_problems(stack: Stack) -> list[str]:
 
 def dockerfile_problems(stack: Stack) -> list[str]:
     """The image holds every package of ours, each stage compose builds exists, the agents'
-    image has the Docker CLI their commands run, and what it starts from is pinned."""
+    image has the Docker CLI their commands run, what it starts from is pinned, and it
+    installs the production lock (tests/test_install.py checks it against pyproject.toml)
+    with pip resolving nothing."""
     dockerfile = (stack.root / "Dockerfile").read_text()
     pyproject = tomllib.loads((stack.root / "pyproject.toml").read_text())
     packages = {
@@ -489,6 +491,20 @@ def dockerfile_problems(stack: Stack) -> list[str]:
         f"the Dockerfile starts from {i}, not pinned"
         for i in images
         if i not in stages.values() and not PINNED.fullmatch(i)
+    ]
+    installs = re.findall(r"^RUN pip install (.*)$", dockerfile, re.M)
+    if not any(
+        {"--require-hashes", "--no-deps"} <= set(i.split())
+        and "-r requirements/production.txt" in i
+        for i in installs
+    ):
+        problems.append(
+            "the image does not install requirements/production.txt with --require-hashes --no-deps"
+        )
+    problems += [
+        f"the image resolves dependencies: `pip install {i}` lacks --no-deps"
+        for i in installs
+        if "--no-deps" not in i.split()
     ]
     agent_stage = dockerfile.partition("AS agent\n")[2]
     if not re.search(r"^COPY --from=docker:\S+ /usr/local/bin/docker ", agent_stage, re.M):
@@ -767,6 +783,20 @@ BREAKAGES = [
         "COPY --from=docker:28.3.3-cli /usr/local/bin/docker /usr/local/bin/docker\n",
         "",
         "the agent image has no docker CLI",
+    ),
+    Breakage(
+        dockerfile_problems,
+        "Dockerfile",
+        "--require-hashes --no-deps -r requirements/production.txt",
+        "-r requirements/production.txt",
+        "does not install requirements/production.txt with --require-hashes",
+    ),
+    Breakage(
+        dockerfile_problems,
+        "Dockerfile",
+        "RUN pip install --no-cache-dir --no-deps .\n",
+        "RUN pip install --no-cache-dir .\n",
+        "`pip install --no-cache-dir .` lacks --no-deps",
     ),
     Breakage(
         dockerfile_problems,
