@@ -16,7 +16,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.adapter import Adapter
-from activities.kafka import KafkaAdapter
+from activities.kafka.adapter import KafkaAdapter
 from activities.mongodb import MongoDBAdapter
 from activities.telemetry import gauge_findings
 from activities.zookeeper import ZooKeeperAdapter

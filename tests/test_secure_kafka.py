@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 from kafka import KafkaAdminClient
 
-from activities.kafka import LINK_RETRY_S, KafkaAdapter, login_of
+from activities.kafka.adapter import KafkaAdapter
+from activities.kafka.connection import login_of
+from activities.kafka.links import LINK_RETRY_S
 from activities.stream import KafkaPublisher
 from config import stream
 from config.kafka import KafkaLogin

@@ -10,7 +10,8 @@ from kafka.errors import KafkaError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.kafka import KafkaAdapter, login_of
+from activities.kafka.adapter import KafkaAdapter
+from activities.kafka.connection import login_of
 from models import ClusterSpec
 from models.findings.kafka import movable_to_preferred
 
