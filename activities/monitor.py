@@ -17,7 +17,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.adapter import Adapter
 from activities.kafka.adapter import KafkaAdapter
-from activities.mongodb import MongoDBAdapter
+from activities.mongodb.adapter import MongoDBAdapter
 from activities.telemetry import gauge_findings
 from activities.zookeeper import ZooKeeperAdapter
 from models import ClusterSpec, ClusterView, Kind, WatchRequest, evaluate, watch_key

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from activities.mongodb import MongoDBAdapter, login_of
+from activities.mongodb.adapter import MongoDBAdapter
+from activities.mongodb.connection import login_of
 from models import ClusterSpec, Role, parse_spec
 from tests.mongodb_wire import replaying
 from tests.secure_certs import Issued, TestCa

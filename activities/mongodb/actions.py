@@ -12,7 +12,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.heartbeat import heartbeating
-from activities.mongodb import (
+from activities.mongodb.connection import (
     PROBE_HEARTBEAT_MS,
     ask_hello,
     describe_error,
