@@ -19,7 +19,7 @@ from activities.adapter import Adapter
 from activities.kafka.adapter import KafkaAdapter
 from activities.mongodb.adapter import MongoDBAdapter
 from activities.telemetry import gauge_findings
-from activities.zookeeper import ZooKeeperAdapter
+from activities.zookeeper.adapter import ZooKeeperAdapter
 from models import ClusterSpec, ClusterView, Kind, WatchRequest, evaluate, watch_key
 
 ADAPTERS: dict[Kind, Callable[[], Adapter]] = {

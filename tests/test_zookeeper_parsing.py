@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from activities import zookeeper
-from activities.zookeeper import (
+import activities.zookeeper.replies
+from activities.zookeeper.adapter import ZooKeeperAdapter
+from activities.zookeeper.replies import (
     UnparseableReply,
-    ZooKeeperAdapter,
     parse_conf,
     parse_mntr,
     parse_srvr,
@@ -49,7 +49,7 @@ SRVR_ONLY = {
 
 
 def test_doctests() -> None:
-    result = doctest.testmod(zookeeper)
+    result = doctest.testmod(activities.zookeeper.replies)
     assert result.attempted > 0
     assert result.failed == 0
 
