@@ -16,7 +16,6 @@ from activities.adapter import Adapter
 from activities.links import stop_all
 from activities.mongodb.connection import (
     PROBE_HEARTBEAT_MS,
-    Login,
     login_of,
     pinned_client,
     read_server,
@@ -25,6 +24,7 @@ from activities.mongodb.links import LINK_HEARTBEAT_MS, LINK_STOP_WAIT_S, LinkWa
 from activities.mongodb.replies import Reading, _key, cluster_routes
 from activities.mongodb.view import cluster_view
 from activities.telemetry import probe_node, traced_probe
+from config.mongodb import MongoDBLogin
 from config.secrets import SecretUnavailable
 from models import ClusterSpec, ClusterView, Kind
 
@@ -71,7 +71,7 @@ class MongoDBAdapter(Adapter):
         return cluster_view(spec, readings, observed_at)
 
     async def _read_all(
-        self, spec: ClusterSpec, addresses: Sequence[str], login: Login
+        self, spec: ClusterSpec, addresses: Sequence[str], login: MongoDBLogin
     ) -> dict[str, Reading]:
         # A member found through a mongos is named by its address, as in the view.
         names = {_key(n.address): n.node_id for n in spec.nodes}
@@ -88,7 +88,7 @@ class MongoDBAdapter(Adapter):
         )
         return dict(zip(addresses, found, strict=True))
 
-    async def _read(self, address: str, timeout: float, login: Login) -> Reading:
+    async def _read(self, address: str, timeout: float, login: MongoDBLogin) -> Reading:
         with self._lock:
             cached = self._clients
             client = cached.get(address) if cached is not None else None

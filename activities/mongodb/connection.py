@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import pymongo
@@ -16,6 +17,7 @@ from pymongo.server_type import SERVER_TYPE
 
 from activities.mongodb.links import LinkWatch
 from activities.mongodb.replies import MAX_ERROR, ROUTER_MSG, Reading, Reply, _doc, _error_text
+from config.mongodb import MongoDBLogin
 from config.secrets import read_secrets, readable
 from models import AuthMechanism, ClusterSpec, Role
 
@@ -56,7 +58,6 @@ ROUTER_COMMANDS: dict[str, dict[str, int]] = {
 
 # A probe-only client asks once per probe: its own heartbeats would only add load.
 PROBE_HEARTBEAT_MS = 60_000
-AUTH_SOURCE = "admin"
 # How pymongo's ProtocolError messages start: what answered is not speaking MongoDB.
 PROTOCOL_ERRORS = ("Got response id", "Message length", "Unsupported OP_", "Truncated")
 
@@ -149,7 +150,7 @@ MONITORED_ROLES = {
 def _role_without_login(address: str, timeout: float) -> Role:
     """The role a server gives anyone: `hello` needs no login. Asked only of a server that
     refused ours, on a client of its own (the refusing one has marked the server unknown)."""
-    client = pinned_client(address, timeout, {}, heartbeat_ms=60_000)
+    client = pinned_client(address, timeout, MongoDBLogin(), heartbeat_ms=60_000)
     try:
         with pymongo.timeout(timeout):
             ask_hello(client)
@@ -163,50 +164,46 @@ def _role_without_login(address: str, timeout: float) -> Role:
         client.close()
 
 
-Login = Mapping[str, Any]
-"""pymongo's keyword arguments for TLS and login."""
-
-
-def login_of(spec: ClusterSpec) -> Login:
+def login_of(spec: ClusterSpec) -> MongoDBLogin:
     """TLS and login as the spec says, its secrets read now; raises SecretUnavailable.
 
     >>> from models import parse_spec
     >>> login_of(parse_spec({"cluster_id": "m", "kind": "mongodb",
     ...     "nodes": [{"node_id": "m1", "address": "db1:27017"}],
     ...     "tls": {}, "secrets": {"username": {"env": "PATH"}, "password": {"env": "PATH"}},
-    ...     "auth": {"mechanism": "SCRAM-SHA-256"}}))["authMechanism"]
+    ...     "auth": {"mechanism": "SCRAM-SHA-256"}})).client_options()["authMechanism"]
     'SCRAM-SHA-256'
     """
-    login: dict[str, Any] = {}
+    login = MongoDBLogin()
     if spec.tls is not None:
-        login["tls"] = True
+        ca_file = cert_file = None
         if spec.tls.ca_file is not None:
-            login["tlsCAFile"] = readable(spec.tls.ca_file, "tls.ca_file")
+            ca_file = readable(spec.tls.ca_file, "tls.ca_file")
         if spec.tls.client_cert is not None:
             name = spec.tls.client_cert
             file = spec.secrets[name].file  # the spec holds it to be a file reference
             assert file is not None
-            login["tlsCertificateKeyFile"] = readable(file, f"secret {name!r}")
+            cert_file = readable(file, f"secret {name!r}")
+        login = MongoDBLogin(tls=True, ca_file=ca_file, cert_file=cert_file)
     mechanism = spec.auth.mechanism if spec.auth is not None else None
     if mechanism is AuthMechanism.MONGODB_X509:
         # The server takes the user from the certificate's subject.
-        return login | {"authMechanism": mechanism.value}
+        return replace(login, mechanism=mechanism.value)
     credentials = read_secrets(spec, "username", "password")
     if "username" in credentials:
-        login |= {
-            "username": credentials["username"],
-            "password": credentials.get("password", ""),
-            "authSource": AUTH_SOURCE,
-        }
-        if mechanism is not None:
-            login["authMechanism"] = mechanism.value
+        login = replace(
+            login,
+            username=credentials["username"],
+            password=credentials.get("password", ""),
+            mechanism=mechanism.value if mechanism is not None else None,
+        )
     return login
 
 
 def pinned_client(
     address: str,
     timeout: float,
-    login: Login,
+    login: MongoDBLogin,
     heartbeat_ms: int,
     listener: LinkWatch | None = None,
 ) -> MongoClient[dict[str, Any]]:
@@ -224,5 +221,5 @@ def pinned_client(
         retryReads=False,
         retryWrites=False,
         event_listeners=[listener] if listener is not None else [],
-        **login,
+        **login.client_options(),
     )

@@ -14,10 +14,11 @@ from kazoo.retry import KazooRetry
 from activities.adapter import Adapter
 from activities.links import stop_all
 from activities.telemetry import probe_node, traced_probe
-from activities.zookeeper.connection import Login, _kazoo, _stop, login_of
+from activities.zookeeper.connection import _kazoo, _stop, login_of
 from activities.zookeeper.probe import _read_member, _Reading
 from activities.zookeeper.replies import SERVING, zxid_lag
 from config.secrets import SecretUnavailable
+from config.zookeeper import ZooKeeperLogin
 from models import ClusterSpec, ClusterView, Kind, Role, ShardStatus
 
 SHARD_ID = "zk"
@@ -36,7 +37,7 @@ class ZooKeeperAdapter(Adapter):
     @traced_probe
     async def probe(self, spec: ClusterSpec) -> ClusterView:
         observed_at = datetime.now(UTC)
-        login: Login | SecretUnavailable | None = None
+        login: ZooKeeperLogin | SecretUnavailable | None = None
         if spec.auth is not None:
             try:
                 login = login_of(spec)

@@ -8,7 +8,6 @@ import logging
 import threading
 import time
 from functools import partial
-from typing import Any
 
 from kazoo.client import KazooClient
 from kazoo.exceptions import AuthFailedError, KazooException, SessionClosedRequireSaslError
@@ -19,10 +18,8 @@ from kazoo.retry import KazooRetry
 
 from activities.links import stop_all
 from config.secrets import read_secrets
-from models import (
-    AuthMechanism,
-    ClusterSpec,
-)
+from config.zookeeper import ZooKeeperLogin
+from models import ClusterSpec
 
 # kazoo logs each reconnect attempt at WARNING, about once a second per link to a dead
 # member; the link's state changes already reach the watch through on_change.
@@ -35,19 +32,15 @@ def _stop(client: KazooClient) -> None:
     client.close()
 
 
-Login = dict[str, Any]
-"""kazoo's keyword arguments that log a session in; empty without `auth`."""
-
-
-def login_of(spec: ClusterSpec) -> Login:
+def login_of(spec: ClusterSpec) -> ZooKeeperLogin:
     """How to log in as the spec says, its secrets read now. Raises SecretUnavailable."""
     if spec.auth is None:
-        return {}
+        return ZooKeeperLogin()
     secrets = read_secrets(spec, "username", "password")
-    user, password = secrets["username"], secrets["password"]
-    if spec.auth.mechanism is AuthMechanism.DIGEST_MD5:
-        return {"sasl_options": {"mechanism": "DIGEST-MD5", "username": user, "password": password}}
-    return {"auth_data": [("digest", f"{user}:{password}")]}
+    # str(): the mechanism is a StrEnum, or its bare value in a spec copied unvalidated.
+    return ZooKeeperLogin(
+        str(spec.auth.mechanism), username=secrets["username"], password=secrets["password"]
+    )
 
 
 class _Connection(ConnectionHandler):  # type: ignore[misc]
@@ -64,14 +57,18 @@ class _Connection(ConnectionHandler):  # type: ignore[misc]
             raise AuthFailedError("SASL login refused") from refused
 
 
-def _kazoo(address: str, timeout: float, login: Login, retry: KazooRetry) -> KazooClient:
+def _kazoo(address: str, timeout: float, login: ZooKeeperLogin, retry: KazooRetry) -> KazooClient:
     """A client pinned to one member, logging in as `login` says."""
+    options = login.client_options()
     client = KazooClient(
-        hosts=address, timeout=timeout, connection_retry=retry, logger=_kazoo_log, **login
+        hosts=address, timeout=timeout, connection_retry=retry, logger=_kazoo_log, **options
     )
-    if "sasl_options" in login:
+    if "sasl_options" in options:
         client._connection = _Connection(
-            client, client._conn_retry.copy(), logger=_kazoo_log, sasl_options=login["sasl_options"]
+            client,
+            client._conn_retry.copy(),
+            logger=_kazoo_log,
+            sasl_options=options["sasl_options"],
         )
     return client
 
@@ -80,7 +77,7 @@ REFUSED = "authentication failed: the member refused the login"
 LOGIN_GRACE_S = 0.5
 
 
-def _log_in(address: str, timeout: float, login: Login) -> str | None:
+def _log_in(address: str, timeout: float, login: ZooKeeperLogin) -> str | None:
     """None when the member takes the login and answers a request; else why not. Blocking:
     a session of its own, closed before it returns."""
     client = _kazoo(address, timeout, login, KazooRetry(max_tries=0))
@@ -118,7 +115,7 @@ def _log_in(address: str, timeout: float, login: Login) -> str | None:
     return None
 
 
-async def _check_login(address: str, timeout: float, login: Login) -> str | None:
+async def _check_login(address: str, timeout: float, login: ZooKeeperLogin) -> str | None:
     try:
         # The thread keeps its own deadline; the grace lets it say why it gave up.
         return await asyncio.wait_for(

@@ -8,7 +8,7 @@ import time
 from contextlib import suppress
 from dataclasses import dataclass, replace
 
-from activities.zookeeper.connection import Login, _check_login
+from activities.zookeeper.connection import _check_login
 from activities.zookeeper.replies import (
     UnparseableReply,
     _fact,
@@ -18,6 +18,7 @@ from activities.zookeeper.replies import (
     voting_members,
 )
 from config.secrets import SecretUnavailable
+from config.zookeeper import ZooKeeperLogin
 from models import (
     NodeSpec,
     NodeStatus,
@@ -135,7 +136,7 @@ async def _read_node(node: NodeSpec, timeout: float) -> _Reading:
 
 
 async def _read_member(
-    node: NodeSpec, timeout: float, login: Login | SecretUnavailable | None
+    node: NodeSpec, timeout: float, login: ZooKeeperLogin | SecretUnavailable | None
 ) -> _Reading:
     """The member's four-letter words, and with a login whether it takes it: what a
     member that refuses the login says is kept, its error says why."""
