@@ -22,14 +22,14 @@ from activities.telemetry import gauge_findings
 from activities.zookeeper.adapter import ZooKeeperAdapter
 from models import ClusterSpec, ClusterView, Kind, WatchRequest, evaluate, watch_key
 
-ADAPTERS: dict[Kind, Callable[[], Adapter]] = {
+ADAPTERS: dict[Kind, Callable[[], Adapter[object]]] = {
     Kind.ZOOKEEPER: ZooKeeperAdapter,
     Kind.KAFKA: KafkaAdapter,
     Kind.MONGODB: MongoDBAdapter,
 }
 
 
-def adapter_for(kind: Kind) -> Adapter:
+def adapter_for(kind: Kind) -> Adapter[object]:
     factory = ADAPTERS.get(kind)
     if factory is None:
         raise ApplicationError(f"no adapter for kind {kind.value!r} yet", non_retryable=True)

@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 
 from activities.mongodb.adapter import MongoDBAdapter
-from activities.mongodb.connection import login_of
 from models import ClusterSpec, Role, parse_spec
 from tests.mongodb_wire import replaying
 from tests.secure_certs import Issued, TestCa
@@ -62,6 +61,7 @@ def test_a_spec_makes_the_pymongo_options(
     pki: tuple[TestCa, Issued, Issued], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ca, _, client = pki
+    login_of = MongoDBAdapter().login_of
     assert login_of(x509_spec("db:27017", ca.cert, client.combined)).client_options() == {
         "tls": True,
         "tlsCAFile": str(ca.cert),

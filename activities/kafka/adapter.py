@@ -12,11 +12,12 @@ from functools import partial
 from typing import ClassVar
 
 from activities.adapter import Adapter
-from activities.kafka.connection import client_for, login_of
+from activities.kafka.connection import client_for, describe_error, login_of
 from activities.kafka.links import LinkHolder
 from activities.kafka.probe import check_answers, check_node, first_to_describe
 from activities.kafka.replies import NodeReading, address, assemble
 from activities.telemetry import probe_node, traced_probe
+from config.kafka import KafkaLogin
 from config.secrets import SecretUnavailable
 from models import ClusterSpec, ClusterView, Kind
 
@@ -27,8 +28,10 @@ def _error(reading: NodeReading) -> str | None:
     return reading.error
 
 
-class KafkaAdapter(Adapter):
+class KafkaAdapter(Adapter[KafkaLogin]):
     kind: ClassVar[Kind] = Kind.KAFKA
+    login_of = staticmethod(login_of)
+    describe_error = staticmethod(describe_error)
 
     @traced_probe
     async def probe(self, spec: ClusterSpec) -> ClusterView:

@@ -11,11 +11,13 @@ from functools import partial
 from typing import Any, ClassVar
 
 from pymongo import MongoClient
+from pymongo.errors import PyMongoError
 
 from activities.adapter import Adapter
 from activities.links import stop_all
 from activities.mongodb.connection import (
     PROBE_HEARTBEAT_MS,
+    describe_error,
     login_of,
     pinned_client,
     read_server,
@@ -39,8 +41,15 @@ def _failure(reading: Reading) -> str | None:
     return reading.failure
 
 
-class MongoDBAdapter(Adapter):
+class MongoDBAdapter(Adapter[MongoDBLogin]):
     kind: ClassVar[Kind] = Kind.MONGODB
+    login_of = staticmethod(login_of)
+
+    def describe_error(self, error: BaseException, timeout: float) -> str:
+        """pymongo's errors as describe_error reads them; anything else by its message."""
+        if isinstance(error, PyMongoError):
+            return describe_error(error, timeout)
+        return str(error) or type(error).__name__
 
     def __init__(self) -> None:
         # While links are held, the probe reads through their clients, and keeps the clients

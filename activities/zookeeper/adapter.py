@@ -15,7 +15,7 @@ from activities.adapter import Adapter
 from activities.links import stop_all
 from activities.telemetry import probe_node, traced_probe
 from activities.zookeeper.connection import _kazoo, _stop, login_of
-from activities.zookeeper.probe import _read_member, _Reading
+from activities.zookeeper.probe import _read_member, _Reading, describe_error
 from activities.zookeeper.replies import SERVING, zxid_lag
 from config.secrets import SecretUnavailable
 from config.zookeeper import ZooKeeperLogin
@@ -31,8 +31,10 @@ def _error(reading: _Reading) -> str | None:
     return reading.status.error
 
 
-class ZooKeeperAdapter(Adapter):
+class ZooKeeperAdapter(Adapter[ZooKeeperLogin]):
     kind: ClassVar[Kind] = Kind.ZOOKEEPER
+    login_of = staticmethod(login_of)
+    describe_error = staticmethod(describe_error)
 
     @traced_probe
     async def probe(self, spec: ClusterSpec) -> ClusterView:

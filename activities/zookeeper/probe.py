@@ -77,6 +77,25 @@ class _Reading:
     voting_members: int | None = None
 
 
+def describe_error(error: BaseException, timeout: float) -> str:
+    """One line for NodeStatus.error: why a member's four-letter words went unanswered.
+
+    >>> describe_error(ConnectionRefusedError(111, "Connection refused"), 2.0)
+    'connection refused'
+    >>> describe_error(TimeoutError(), 2.0)
+    'timeout after 2.0s'
+    >>> describe_error(UnparseableReply("SSH-2.0-OpenSSH_9.2p1"), 2.0)
+    "unparseable reply: 'SSH-2.0-OpenSSH_9.2p1'"
+    """
+    if isinstance(error, TimeoutError):
+        return f"timeout after {timeout}s"
+    if isinstance(error, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(error, OSError):
+        return error.strerror.lower() if error.strerror else str(error)
+    return str(error) or type(error).__name__
+
+
 async def _read_node(node: NodeSpec, timeout: float) -> _Reading:
     try:
         async with asyncio.timeout(timeout):
@@ -97,14 +116,8 @@ async def _read_node(node: NodeSpec, timeout: float) -> _Reading:
             mntr_reply, conf_reply = await asyncio.gather(
                 _ask_extra(node, "mntr"), _ask_extra(node, "conf")
             )
-    except TimeoutError:
-        error = f"timeout after {timeout}s"
-    except ConnectionRefusedError:
-        error = "connection refused"
-    except UnparseableReply as e:
-        error = str(e)
-    except OSError as e:
-        error = e.strerror.lower() if e.strerror else str(e)
+    except (OSError, UnparseableReply) as e:
+        error = describe_error(e, timeout)
     else:
         mntr, conf = parse_mntr(mntr_reply), parse_conf(conf_reply)
         facts: dict[str, FactValue] = {
