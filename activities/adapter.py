@@ -1,4 +1,5 @@
-"""The one interface every datastore kind implements (one module per kind).
+"""The one interface every datastore kind implements (one package per kind, registered in
+activities/kinds.py).
 
 Workflows never see this: they call the probe and watch activities, which pick the
 adapter for `spec.kind`.
@@ -9,12 +10,15 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import ClassVar
+from typing import ClassVar, Generic, TypeVar
 
 from models import ClusterSpec, ClusterView, Kind
 
+LoginT = TypeVar("LoginT", covariant=True)
+"""The kind's login value (config/<kind>.py): TLS and credentials, no secret in its repr."""
 
-class Adapter(abc.ABC):
+
+class Adapter(abc.ABC, Generic[LoginT]):
     kind: ClassVar[Kind]
 
     @abc.abstractmethod
@@ -35,3 +39,13 @@ class Adapter(abc.ABC):
         member's process died, or came back), so the watch probes at once instead of
         waiting for the next interval.
         """
+
+    @abc.abstractmethod
+    def login_of(self, spec: ClusterSpec) -> LoginT:
+        """How to reach and log in to the spec's nodes, its secrets read now; raises
+        SecretUnavailable when one cannot be read."""
+
+    @abc.abstractmethod
+    def describe_error(self, error: BaseException, timeout: float) -> str:
+        """One line for `NodeStatus.error` (or an action's failure) saying why a node could
+        not be asked, `timeout` being the bound it was asked within; never a secret."""

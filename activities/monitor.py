@@ -9,31 +9,13 @@ History then grows with changes, not with time.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext, suppress
 
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
-from activities.adapter import Adapter
-from activities.kafka import KafkaAdapter
-from activities.mongodb import MongoDBAdapter
+from activities.kinds import adapter_for
 from activities.telemetry import gauge_findings
-from activities.zookeeper import ZooKeeperAdapter
-from models import ClusterSpec, ClusterView, Kind, WatchRequest, evaluate, watch_key
-
-ADAPTERS: dict[Kind, Callable[[], Adapter]] = {
-    Kind.ZOOKEEPER: ZooKeeperAdapter,
-    Kind.KAFKA: KafkaAdapter,
-    Kind.MONGODB: MongoDBAdapter,
-}
-
-
-def adapter_for(kind: Kind) -> Adapter:
-    factory = ADAPTERS.get(kind)
-    if factory is None:
-        raise ApplicationError(f"no adapter for kind {kind.value!r} yet", non_retryable=True)
-    return factory()
+from models import ClusterSpec, ClusterView, WatchRequest, evaluate, watch_key
 
 
 @activity.defn

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.monitor import adapter_for
+from activities.kinds import adapter_for
 from models import ClusterView, evaluate
 from models.remediation import NodeRequest
 from models.safety import SERVING

@@ -205,7 +205,7 @@ def temporal_server_version() -> str:
 
 
 async def probe_cpu_ms(
-    adapter: Adapter, spec: ClusterSpec, probes: int
+    adapter: Adapter[object], spec: ClusterSpec, probes: int
 ) -> tuple[float, ClusterView]:
     """CPU time of one probe, averaged over `probes` after a warm-up, in-process and before
     any worker shares the process (process_time counts every thread); and the last view."""

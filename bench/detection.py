@@ -47,7 +47,7 @@ from temporalio.api.history.v1 import HistoryEvent
 from temporalio.worker import Worker
 
 from activities.monitor import probe_cluster
-from activities.zookeeper import ZooKeeperAdapter
+from activities.zookeeper.adapter import ZooKeeperAdapter
 from bench.common import (
     CORE_QUEUE,
     Figures,

@@ -40,7 +40,7 @@ if __package__ in (None, ""):
     # kafka-python's `kafka` package. The imports below need the repo root instead.
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from activities.kafka import KafkaAdapter
+from activities.kafka.adapter import KafkaAdapter
 from bench.common import (
     CORE_QUEUE,
     Figures,

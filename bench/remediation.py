@@ -59,7 +59,7 @@ if __package__ in (None, ""):
 
 from temporalio.client import WorkflowHandle
 
-from activities.zookeeper import ZooKeeperAdapter
+from activities.zookeeper.adapter import ZooKeeperAdapter
 from bench.common import (
     CORE_QUEUE,
     RECOVER_TIMEOUT_S,

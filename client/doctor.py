@@ -36,7 +36,7 @@ from temporalio.api.workflowservice.v1 import (
 from temporalio.client import WorkflowExecutionDescription, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.monitor import adapter_for
+from activities.kinds import adapter_for
 from client.api import ClusterSummary, ReplicanteClient
 from client.render import ago
 from config.settings import Settings

@@ -49,7 +49,7 @@ SCHEMA = Path(__file__).parent / "compose_spec" / "compose-spec.json"
 # Settings the worker and agent read outside `Settings` (issue 6: metrics and logging).
 AGREED_VARIABLES = frozenset({"REPLICANTE_METRICS_ADDRESS", "REPLICANTE_LOG_FORMAT"})
 
-# What the ZooKeeper probe sends (activities/zookeeper.py) and the healthcheck's srvr.
+# What the ZooKeeper probe sends (activities/zookeeper/probe.py) and the healthcheck's srvr.
 ZOOKEEPER_WORDS = frozenset({"srvr", "mntr", "conf"})
 
 Service = dict[str, Any]

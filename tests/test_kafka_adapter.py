@@ -10,7 +10,7 @@ from collections.abc import Callable
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
-from activities.kafka import KafkaAdapter
+from activities.kafka.adapter import KafkaAdapter
 from devstack.kafka import KafkaCluster
 from models import ClusterSpec, ClusterView, NodeStatus, Role, ShardStatus, evaluate
 from testkit.kafka import new_topic

@@ -17,8 +17,10 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
+import pytest
 from kafka.protocol.admin import (
     DescribeClusterResponse,
     DescribeConfigsResponse,
@@ -27,13 +29,15 @@ from kafka.protocol.admin import (
 from kafka.protocol.consumer import ListOffsetsRequest, ListOffsetsResponse
 from kafka.protocol.metadata import ApiVersionsResponse, MetadataResponse
 
-from activities import kafka
-from activities.kafka import (
+from activities.kafka import connection, replies
+from activities.kafka.adapter import KafkaAdapter
+from activities.kafka.connection import client_for
+from activities.kafka.links import LINK_RETRY_S, LINK_STOP_WAIT_S, LinkHolder
+from activities.kafka.probe import DEBUGGING_REPLICA
+from activities.kafka.replies import (
     Broker,
     ClusterReading,
     DescribedCluster,
-    KafkaAdapter,
-    LinkHolder,
     NodeReading,
     Partition,
     Quorum,
@@ -83,8 +87,9 @@ def spec_for(addresses: list[str], timeout_s: float = 1.0) -> ClusterSpec:
 RECORDED_SPEC = spec_for([f"127.0.0.{239 + n}:9092" for n in (1, 2, 3)])
 
 
-def test_doctests() -> None:
-    result = doctest.testmod(kafka)
+@pytest.mark.parametrize("module", [replies, connection], ids=lambda m: m.__name__)
+def test_doctests(module: ModuleType) -> None:
+    result = doctest.testmod(module)
     assert result.attempted > 0
     assert result.failed == 0
 
@@ -325,9 +330,7 @@ class ReplayedBroker:
         if api_key == 2:
             request = ListOffsetsRequest.decode(body, version=api_version)
             what = (
-                "list_offsets_leo"
-                if request.replica_id == kafka.DEBUGGING_REPLICA
-                else "list_offsets_hw"
+                "list_offsets_leo" if request.replica_id == DEBUGGING_REPLICA else "list_offsets_hw"
             )
         assert what is not None, f"unexpected API {api_key}"
         state = "healthy" if what == "api_versions" else self.state
@@ -395,7 +398,7 @@ async def replayed(
         finally:
             # The adapter keeps its links across probes: close them, and let the servers
             # see them closed, before the servers go.
-            kafka.client_for(spec.cluster_id).close()
+            client_for(spec.cluster_id).close()
             serving = [task for broker in brokers for task in broker.serving]
             if serving:
                 await asyncio.wait(serving, timeout=1.0)
@@ -515,7 +518,7 @@ def holding(*addresses: str) -> Iterator[tuple[LinkHolder, Changes]]:
     finally:
         leaving = time.monotonic()
         holder.stop()
-        assert time.monotonic() - leaving < kafka.LINK_STOP_WAIT_S + 0.1
+        assert time.monotonic() - leaving < LINK_STOP_WAIT_S + 0.1
 
 
 def test_links_tell_when_a_broker_dies_not_when_it_drops_an_idle_link() -> None:
@@ -523,7 +526,7 @@ def test_links_tell_when_a_broker_dies_not_when_it_drops_an_idle_link() -> None:
     with holding(a.address, b.address) as (holder, changes):
         assert changes.wait_for(2, timeout=5)  # both came up
         # A link dropped right after it came up is taken for a broker in trouble.
-        time.sleep(2 * kafka.LINK_RETRY_S + 0.1)
+        time.sleep(2 * LINK_RETRY_S + 0.1)
         a.drop_connections()  # an idle close
         time.sleep(0.3)
         assert len(changes.times) == 2
@@ -548,5 +551,5 @@ def test_links_tell_when_a_broker_comes_back_but_not_for_a_port_that_says_nothin
         back = StandIn(port)
         came = time.monotonic()
         assert changes.wait_for(1, timeout=2)
-        assert changes.times[0] - came < kafka.LINK_RETRY_S + 0.2
+        assert changes.times[0] - came < LINK_RETRY_S + 0.2
         back.die()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from temporalio.testing import WorkflowEnvironment
 
-from activities.kafka import KafkaAdapter
+from activities.kafka.adapter import KafkaAdapter
 from devstack.kafka import KafkaCluster
 from models import ClusterSpec, Policy, evaluate
 from models.remediation import Outcome, RemediationInput, RemediationStatus

@@ -365,10 +365,12 @@ DOCTEST_MODULES = [
     "client.cli",
     "config.kafka",
     "config.logs",
+    "config.mongodb",
     "config.secrets",
     "config.settings",
     "config.stream",
     "config.temporal",
+    "config.zookeeper",
 ]
 
 
@@ -379,7 +381,7 @@ def test_doctests_pass(name: str) -> None:
     assert result.failed == 0, f"{result.failed} doctest(s) failed in {name}"
 
 
-@pytest.mark.parametrize("name", ["models.spec", "client.cli", *DOCTEST_MODULES[-6:]])
+@pytest.mark.parametrize("name", ["models.spec", "client.cli", *DOCTEST_MODULES[-8:]])
 def test_documented_modules_have_doctests(name: str) -> None:
     """Guards against the doctest runner passing vacuously (e.g. a module that lost them)."""
     result = doctest.testmod(importlib.import_module(name))

@@ -29,7 +29,8 @@ from pymongo import MongoClient
 from pymongo.uri_parser import parse_uri
 from temporalio.testing import WorkflowEnvironment
 
-from activities.mongodb import LINK_STOP_WAIT_S, MongoDBAdapter
+from activities.mongodb.adapter import MongoDBAdapter
+from activities.mongodb.links import LINK_STOP_WAIT_S
 from models import ClusterSpec, Role, Severity, evaluate, parse_spec
 from models.remediation import Outcome
 from tests.test_mongodb_remediation import remediate

@@ -18,22 +18,25 @@ from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from types import ModuleType
 from typing import Any, cast
 
 import pytest
 from bson import json_util
 from temporalio.testing import ActivityEnvironment
 
-from activities import mongodb
-from activities.mongodb import (
-    MongoDBAdapter,
+import activities.mongodb.connection
+import activities.mongodb.replies
+from activities.mongodb.adapter import MongoDBAdapter
+from activities.mongodb.links import LINK_STOP_WAIT_S
+from activities.mongodb.replica_set import replica_set
+from activities.mongodb.replies import (
     Reading,
-    cluster_view,
     parse_connection_string,
-    replica_set,
     replication_lag,
     shard_routes,
 )
+from activities.mongodb.view import cluster_view
 from activities.monitor import watch_cluster
 from models import (
     ClusterSpec,
@@ -106,8 +109,13 @@ def codes(spec: ClusterSpec, view: ClusterView) -> list[tuple[str, str]]:
     return sorted((f.code, f.subject) for f in evaluate(spec, view))
 
 
-def test_doctests() -> None:
-    result = doctest.testmod(mongodb)
+@pytest.mark.parametrize(
+    "module",
+    [activities.mongodb.replies, activities.mongodb.connection],
+    ids=lambda m: m.__name__,
+)
+def test_doctests(module: ModuleType) -> None:
+    result = doctest.testmod(module)
     assert result.attempted > 0
     assert result.failed == 0
 
@@ -801,7 +809,7 @@ async def test_held_links_see_a_crash_at_once_and_close_within_the_bound() -> No
         finally:
             started = time.monotonic()
             await asyncio.to_thread(links.__exit__, None, None, None)
-            assert time.monotonic() - started < mongodb.LINK_STOP_WAIT_S + 0.2
+            assert time.monotonic() - started < LINK_STOP_WAIT_S + 0.2
 
 
 async def test_watch_returns_at_once_when_a_held_link_sees_a_member_die() -> None:
@@ -822,7 +830,7 @@ async def test_watch_returns_at_once_when_a_held_link_sees_a_member_die() -> Non
         running["m3"].stop()
         view = await asyncio.wait_for(watching, timeout=5.0)
         took = time.monotonic() - stopped
-        await asyncio.sleep(mongodb.LINK_STOP_WAIT_S)  # the watch closes its links after it returns
+        await asyncio.sleep(LINK_STOP_WAIT_S)  # the watch closes its links after it returns
     assert view.nodes[2].reachable is False
     assert view.nodes[2].error in ("connection closed", "connection refused")
     # The held link's monitor saw the connection close; the probe takes its word for it

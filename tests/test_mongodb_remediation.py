@@ -23,8 +23,10 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
-from activities.mongodb import MongoDBAdapter, Reading, cluster_view, majorities
-from activities.mongodb_actions import CATCH_UP_S, STEP_DOWN_S, step_down_primary
+from activities.mongodb.actions import CATCH_UP_S, STEP_DOWN_S, step_down_primary
+from activities.mongodb.adapter import MongoDBAdapter
+from activities.mongodb.replies import Reading, majorities
+from activities.mongodb.view import cluster_view
 from models import ClusterSpec, ClusterView, Policy, Role
 from models.agent import ServiceAction
 from models.remediation import (

@@ -14,7 +14,7 @@ from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
-from activities.zookeeper import ZooKeeperAdapter
+from activities.zookeeper.adapter import ZooKeeperAdapter
 from models import Policy, evaluate
 from models.remediation import (
     Decision,

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 from kafka import KafkaAdminClient
 
-from activities.kafka import LINK_RETRY_S, KafkaAdapter, login_of
+from activities.kafka.adapter import KafkaAdapter
+from activities.kafka.links import LINK_RETRY_S
 from activities.stream import KafkaPublisher
 from config import stream
 from config.kafka import KafkaLogin
@@ -132,12 +133,12 @@ async def test_sasl_ssl_with_the_spec_ca_and_an_untrusted_one(
     kafka_sasl_cluster: KafkaCluster, password_file: Path, test_ca: TestCa, tmp_path: Path
 ) -> None:
     spec = sasl_spec(kafka_sasl_cluster, "SCRAM-SHA-256", password_file, test_ca.cert)
-    assert login_of(spec).security_protocol == "SASL_SSL"
+    assert KafkaAdapter().login_of(spec).security_protocol == "SASL_SSL"
     view = await KafkaAdapter().probe(spec)
     [node] = view.nodes
     assert (node.reachable, node.error, node.role) == (True, None, Role.CONTROLLER), node
     assert evaluate(spec, view) == []
-    assert brokers_seen(kafka_sasl_cluster.tls_addresses, login_of(spec)) == 1
+    assert brokers_seen(kafka_sasl_cluster.tls_addresses, KafkaAdapter().login_of(spec)) == 1
 
     other = TestCa.create(tmp_path, "other-ca")
     untrusting = sasl_spec(kafka_sasl_cluster, "SCRAM-SHA-256", password_file, other.cert)
@@ -184,7 +185,7 @@ async def test_a_spec_without_auth_at_a_sasl_listener_is_a_login_not_a_broker_do
     `node_down` (whose playbook would restart a broker that is alive). Twice: the next
     probe reconnects and reads the same."""
     spec = sasl_spec(kafka_sasl_cluster, "PLAIN", password_file).model_copy(update={"auth": None})
-    assert login_of(spec).security_protocol == "PLAINTEXT"
+    assert KafkaAdapter().login_of(spec).security_protocol == "PLAINTEXT"
     adapter = KafkaAdapter()
     for _ in range(2):
         view = await adapter.probe(spec)
@@ -216,7 +217,7 @@ def test_kafka_python_clients_log_in_as_the_spec_says(
     kafka_sasl_cluster: KafkaCluster, password_file: Path
 ) -> None:
     spec = sasl_spec(kafka_sasl_cluster, "SCRAM-SHA-256", password_file)
-    login = login_of(spec)
+    login = KafkaAdapter().login_of(spec)
     assert login == KafkaLogin(
         mechanism="SCRAM-SHA-256", username=USER, password=kafka_sasl_cluster.sasl_users[USER]
     )

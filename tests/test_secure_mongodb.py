@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from activities.mongodb import MongoDBAdapter, login_of
+from activities.mongodb.adapter import MongoDBAdapter
 from models import ClusterSpec, Role, parse_spec
 from tests.mongodb_wire import replaying
 from tests.secure_certs import Issued, TestCa
@@ -61,7 +61,8 @@ def test_a_spec_makes_the_pymongo_options(
     pki: tuple[TestCa, Issued, Issued], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ca, _, client = pki
-    assert login_of(x509_spec("db:27017", ca.cert, client.combined)) == {
+    login_of = MongoDBAdapter().login_of
+    assert login_of(x509_spec("db:27017", ca.cert, client.combined)).client_options() == {
         "tls": True,
         "tlsCAFile": str(ca.cert),
         "tlsCertificateKeyFile": str(client.combined),
@@ -74,7 +75,7 @@ def test_a_spec_makes_the_pymongo_options(
         "password": {"env": "TEST_MONGODB_PASSWORD"},
     }
     scram = mongodb_spec("db:27017", tls={}, secrets=passwords, auth={"mechanism": "SCRAM-SHA-256"})
-    assert login_of(scram) == {
+    assert login_of(scram).client_options() == {
         "tls": True,
         "username": "monitor",
         "password": "s3cret-value",
@@ -82,7 +83,7 @@ def test_a_spec_makes_the_pymongo_options(
         "authMechanism": "SCRAM-SHA-256",
     }
     # A spec of before: username and password, the server's choice of mechanism, no TLS.
-    assert login_of(mongodb_spec("db:27017", secrets=passwords)) == {
+    assert login_of(mongodb_spec("db:27017", secrets=passwords)).client_options() == {
         "username": "monitor",
         "password": "s3cret-value",
         "authSource": "admin",

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from activities.zookeeper import ZooKeeperAdapter
+from activities.zookeeper.adapter import ZooKeeperAdapter
 from devstack.zookeeper import ZooKeeperEnsemble
 from models import ClusterSpec, Role, evaluate, parse_spec
 from store import EventQuery

@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from activities.zookeeper import ZooKeeperAdapter
+from activities.zookeeper.adapter import ZooKeeperAdapter
 from devstack.zookeeper import ZooKeeperEnsemble
 from models import ClusterSpec, Role
 from testkit.specs import zk_spec

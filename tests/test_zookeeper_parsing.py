@@ -12,13 +12,15 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
-from activities import zookeeper
-from activities.zookeeper import (
+import activities.zookeeper.probe
+import activities.zookeeper.replies
+from activities.zookeeper.adapter import ZooKeeperAdapter
+from activities.zookeeper.replies import (
     UnparseableReply,
-    ZooKeeperAdapter,
     parse_conf,
     parse_mntr,
     parse_srvr,
@@ -48,8 +50,13 @@ SRVR_ONLY = {
 }
 
 
-def test_doctests() -> None:
-    result = doctest.testmod(zookeeper)
+@pytest.mark.parametrize(
+    "module",
+    [activities.zookeeper.replies, activities.zookeeper.probe],
+    ids=lambda m: m.__name__,
+)
+def test_doctests(module: ModuleType) -> None:
+    result = doctest.testmod(module)
     assert result.attempted > 0
     assert result.failed == 0
 

@@ -14,8 +14,8 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.worker import Worker
 
 from activities.events import EventActivities
-from activities.kafka_actions import elect_preferred_leaders
-from activities.mongodb_actions import step_down_primary
+from activities.kafka.actions import elect_preferred_leaders
+from activities.mongodb.actions import step_down_primary
 from activities.monitor import probe_cluster, watch_cluster
 from activities.remediation import wait_in_sync, wait_new_leader, wait_preferred, wait_serving
 from activities.stream import StreamActivities

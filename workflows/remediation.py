@@ -22,8 +22,8 @@ with workflow.unsafe.imports_passed_through():
     from temporalio.contrib.opentelemetry.workflow import completed_span
 
     from activities.events import EventActivities
-    from activities.kafka_actions import elect_preferred_leaders
-    from activities.mongodb_actions import step_down_primary
+    from activities.kafka.actions import elect_preferred_leaders
+    from activities.mongodb.actions import step_down_primary
     from activities.monitor import probe_cluster
     from activities.remediation import (
         wait_in_sync,

@@ -19,18 +19,17 @@ if __package__ in (None, ""):
 
 from kafka.protocol.parser import KafkaProtocol
 
-import activities.kafka
-from activities.kafka import (
-    CONSUMER_REPLICA,
-    DEBUGGING_REPLICA,
+import activities.kafka.connection
+from activities.kafka.connection import (
     Link,
     describe_cluster_request,
     metadata_request,
     min_isr_request,
     offsets_request,
-    parse_metadata,
     quorum_request,
 )
+from activities.kafka.probe import CONSUMER_REPLICA, DEBUGGING_REPLICA
+from activities.kafka.replies import parse_metadata
 
 HERE = Path(__file__).resolve().parent
 frames: list[bytes] = []
@@ -53,7 +52,7 @@ async def ask(link: Link, name: str, what: str, request: Any) -> Any:
 
 
 async def record(host: str, port: int, name: str) -> None:
-    setattr(activities.kafka, "KafkaProtocol", Recorder)  # noqa: B010
+    setattr(activities.kafka.connection, "KafkaProtocol", Recorder)  # noqa: B010
     link = Link(host, port)
     await ask(link, name, "describe_cluster", describe_cluster_request())
     # The link's first exchange was ApiVersions.

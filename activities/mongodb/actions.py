@@ -12,11 +12,10 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.heartbeat import heartbeating
-from activities.mongodb import (
+from activities.mongodb.adapter import MongoDBAdapter
+from activities.mongodb.connection import (
     PROBE_HEARTBEAT_MS,
     ask_hello,
-    describe_error,
-    login_of,
     pinned_client,
 )
 from models.remediation import NodeRequest
@@ -40,7 +39,8 @@ async def step_down_primary(request: NodeRequest) -> str:
     """
     spec = request.spec
     node = spec.node(request.node_id)
-    login = login_of(spec)
+    adapter = MongoDBAdapter()
+    login = adapter.login_of(spec)
     timeout = spec.probe.timeout_s
 
     def own_word(client: MongoClient[dict[str, Any]]) -> dict[str, Any]:
@@ -80,10 +80,10 @@ async def step_down_primary(request: NodeRequest) -> str:
         return await heartbeating(step_down, HEARTBEAT_S, f"stepping {node.node_id} down")
     except OperationFailure as error:
         raise ApplicationError(
-            f"{node.node_id} refused to step down: {describe_error(error, timeout)}",
+            f"{node.node_id} refused to step down: {adapter.describe_error(error, timeout)}",
             non_retryable=True,
         ) from None
     except PyMongoError as error:
         raise ApplicationError(
-            f"step down {node.node_id}: {describe_error(error, timeout)}"
+            f"step down {node.node_id}: {adapter.describe_error(error, timeout)}"
         ) from None

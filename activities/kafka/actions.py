@@ -10,7 +10,7 @@ from kafka.errors import KafkaError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.kafka import KafkaAdapter, login_of
+from activities.kafka.adapter import KafkaAdapter
 from models import ClusterSpec
 from models.findings.kafka import movable_to_preferred
 
@@ -23,7 +23,8 @@ async def elect_preferred_leaders(spec: ClusterSpec) -> int:
     """Ask for a preferred election of every partition whose in-sync preferred replica
     does not lead; returns how many were asked for. Asking again is harmless: Kafka skips
     partitions already led by their preferred replica."""
-    view = await KafkaAdapter().probe(spec)
+    adapter = KafkaAdapter()
+    view = await adapter.probe(spec)
     wanted: dict[str, list[int]] = defaultdict(list)
     for shard in movable_to_preferred(view.shards):
         topic, _, partition = shard.shard_id.rpartition("/")
@@ -32,7 +33,7 @@ async def elect_preferred_leaders(spec: ClusterSpec) -> int:
         return 0
     # The probe read the same secrets: had they been unreadable, it would have seen no
     # partitions to move.
-    login = login_of(spec)
+    login = adapter.login_of(spec)
 
     def elect() -> None:
         admin = KafkaAdminClient(

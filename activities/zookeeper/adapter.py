@@ -1,0 +1,125 @@
+"""ZooKeeperAdapter: the probe and the held links behind the one Adapter contract."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from functools import partial
+from typing import ClassVar
+
+from kazoo.retry import KazooRetry
+
+from activities.adapter import Adapter
+from activities.links import stop_all
+from activities.telemetry import probe_node, traced_probe
+from activities.zookeeper.connection import _kazoo, _stop, login_of
+from activities.zookeeper.probe import _read_member, _Reading, describe_error
+from activities.zookeeper.replies import SERVING, zxid_lag
+from config.secrets import SecretUnavailable
+from config.zookeeper import ZooKeeperLogin
+from models import ClusterSpec, ClusterView, Kind, Role, ShardStatus
+
+SHARD_ID = "zk"
+# Closing a healthy link takes 15-35 ms, one to a hung member up to its session timeout;
+# the watch hands its view over only after closing, so it waits for the healthy ones only.
+LINK_STOP_WAIT_S = 0.5
+
+
+def _error(reading: _Reading) -> str | None:
+    return reading.status.error
+
+
+class ZooKeeperAdapter(Adapter[ZooKeeperLogin]):
+    kind: ClassVar[Kind] = Kind.ZOOKEEPER
+    login_of = staticmethod(login_of)
+    describe_error = staticmethod(describe_error)
+
+    @traced_probe
+    async def probe(self, spec: ClusterSpec) -> ClusterView:
+        observed_at = datetime.now(UTC)
+        login: ZooKeeperLogin | SecretUnavailable | None = None
+        if spec.auth is not None:
+            try:
+                login = login_of(spec)
+            except SecretUnavailable as error:
+                login = error
+        readings = await asyncio.gather(
+            *(
+                probe_node(
+                    spec, n.node_id, partial(_read_member, n, spec.probe.timeout_s, login), _error
+                )
+                for n in spec.nodes
+            )
+        )
+        nodes = tuple(r.status for r in readings)
+        leaders = [r for r in readings if r.status.role in (Role.LEADER, Role.STANDALONE)]
+        leader = leaders[0] if len(leaders) == 1 else None
+        # The ensemble's own membership, the leader's first, beats counting the spec's nodes.
+        known = [r.voting_members for r in [*leaders, *readings] if r.voting_members]
+        voting_configured = (
+            known[0] if known else sum(1 for n in nodes if n.role is not Role.OBSERVER)
+        )
+        # Alive, not necessarily serving: members electing a leader still make up a quorum,
+        # so a leader failover reads as `no_leader` for a moment, not as quorum lost.
+        voting_alive = sum(1 for n in nodes if n.reachable and n.role is not Role.OBSERVER)
+        shards = tuple(
+            ShardStatus(
+                shard_id=SHARD_ID,
+                node_id=r.status.node_id,
+                role=r.status.role,
+                commit_offset=r.zxid,
+                lag=zxid_lag(leader.zxid, r.zxid) if leader and leader.zxid is not None else None,
+            )
+            for r in readings
+            if r.status.role in SERVING and r.zxid is not None
+        )
+        return ClusterView(
+            cluster_id=spec.cluster_id,
+            kind=self.kind,
+            observed_at=observed_at,
+            nodes=nodes,
+            shards=shards,
+            leader=leader.status.node_id if leader else None,
+            quorum=voting_alive > voting_configured // 2,
+            voting_alive=voting_alive,
+            voting_configured=voting_configured,
+        )
+
+    @contextmanager
+    def hold_links(self, spec: ClusterSpec, on_change: Callable[[], None]) -> Iterator[None]:
+        try:
+            login = login_of(spec)
+        except SecretUnavailable:
+            # The probe reports the missing secret on every member; links could not log in.
+            yield
+            return
+
+        def listener(state: str) -> None:
+            on_change()
+
+        # One client per member, pinned to it: a multi-host client would fail over and hide
+        # the very crash we hold the link to see. The session timeout also bounds how long a
+        # hung (SIGSTOPped) member goes unnoticed: kazoo drops a link after 2/3 of it
+        # without a ping reply.
+        clients = [
+            _kazoo(
+                node.address,
+                spec.probe.timeout_s,
+                login,
+                KazooRetry(max_tries=-1, delay=0.1, max_delay=1.0),
+            )
+            for node in spec.nodes
+        ]
+        for client in clients:
+            client.add_listener(listener)
+            client.start_async()
+        try:
+            yield
+        finally:
+            for client in clients:
+                client.remove_listener(listener)
+            # stop() waits for the member to confirm the close; a hung member never does, and
+            # kazoo gives up only at its read timeout.
+            stop_all([partial(_stop, c) for c in clients], LINK_STOP_WAIT_S)

@@ -1,0 +1,126 @@
+"""kazoo sessions pinned to one member, logged in as the spec says (`login_of`): the held
+links, and the probe's check that a member takes the login."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from functools import partial
+
+from kazoo.client import KazooClient
+from kazoo.exceptions import AuthFailedError, KazooException, SessionClosedRequireSaslError
+from kazoo.handlers.threading import KazooTimeoutError
+from kazoo.protocol.connection import ConnectionHandler
+from kazoo.protocol.states import KazooState, KeeperState
+from kazoo.retry import KazooRetry
+
+from activities.links import stop_all
+from config.secrets import read_secrets
+from config.zookeeper import ZooKeeperLogin
+from models import ClusterSpec
+
+# kazoo logs each reconnect attempt at WARNING, about once a second per link to a dead
+# member; the link's state changes already reach the watch through on_change.
+_kazoo_log = logging.getLogger(f"{__name__}.kazoo")
+_kazoo_log.setLevel(logging.ERROR)
+
+
+def _stop(client: KazooClient) -> None:
+    client.stop()
+    client.close()
+
+
+def login_of(spec: ClusterSpec) -> ZooKeeperLogin:
+    """How to log in as the spec says, its secrets read now. Raises SecretUnavailable."""
+    if spec.auth is None:
+        return ZooKeeperLogin()
+    secrets = read_secrets(spec, "username", "password")
+    # str(): the mechanism is a StrEnum, or its bare value in a spec copied unvalidated.
+    return ZooKeeperLogin(
+        str(spec.auth.mechanism), username=secrets["username"], password=secrets["password"]
+    )
+
+
+class _Connection(ConnectionHandler):  # type: ignore[misc]
+    """kazoo 2.11 lets a server's refusal of a SASL login (SESSIONCLOSEDREQUIRESASLAUTH,
+    what a ZooKeeper that enforces SASL answers a wrong password with) escape its
+    connection thread, which dies with a traceback while the client still says CONNECTED.
+    As AuthFailedError it ends the session as AUTH_FAILED, as kazoo ends one whose member
+    dropped the SASL exchange: pending requests fail with it, listeners hear LOST."""
+
+    def _authenticate_with_sasl(self, host: str, timeout: float) -> None:
+        try:
+            super()._authenticate_with_sasl(host, timeout)
+        except SessionClosedRequireSaslError as refused:
+            raise AuthFailedError("SASL login refused") from refused
+
+
+def _kazoo(address: str, timeout: float, login: ZooKeeperLogin, retry: KazooRetry) -> KazooClient:
+    """A client pinned to one member, logging in as `login` says."""
+    options = login.client_options()
+    client = KazooClient(
+        hosts=address, timeout=timeout, connection_retry=retry, logger=_kazoo_log, **options
+    )
+    if "sasl_options" in options:
+        client._connection = _Connection(
+            client,
+            client._conn_retry.copy(),
+            logger=_kazoo_log,
+            sasl_options=options["sasl_options"],
+        )
+    return client
+
+
+REFUSED = "authentication failed: the member refused the login"
+LOGIN_GRACE_S = 0.5
+
+
+def _log_in(address: str, timeout: float, login: ZooKeeperLogin) -> str | None:
+    """None when the member takes the login and answers a request; else why not. Blocking:
+    a session of its own, closed before it returns."""
+    client = _kazoo(address, timeout, login, KazooRetry(max_tries=0))
+    deadline = time.monotonic() + timeout
+    settled, refused = threading.Event(), threading.Event()
+
+    def listen(_: KazooState) -> None:
+        # A refusal can end the session between kazoo's state checks and its waits: `start`
+        # then says "Connection time-out" at once, or a request queued just after is never
+        # answered. The session's state says what happened; waiting on it never races.
+        if client.client_state == KeeperState.AUTH_FAILED:
+            refused.set()
+            settled.set()
+
+    client.add_listener(listen)
+    try:
+        client.start(timeout=timeout)
+        # The login completes before the member answers any request: this read tells.
+        answer = client.exists_async("/")
+        answer.rawlink(lambda _: settled.set())
+        settled.wait(max(0.0, deadline - time.monotonic()))
+        if refused.is_set():
+            return REFUSED
+        answer.get(block=False)
+    except AuthFailedError:
+        return REFUSED
+    except SessionClosedRequireSaslError:
+        return "authentication failed: the member requires a SASL login (auth: DIGEST-MD5)"
+    except (KazooTimeoutError, TimeoutError):
+        return REFUSED if refused.is_set() else f"login: no answer within {timeout}s"
+    except KazooException as error:
+        return f"login: {type(error).__name__}"
+    finally:
+        stop_all([partial(_stop, client)], 0.0)
+    return None
+
+
+async def _check_login(address: str, timeout: float, login: ZooKeeperLogin) -> str | None:
+    try:
+        # The thread keeps its own deadline; the grace lets it say why it gave up.
+        return await asyncio.wait_for(
+            asyncio.to_thread(_log_in, address, timeout, login), timeout + LOGIN_GRACE_S
+        )
+    except TimeoutError:
+        # The thread ends on its own, within kazoo's timeouts.
+        return f"login: no answer within {timeout}s"

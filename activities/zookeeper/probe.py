@@ -1,0 +1,167 @@
+"""Reading a member: its four-letter words, each on a connection of its own, and with a
+login whether it takes it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from contextlib import suppress
+from dataclasses import dataclass, replace
+
+from activities.zookeeper.connection import _check_login
+from activities.zookeeper.replies import (
+    UnparseableReply,
+    _fact,
+    parse_conf,
+    parse_mntr,
+    parse_srvr,
+    voting_members,
+)
+from config.secrets import SecretUnavailable
+from config.zookeeper import ZooKeeperLogin
+from models import (
+    NodeSpec,
+    NodeStatus,
+    Role,
+)
+from models.view import FactValue
+
+# mntr has ~450 lines in 3.9.5, mostly histograms; these are the ones an operator looks at.
+MNTR_FACTS = (
+    "zk_server_state",
+    "zk_peer_state",
+    "zk_avg_latency",
+    "zk_max_latency",
+    "zk_num_alive_connections",
+    "zk_synced_followers",
+    "zk_pending_syncs",
+    "zk_open_file_descriptor_count",
+    "zk_max_file_descriptor_count",
+    "zk_approximate_data_size",
+)
+# A whole mntr is ~18 KB; anything far bigger is not ZooKeeper talking.
+MAX_REPLY = 1 << 20
+
+
+class NoReply(ConnectionError):
+    pass
+
+
+async def _ask(node: NodeSpec, word: str) -> str:
+    """Each word takes a connection of its own: the server replies, then closes."""
+    reader, writer = await asyncio.open_connection(node.host, node.port)
+    try:
+        writer.write(word.encode())
+        reply = bytearray()
+        while len(reply) <= MAX_REPLY and (chunk := await reader.read(65536)):
+            reply += chunk
+        if not reply:
+            # A member that is dying (or not a ZooKeeper at all) accepts, then hangs up.
+            raise NoReply("closed the connection without a reply")
+        return reply.decode(errors="replace")
+    finally:
+        writer.close()
+
+
+async def _ask_extra(node: NodeSpec, word: str) -> str:
+    """A word beyond srvr is a bonus: a member may refuse it (whitelist) or drop it."""
+    with suppress(OSError):
+        return await _ask(node, word)
+    return ""
+
+
+@dataclass(frozen=True)
+class _Reading:
+    status: NodeStatus
+    zxid: int | None = None
+    voting_members: int | None = None
+
+
+def describe_error(error: BaseException, timeout: float) -> str:
+    """One line for NodeStatus.error: why a member's four-letter words went unanswered.
+
+    >>> describe_error(ConnectionRefusedError(111, "Connection refused"), 2.0)
+    'connection refused'
+    >>> describe_error(TimeoutError(), 2.0)
+    'timeout after 2.0s'
+    >>> describe_error(UnparseableReply("SSH-2.0-OpenSSH_9.2p1"), 2.0)
+    "unparseable reply: 'SSH-2.0-OpenSSH_9.2p1'"
+    """
+    if isinstance(error, TimeoutError):
+        return f"timeout after {timeout}s"
+    if isinstance(error, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(error, OSError):
+        return error.strerror.lower() if error.strerror else str(error)
+    return str(error) or type(error).__name__
+
+
+async def _read_node(node: NodeSpec, timeout: float) -> _Reading:
+    try:
+        async with asyncio.timeout(timeout):
+            started = time.perf_counter()
+            srvr_reply = await _ask(node, "srvr")
+            latency_ms = round((time.perf_counter() - started) * 1000, 3)
+            srvr = parse_srvr(srvr_reply)
+            if srvr is None:
+                return _Reading(
+                    NodeStatus(
+                        node_id=node.node_id,
+                        address=node.address,
+                        reachable=True,
+                        role=Role.LOOKING,
+                        latency_ms=latency_ms,
+                    )
+                )
+            mntr_reply, conf_reply = await asyncio.gather(
+                _ask_extra(node, "mntr"), _ask_extra(node, "conf")
+            )
+    except (OSError, UnparseableReply) as e:
+        error = describe_error(e, timeout)
+    else:
+        mntr, conf = parse_mntr(mntr_reply), parse_conf(conf_reply)
+        facts: dict[str, FactValue] = {
+            "zxid": srvr.zxid,
+            "outstanding_requests": srvr.outstanding,
+            "znode_count": srvr.node_count,
+        }
+        if conf.get("serverId", "").isdigit():
+            facts["server_id"] = int(conf["serverId"])
+        facts |= {key.removeprefix("zk_"): _fact(mntr[key]) for key in MNTR_FACTS if key in mntr}
+        uptime_ms = _fact(mntr.get("zk_uptime", ""))
+        return _Reading(
+            NodeStatus(
+                node_id=node.node_id,
+                address=node.address,
+                reachable=True,
+                version=srvr.version,
+                role=srvr.role,
+                uptime_s=uptime_ms / 1000 if isinstance(uptime_ms, int) else None,
+                latency_ms=latency_ms,
+                facts=facts,
+            ),
+            zxid=srvr.zxid,
+            voting_members=voting_members(conf),
+        )
+    return _Reading(
+        NodeStatus(node_id=node.node_id, address=node.address, reachable=False, error=error)
+    )
+
+
+async def _read_member(
+    node: NodeSpec, timeout: float, login: ZooKeeperLogin | SecretUnavailable | None
+) -> _Reading:
+    """The member's four-letter words, and with a login whether it takes it: what a
+    member that refuses the login says is kept, its error says why."""
+    refused: str | None = None
+    if login is None:
+        reading = await _read_node(node, timeout)
+    elif isinstance(login, SecretUnavailable):
+        reading, refused = await _read_node(node, timeout), f"authentication failed: {login}"
+    else:
+        reading, refused = await asyncio.gather(
+            _read_node(node, timeout), _check_login(node.address, timeout, login)
+        )
+    if not reading.status.reachable or refused is None:
+        return reading
+    return replace(reading, status=reading.status.model_copy(update={"error": refused}))
