@@ -307,7 +307,7 @@ class ClusterMonitorWorkflow:
             workflow.logger.info("could not tell %s its finding cleared: %s", wid, error)
 
     def _playbook_for(self, finding: Finding) -> tuple[str, Policy] | None:
-        for name, playbook in PLAYBOOKS.get(self._spec.kind.value, {}).items():
+        for name, playbook in PLAYBOOKS.get(self._spec.kind, {}).items():
             policy = self._spec.remediation.get(name, Policy.OFF)
             if finding.code in playbook.answers and policy is not Policy.OFF:
                 return name, policy
