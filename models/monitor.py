@@ -6,16 +6,13 @@ import hashlib
 from collections.abc import Sequence
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from models.base import Message as Message  # re-exported: what crosses Temporal
 from models.events import Event
 from models.findings import Finding, evaluate
 from models.spec import ClusterSpec
 from models.view import ClusterView, Health
-
-
-class Message(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 def monitor_workflow_id(cluster_id: str) -> str:

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
-from models.agent import ServiceAction
-from models.monitor import Message
-from models.spec import ClusterSpec
-from models.view import ClusterView
+from models.base import Message, ServiceAction
+
+if TYPE_CHECKING:
+    # Only named: the spec imports the playbooks, and they these planners.
+    from models.spec import ClusterSpec
+    from models.view import ClusterView
 
 
 class StepKind(StrEnum):
@@ -45,7 +48,7 @@ class Step(Message):
     view, right before it runs."""
 
 
-Planner = Callable[[ClusterSpec, str | None, ClusterView], list[Step]]
+Planner = Callable[["ClusterSpec", "str | None", "ClusterView"], "list[Step]"]
 """A playbook's steps on (spec, target, view); a ValueError names what makes it impossible.
 A playbook that needs a target is only planned with one."""
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from models import plans
+from models.base import Kind
 from models.plans import Planner
-from models.spec import Kind
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,9 @@ from pydantic import (
     model_validator,
 )
 
+from models.base import Kind as Kind  # re-exported: the spec names its kind
+from models.playbooks import check_playbooks
+
 IDENTIFIER = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 HOST = re.compile(rf"{_LABEL}(?:\.{_LABEL})*|\[[0-9A-Fa-f:.]+\]")
@@ -60,12 +63,6 @@ def _address(value: str) -> str:
 
 Identifier = Annotated[str, AfterValidator(_identifier)]
 Address = Annotated[str, AfterValidator(_address)]
-
-
-class Kind(StrEnum):
-    ZOOKEEPER = "zookeeper"
-    KAFKA = "kafka"
-    MONGODB = "mongodb"
 
 
 class Policy(StrEnum):
@@ -222,9 +219,6 @@ class ClusterSpec(Frozen):
     def _known_playbooks(
         cls, policies: dict[str, Policy], info: ValidationInfo
     ) -> dict[str, Policy]:
-        # Here, not at the top: a playbook carries its planner, and planners take specs.
-        from models.playbooks import check_playbooks
-
         kind = info.data.get("kind")
         if isinstance(kind, Kind):
             check_playbooks(kind, list(policies))
