@@ -16,6 +16,7 @@ from models.findings import Finding, Severity, evaluate, health_of
 from models.monitor import (
     EventBatch,
     MonitorInput,
+    MonitorState,
     MonitorStatus,
     RemediationFinished,
     WatchRequest,
@@ -58,6 +59,7 @@ __all__ = [
     "Health",
     "Kind",
     "MonitorInput",
+    "MonitorState",
     "MonitorStatus",
     "NodeSpec",
     "NodeStatus",

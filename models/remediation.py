@@ -16,6 +16,7 @@ from pydantic import Field
 from models.agent import ServiceAction
 from models.findings import Finding
 from models.monitor import Message
+from models.monitor import Outcome as Outcome  # re-exported: how a remediation ended
 from models.plans import Step as Step  # re-exported: what a remediation runs
 from models.plans import StepKind as StepKind
 from models.playbooks import playbook_of
@@ -66,24 +67,22 @@ class State(StrEnum):
     FINISHED = "finished"
 
 
-class Outcome(StrEnum):
-    HEALED = "healed"
-    REFUSED = "refused"
-    """The safety gate said acting would risk data or availability."""
-    REJECTED = "rejected"
-    EXPIRED = "expired"
-    """Nobody approved before the deadline."""
-    ABORTED = "aborted"
-    UNNEEDED = "unneeded"
-    """The finding cleared by itself before anything was done."""
+class StepState(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
     FAILED = "failed"
-    DRY_RUN = "dry_run"
+    SKIPPED = "skipped"
+    """Refused by its safety gate right before it would have run."""
+
+    @property
+    def ended(self) -> bool:
+        return self in (StepState.DONE, StepState.FAILED, StepState.SKIPPED)
 
 
 class StepRecord(Message):
     step: Step
-    state: str = "pending"
-    """pending, running, done, failed, skipped."""
+    state: StepState = StepState.PENDING
     started_at: datetime | None = None
     finished_at: datetime | None = None
     detail: str = ""

@@ -28,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
         ClusterView,
         EventBatch,
         EventDraft,
+        Policy,
         RemediationFinished,
         Severity,
         evaluate,
@@ -41,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
         State,
         Step,
         StepRecord,
+        StepState,
         check,
         gate,
         plan,
@@ -101,7 +103,7 @@ class RemediationWorkflow:
         if input.dry_run:
             return await self._finish(Outcome.DRY_RUN, "dry run: plan and verdict recorded")
 
-        if input.policy.value == "approve":
+        if input.policy is Policy.APPROVE:
             decided = await self._await_approval()
             if decided is not None:
                 return decided
@@ -173,9 +175,9 @@ class RemediationWorkflow:
         if step.stops_service:
             verdict = gate(self._input.spec, await self._probe(), step)
             if not verdict.safe:
-                self._set(step, "skipped", verdict.reason)
+                self._set(step, StepState.SKIPPED, verdict.reason)
                 return f"{step.name} refused: {verdict.reason}"
-        self._set(step, "running")
+        self._set(step, StepState.RUNNING)
         # Zero-length, as every workflow span of the TracingInterceptor (an open span would not
         # survive a replay on another worker): the step's activity span has its duration.
         spec = self._input.spec
@@ -216,25 +218,25 @@ class RemediationWorkflow:
             handle.cancel()
             with contextlib.suppress(ActivityError):
                 await handle
-            self._set(step, "failed", "aborted")
+            self._set(step, StepState.FAILED, "aborted")
             return f"aborted during {step.name}"
         try:
             result = handle.result()
         except ActivityError as error:
             cause = error.cause or error
-            self._set(step, "failed", str(cause))
+            self._set(step, StepState.FAILED, str(cause))
             await self._event(
                 "remediation.step_finished", f"step {step.name} failed: {cause}", step=step.name
             )
             return f"{step.name} failed: {cause}"
         detail = entry.detail(result)
-        self._set(step, "done", detail)
+        self._set(step, StepState.DONE, detail)
         await self._event(
             "remediation.step_finished", f"step {step.name} done ({detail})", step=step.name
         )
         return None
 
-    def _set(self, step: Step, state: str, detail: str = "") -> None:
+    def _set(self, step: Step, state: StepState, detail: str = "") -> None:
         now = workflow.now()
         index = next(i for i, r in enumerate(self._steps) if r.step.name == step.name)
         record = self._steps[index]
@@ -243,7 +245,7 @@ class RemediationWorkflow:
                 "state": state,
                 "detail": detail,
                 "started_at": record.started_at or now,
-                "finished_at": now if state in ("done", "failed", "skipped") else None,
+                "finished_at": now if state.ended else None,
             }
         )
 
@@ -292,7 +294,7 @@ class RemediationWorkflow:
                     RemediationFinished(
                         workflow_id=workflow.info().workflow_id,
                         finding=finding.key if finding is not None else None,
-                        outcome=outcome.value,
+                        outcome=outcome,
                     ),
                 )
             except Exception as error:
