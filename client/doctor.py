@@ -510,9 +510,7 @@ async def remediation(api: ReplicanteClient, remediation_id: str) -> list[Check]
 async def probe_nodes(spec: ClusterSpec, remediating: str | None) -> list[Check]:
     """A fresh probe from this process: what the monitor would see, right now."""
     view = await adapter_for(spec.kind).probe(spec)
-    node_down = next(
-        p.name for p in PLAYBOOKS[spec.kind.value].values() if "node_down" in p.answers
-    )
+    node_down = next(p.name for p in PLAYBOOKS[spec.kind].values() if "node_down" in p.answers)
     checks = []
     for node in view.nodes:
         name = f"node {spec.cluster_id}/{node.node_id}"
@@ -540,7 +538,8 @@ def agent_queues(spec: ClusterSpec, view: ClusterView) -> dict[str, tuple[str, s
     for playbook, policy in spec.remediation.items():
         if policy is Policy.OFF:
             continue
-        targets = [n.node_id for n in spec.nodes] if playbook in rem.NEEDS_TARGET else [None]
+        needs_target = PLAYBOOKS[spec.kind][playbook].needs_target
+        targets = [n.node_id for n in spec.nodes] if needs_target else [None]
         for target in targets:
             # The plan says which nodes the playbook touches through an agent; one it could
             # not plan now (no primary to step down) needs none.

@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 
 from client.api import ClusterSummary, RemediationSummary
 from models import Event, MonitorStatus, ShardStatus
-from models.remediation import Outcome, RemediationStatus, State
+from models.monitor import Outcome
+from models.remediation import RemediationStatus, State
 from store.base import StoredEvent
 
 

@@ -4,18 +4,19 @@ from models.agent import (
     SERVICE_ACTIVITY,
     ActionCommand,
     AgentConfig,
-    ServiceAction,
     ServiceRequest,
     ServiceResult,
     agent_task_queue,
     load_agent_config,
     parse_agent_config,
 )
+from models.base import Kind, ServiceAction
 from models.events import EVENT_SCHEMA_VERSION, Event, EventDraft, changes
 from models.findings import Finding, Severity, evaluate, health_of
 from models.monitor import (
     EventBatch,
     MonitorInput,
+    MonitorState,
     MonitorStatus,
     RemediationFinished,
     WatchRequest,
@@ -27,7 +28,6 @@ from models.spec import (
     AuthSettings,
     ClusterSpec,
     Expectations,
-    Kind,
     NodeSpec,
     Policy,
     ProbeSettings,
@@ -58,6 +58,7 @@ __all__ = [
     "Health",
     "Kind",
     "MonitorInput",
+    "MonitorState",
     "MonitorStatus",
     "NodeSpec",
     "NodeStatus",

@@ -8,12 +8,12 @@ argument.
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field
 
+from models.base import ServiceAction
 from models.spec import (
     Frozen,
     Identifier,
@@ -28,14 +28,6 @@ SERVICE_ACTIVITY = "service_action"
 
 def agent_task_queue(node_id: str) -> str:
     return f"node/{node_id}"
-
-
-class ServiceAction(StrEnum):
-    START = "start"
-    STOP = "stop"
-    RESTART = "restart"
-    STATUS = "status"
-    """Exit 0 means the service runs; it changes nothing, so it is never in the ledger."""
 
 
 class ServiceRequest(Frozen):

@@ -5,37 +5,75 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from datetime import datetime
+from enum import StrEnum
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
+from models.base import Kind, Message
 from models.events import Event
 from models.findings import Finding, evaluate
 from models.spec import ClusterSpec
 from models.view import ClusterView, Health
 
 
-class Message(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
 def monitor_workflow_id(cluster_id: str) -> str:
     return f"monitor/{cluster_id}"
 
 
-class MonitorInput(Message):
-    """Start (or continue-as-new) state of a `ClusterMonitorWorkflow`."""
+class MonitorState(BaseModel):
+    """What one run of a `ClusterMonitorWorkflow` hands the next at continue-as-new, beside
+    its spec: the workflow keeps it as one object that its loop and handlers change in
+    place, and puts it whole into the next run's input (samples-python's
+    `message_passing/safe_message_handlers`). Not frozen, for that."""
 
-    spec: ClusterSpec
+    model_config = ConfigDict(extra="forbid")
+
     view: ClusterView | None = None
     paused: bool = False
     spec_generation: int = 1
     last_leader: str | None = None
-    changes_per_run: int = 500
-    """Continue-as-new after this many changes (or earlier, when the server suggests it)."""
     remediating: str | None = None
     """Workflow id of the remediation running for this cluster: one at a time."""
     blocked_until: dict[str, datetime] = Field(default_factory=dict)
     """Finding key -> until when a new remediation of it is held back (anti-flapping)."""
+
+
+class MonitorInput(Message):
+    """Start (or continue-as-new) input of a `ClusterMonitorWorkflow`: the spec in force
+    and the state the previous run handed over (a fresh one at the first start).
+
+    On the wire it is flat, the state's fields beside the spec's, as it was before the state
+    was one object: monitors running now were started and continued with that form, so
+    their histories replay and workers of either version read each other's runs.
+    """
+
+    spec: ClusterSpec
+    state: MonitorState = Field(default_factory=MonitorState)
+    changes_per_run: int = 500
+    """Continue-as-new after this many changes (or earlier, when the server suggests it)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _state_from_flat(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "state" not in data:
+            carried = MonitorState.model_fields
+            state = {k: v for k, v in data.items() if k in carried}
+            data = {k: v for k, v in data.items() if k not in carried} | {"state": state}
+        return data
+
+    @model_serializer(mode="wrap")
+    def _flat(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        state = data.pop("state")
+        return {"spec": data.pop("spec"), **state, **data}
 
 
 class WatchRequest(Message):
@@ -67,7 +105,7 @@ class EventBatch(Message):
 
 class MonitorStatus(Message):
     cluster_id: str
-    kind: str
+    kind: Kind
     paused: bool
     health: Health
     spec_generation: int
@@ -77,10 +115,24 @@ class MonitorStatus(Message):
     remediating: str | None = None
 
 
+class Outcome(StrEnum):
+    HEALED = "healed"
+    REFUSED = "refused"
+    """The safety gate said acting would risk data or availability."""
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    """Nobody approved before the deadline."""
+    ABORTED = "aborted"
+    UNNEEDED = "unneeded"
+    """The finding cleared by itself before anything was done."""
+    FAILED = "failed"
+    DRY_RUN = "dry_run"
+
+
 class RemediationFinished(Message):
     """What a remediation the monitor started tells it when it ends."""
 
     workflow_id: str
     finding: str | None = None
     """None for one started by hand: nothing to block afterwards."""
-    outcome: str
+    outcome: Outcome

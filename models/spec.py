@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from models.base import Kind
 from models.playbooks import check_playbooks
 
 IDENTIFIER = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
@@ -62,12 +63,6 @@ def _address(value: str) -> str:
 
 Identifier = Annotated[str, AfterValidator(_identifier)]
 Address = Annotated[str, AfterValidator(_address)]
-
-
-class Kind(StrEnum):
-    ZOOKEEPER = "zookeeper"
-    KAFKA = "kafka"
-    MONGODB = "mongodb"
 
 
 class Policy(StrEnum):
@@ -226,7 +221,7 @@ class ClusterSpec(Frozen):
     ) -> dict[str, Policy]:
         kind = info.data.get("kind")
         if isinstance(kind, Kind):
-            check_playbooks(kind.value, list(policies))
+            check_playbooks(kind, list(policies))
         return policies
 
     @model_validator(mode="after")

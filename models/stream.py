@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from models.monitor import Message
+from models.base import Message
 
 
 class RelayRequest(Message):

@@ -11,7 +11,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.spec import Kind
+from models.base import Kind
 
 FactValue = str | int | float | bool
 

@@ -39,7 +39,8 @@ from config.settings import REPO_ROOT
 from devstack.temporal import TemporalDevServer
 from devstack.zookeeper import ZooKeeperEnsemble
 from models import ClusterSpec, Policy, agent_task_queue
-from models.remediation import Outcome, RemediationInput, RemediationStatus
+from models.monitor import Outcome
+from models.remediation import RemediationInput, RemediationStatus
 from store import EventQuery, SQLiteEventStore, StoredEvent
 from testkit.specs import own_agents, zk_spec
 from testkit.workers import Workers, pollers

@@ -19,7 +19,8 @@ from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 
 from client.api import operator
 from models import Policy
-from models.remediation import Outcome, RemediationInput, RemediationStatus, State
+from models.monitor import Outcome
+from models.remediation import RemediationInput, RemediationStatus, State
 from store import EventQuery
 from tests.helpers import Monitor, Run, point_cli_at, run_cli, start_monitor
 from tests.remediation_stage import Stage

@@ -19,7 +19,8 @@ from temporalio.testing import WorkflowEnvironment
 from activities.kafka.adapter import KafkaAdapter
 from devstack.kafka import KafkaCluster
 from models import ClusterSpec, Policy, evaluate
-from models.remediation import Outcome, RemediationInput, RemediationStatus
+from models.monitor import Outcome
+from models.remediation import RemediationInput, RemediationStatus
 from store import SQLiteEventStore
 from testkit.kafka import new_topic
 from testkit.specs import kafka_spec, own_agents

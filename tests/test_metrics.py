@@ -20,7 +20,8 @@ from temporalio.testing import WorkflowEnvironment
 from config.settings import REPO_ROOT
 from devstack.zookeeper import ZooKeeperEnsemble
 from models import MonitorInput, Policy
-from models.remediation import Decision, Outcome
+from models.monitor import Outcome
+from models.remediation import Decision
 from store import SQLiteEventStore
 from testkit.events import of_type, wait_for_event
 from testkit.specs import own_agents, zk_spec

@@ -17,6 +17,8 @@ from models import (
     Finding,
     Health,
     Kind,
+    MonitorInput,
+    MonitorState,
     NodeStatus,
     Role,
     Severity,
@@ -394,3 +396,31 @@ def test_watch_key_follows_the_signature_and_the_open_findings() -> None:
     # Same view, a stricter spec: a finding opens, so the watch must report.
     two = view(L, F, LOOKING)
     assert watch_key(spec(members=2), two) != watch_key(spec(members=3), two)
+
+
+# --- MonitorInput: one state object, the flat wire form -----------------------------------
+
+
+def test_monitor_input_carries_one_state_and_keeps_its_flat_wire_form() -> None:
+    state = MonitorState(view=HEALTHY, paused=True, spec_generation=3, last_leader="zk1")
+    state.blocked_until["node_down/zk2"] = T0
+    carried = MonitorInput(spec=spec(), state=state, changes_per_run=7)
+    assert carried.state is state
+    wire = carried.model_dump(mode="json")
+    # The keys monitors started before the state was one object send and read.
+    assert sorted(wire) == [
+        "blocked_until",
+        "changes_per_run",
+        "last_leader",
+        "paused",
+        "remediating",
+        "spec",
+        "spec_generation",
+        "view",
+    ]
+    back = MonitorInput.model_validate_json(carried.model_dump_json())
+    assert back == carried
+    assert back.state.paused and back.state.blocked_until == {"node_down/zk2": T0}
+    fresh = MonitorInput(spec=spec())
+    assert fresh.state == MonitorState()
+    assert MonitorInput.model_validate({"spec": spec(), "paused": True}).state.paused

@@ -32,7 +32,7 @@ from temporalio.testing import WorkflowEnvironment
 from activities.mongodb.adapter import MongoDBAdapter
 from activities.mongodb.links import LINK_STOP_WAIT_S
 from models import ClusterSpec, Role, Severity, evaluate, parse_spec
-from models.remediation import Outcome
+from models.monitor import Outcome
 from tests.test_mongodb_remediation import remediate
 
 URI = os.environ.get("REPLICANTE_TEST_MONGODB_URI")

@@ -28,14 +28,13 @@ from activities.mongodb.adapter import MongoDBAdapter
 from activities.mongodb.replies import Reading, majorities
 from activities.mongodb.view import cluster_view
 from models import ClusterSpec, ClusterView, Policy, Role
-from models.agent import ServiceAction
+from models.base import ServiceAction
+from models.monitor import Outcome
+from models.plans import Step, StepKind
 from models.remediation import (
     NodeRequest,
-    Outcome,
     RemediationInput,
     RemediationStatus,
-    Step,
-    StepKind,
     gate,
     plan,
     workflow_id,

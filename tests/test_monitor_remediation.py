@@ -11,7 +11,8 @@ import pytest
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 
 from models import MonitorInput, Policy, RemediationFinished
-from models.remediation import Decision, Outcome, RemediationRequest
+from models.monitor import Outcome
+from models.remediation import Decision, RemediationRequest
 from store import EventQuery
 from testkit.events import of_type, wait_for_event
 from tests.remediation_stage import Stage

@@ -6,7 +6,9 @@ from __future__ import annotations
 import pytest
 
 from models import Kind, Role, ShardStatus
-from models.remediation import Step, StepKind, check, gate, plan
+from models.plans import PLANS, Step, StepKind
+from models.playbooks import PLAYBOOKS
+from models.remediation import check, gate, plan
 from tests.views import spec, view
 
 ZK = ("zk1", "zk2", "zk3")
@@ -119,3 +121,9 @@ def test_mongodb_step_down_plans_on_the_primary_it_sees() -> None:
     leaderless = view(Kind.MONGODB, {"m1": s, "m2": s, "m3": None})
     with pytest.raises(ValueError, match="c1 has no primary to step down"):
         plan(mongo, "step_down_primary", None, leaderless)
+
+
+def test_every_playbook_has_a_planner_and_every_planner_a_playbook() -> None:
+    assert {kind: set(by_name) for kind, by_name in PLANS.items()} == {
+        kind: set(by_name) for kind, by_name in PLAYBOOKS.items()
+    }

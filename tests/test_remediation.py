@@ -16,13 +16,8 @@ from temporalio.service import RPCError
 
 from activities.zookeeper.adapter import ZooKeeperAdapter
 from models import Policy, evaluate
-from models.remediation import (
-    Decision,
-    Outcome,
-    RemediationInput,
-    RemediationStatus,
-    State,
-)
+from models.monitor import Outcome
+from models.remediation import Decision, RemediationInput, RemediationStatus, State
 from tests.remediation_stage import Stage
 from workflows.remediation import RemediationWorkflow
 

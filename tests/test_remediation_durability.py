@@ -24,7 +24,7 @@ from temporalio.testing import WorkflowEnvironment
 from config.settings import Settings
 from devstack.temporal import TemporalDevServer
 from devstack.zookeeper import ZooKeeperEnsemble
-from models.remediation import Outcome
+from models.monitor import Outcome
 from testkit.durability import CORE_KILLS, Moment, Position, Run, Stage, Victim, open_stage
 from tests.test_devstack import free_port
 from worker.connection import connect

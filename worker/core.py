@@ -1,4 +1,5 @@
-"""The core worker: monitor workflows and the probe/watch/event activities."""
+"""The core worker: monitor and remediation workflows, the probe/watch/event activities,
+and the activities of the steps a core worker runs (workflows/steps.py)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,7 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.worker import Worker
 
 from activities.events import EventActivities
-from activities.kafka.actions import elect_preferred_leaders
-from activities.mongodb.actions import step_down_primary
 from activities.monitor import probe_cluster, watch_cluster
-from activities.remediation import wait_in_sync, wait_new_leader, wait_preferred, wait_serving
 from activities.stream import StreamActivities
 from config.settings import Settings
 from config.stream import StreamSettings
@@ -28,6 +26,7 @@ from worker.connection import connect
 from worker.telemetry import Role
 from workflows.monitor import ClusterMonitorWorkflow
 from workflows.remediation import RemediationWorkflow
+from workflows.steps import core_step_activities
 from workflows.stream import WORKFLOW_ID as EVENT_STREAM_ID
 from workflows.stream import EventStreamWorkflow
 
@@ -43,12 +42,8 @@ def core_worker(
     activities: list[Callable[..., Any]] = [
         watch_cluster,
         probe_cluster,
-        wait_serving,
-        wait_preferred,
-        wait_in_sync,
-        wait_new_leader,
-        elect_preferred_leaders,
-        step_down_primary,
+        # The steps' activities, from the registry the workflow runs them by.
+        *core_step_activities(),
         events.record_events,
     ]
     if stream is not None:

@@ -60,24 +60,21 @@ class ClusterMonitorWorkflow:
     @workflow.init
     def __init__(self, input: MonitorInput) -> None:
         self._spec = input.spec
-        self._view = input.view
-        self._findings = evaluate(input.spec, input.view) if input.view is not None else []
-        self._paused = input.paused
-        self._generation = input.spec_generation
-        self._last_leader = input.last_leader
+        self._state = input.state
+        """Handed over whole at continue-as-new: changed in place, never rebuilt."""
+        view = self._state.view
+        self._findings = evaluate(input.spec, view) if view is not None else []
         self._queued: list[Event] = []
         self._interrupted = False
         self._changes = 0
-        self._last_change_at = input.view.observed_at if input.view is not None else None
+        self._last_change_at = view.observed_at if view is not None else None
         # Starts empty, so every run upserts once. Seeding it from the attributes set at
         # start would save that event, but monitors started before would then replay
         # without it: a nondeterminism error (seen on a CLI-started monitor).
         self._indexed: tuple[object, ...] = ()
-        self._remediating = input.remediating
         self._told_cleared: str | None = None
         self._finished: str | None = None
         """The last remediation that told this run it finished: it may still be closing."""
-        self._blocked = dict(input.blocked_until)
 
     @workflow.run
     async def run(self, input: MonitorInput) -> None:
@@ -85,8 +82,8 @@ class ClusterMonitorWorkflow:
             self._index()
             self._show_details()
             await self._flush()
-            if self._paused:
-                await workflow.wait_condition(lambda: not self._paused or bool(self._queued))
+            if self._state.paused:
+                await workflow.wait_condition(lambda: not self._state.paused or bool(self._queued))
                 continue
             view = await self._watch()
             if view is not None:
@@ -102,26 +99,19 @@ class ClusterMonitorWorkflow:
                 await self._flush()
                 workflow.continue_as_new(
                     MonitorInput(
-                        spec=self._spec,
-                        view=self._view,
-                        paused=self._paused,
-                        spec_generation=self._generation,
-                        last_leader=self._last_leader,
-                        changes_per_run=input.changes_per_run,
-                        remediating=self._remediating,
-                        blocked_until=self._blocked,
+                        spec=self._spec, state=self._state, changes_per_run=input.changes_per_run
                     )
                 )
 
     async def _watch(self) -> ClusterView | None:
         """Run one watch; None if a pause or a new spec interrupted it."""
-        probe = self._spec.probe
+        probe, view = self._spec.probe, self._state.view
         self._interrupted = False
         handle = workflow.start_activity(
             watch_cluster,
             WatchRequest(
                 spec=self._spec,
-                last_key=watch_key(self._spec, self._view) if self._view is not None else None,
+                last_key=None if view is None else watch_key(self._spec, view),
             ),
             start_to_close_timeout=timedelta(seconds=probe.watch_max_s + 4 * probe.timeout_s + 60),
             # A dead worker is noticed after this long, and the watch resumes elsewhere.
@@ -140,16 +130,16 @@ class ClusterMonitorWorkflow:
     def _observe(self, view: ClusterView) -> None:
         findings = evaluate(self._spec, view)
         drafts = changes(
-            self._view,
+            self._state.view,
             view,
             self._findings,
             findings,
-            self._last_leader,
+            self._state.last_leader,
             finding_events=workflow.patched(FINDING_EVENTS),
         )
-        if self._view is not None and self._view.leader is not None:
-            self._last_leader = self._view.leader
-        self._view, self._findings = view, findings
+        if self._state.view is not None and self._state.view.leader is not None:
+            self._state.last_leader = self._state.view.leader
+        self._state.view, self._findings = view, findings
         if drafts:
             self._changes += 1
             self._last_change_at = view.observed_at
@@ -180,13 +170,15 @@ class ClusterMonitorWorkflow:
         """Start the remediation an open finding's playbook policy asks for: one per cluster
         at a time, none for a finding inside its blocking period. Others wait their turn:
         this runs again when the current one reports its end."""
-        if self._remediating is not None or self._paused or self._view is None:
+        if self._state.remediating is not None or self._state.paused or self._state.view is None:
             return
         now = workflow.now()
-        self._blocked = {k: until for k, until in self._blocked.items() if until > now}
+        self._state.blocked_until = {
+            k: until for k, until in self._state.blocked_until.items() if until > now
+        }
         for finding in self._findings:
             chosen = self._playbook_for(finding)
-            if chosen is None or finding.key in self._blocked:
+            if chosen is None or finding.key in self._state.blocked_until:
                 continue
             playbook, policy = chosen
             # Monitors started before remediations existed never get here (no policies).
@@ -214,7 +206,7 @@ class ClusterMonitorWorkflow:
                 # blocking period of 0): its end will not be told again, so holding the
                 # cluster for it would hold it forever. The next round tries again.
                 if wid == self._finished and workflow.patched(FINISHED_IS_FINISHED):
-                    self._remediating = None
+                    self._state.remediating = None
                     return
             self._control_event(
                 "remediation.requested",
@@ -229,7 +221,7 @@ class ClusterMonitorWorkflow:
     async def _start_remediation(self, wid: str, input: RemediationInput, summary: str) -> None:
         """Start it as this cluster's one running remediation; WorkflowAlreadyStartedError
         when one with its id runs already."""
-        self._remediating = wid  # before the await: a signal may call this meanwhile
+        self._state.remediating = wid  # before the await: a signal may call this meanwhile
         await workflow.start_child_workflow(
             RemediationWorkflow.run,
             input,
@@ -266,7 +258,7 @@ class ClusterMonitorWorkflow:
         except WorkflowAlreadyStartedError:
             # Started outside this monitor (before remediations by hand went through it):
             # it would never report its end here, so it holds nothing back.
-            self._remediating = None
+            self._state.remediating = None
             raise ApplicationError(f"{wid} is already running", non_retryable=True) from None
         self._control_event(
             "remediation.requested",
@@ -280,9 +272,9 @@ class ClusterMonitorWorkflow:
 
     @remediate.validator
     def _validate_remediate(self, request: RemediationRequest) -> None:
-        if self._remediating is not None:
+        if self._state.remediating is not None:
             raise ValueError(
-                f"{self._remediating} is running on {self._spec.cluster_id}:"
+                f"{self._state.remediating} is running on {self._spec.cluster_id}:"
                 " one remediation per cluster at a time"
             )
         check(self._spec, request.playbook, request.target)
@@ -290,7 +282,7 @@ class ClusterMonitorWorkflow:
     async def _tell_cleared(self) -> None:
         """Tell the running remediation once that its finding went away: one still waiting
         for approval then ends as unneeded."""
-        wid = self._remediating
+        wid = self._state.remediating
         if wid is None or wid == self._told_cleared:
             return
         key = wid.removeprefix(remediation_workflow_id(self._spec.cluster_id, ""))
@@ -307,7 +299,7 @@ class ClusterMonitorWorkflow:
             workflow.logger.info("could not tell %s its finding cleared: %s", wid, error)
 
     def _playbook_for(self, finding: Finding) -> tuple[str, Policy] | None:
-        for name, playbook in PLAYBOOKS.get(self._spec.kind.value, {}).items():
+        for name, playbook in PLAYBOOKS.get(self._spec.kind, {}).items():
             policy = self._spec.remediation.get(name, Policy.OFF)
             if finding.code in playbook.answers and policy is not Policy.OFF:
                 return name, policy
@@ -315,17 +307,17 @@ class ClusterMonitorWorkflow:
 
     @workflow.signal
     async def remediation_finished(self, done: RemediationFinished) -> None:
-        if done.workflow_id == self._remediating:
-            self._remediating = None
+        if done.workflow_id == self._state.remediating:
+            self._state.remediating = None
         self._finished = done.workflow_id
         if done.finding is not None:
             block = timedelta(seconds=self._spec.remediate.blocking_s)
-            self._blocked[done.finding] = workflow.now() + block
+            self._state.blocked_until[done.finding] = workflow.now() + block
         await self._remediate()
 
     def _index(self) -> None:
         """Keep the search attributes current; upsert only on change (each is an event)."""
-        health = health_of(self._view, self._findings)
+        health = health_of(self._state.view, self._findings)
         wanted = (self._spec.cluster_id, self._spec.kind.value, health.value, len(self._findings))
         if wanted == self._indexed:
             return
@@ -365,9 +357,9 @@ class ClusterMonitorWorkflow:
     @workflow.signal
     def pause(self, reason: str = "") -> None:
         """Stop probing (maintenance). Events already stored stay; no new ones until resume."""
-        if self._paused:
+        if self._state.paused:
             return
-        self._paused = True
+        self._state.paused = True
         self._interrupted = True
         self._control_event(
             "monitor.paused", f"monitoring paused: {reason or 'no reason given'}", reason=reason
@@ -375,9 +367,9 @@ class ClusterMonitorWorkflow:
 
     @workflow.signal
     def resume(self, reason: str = "") -> None:
-        if not self._paused:
+        if not self._state.paused:
             return
-        self._paused = False
+        self._state.paused = False
         self._control_event(
             "monitor.resumed", f"monitoring resumed: {reason or 'no reason given'}", reason=reason
         )
@@ -387,13 +379,13 @@ class ClusterMonitorWorkflow:
         """Replace the desired state; returns the new spec generation."""
         previous = self._findings
         self._spec = spec
-        self._generation += 1
+        self._state.spec_generation += 1
         self._interrupted = True
-        if self._view is not None:
-            self._findings = evaluate(spec, self._view)
+        if self._state.view is not None:
+            self._findings = evaluate(spec, self._state.view)
             drafts = changes(
-                self._view,
-                self._view,
+                self._state.view,
+                self._state.view,
                 previous,
                 self._findings,
                 finding_events=workflow.patched(FINDING_EVENTS),
@@ -401,10 +393,10 @@ class ClusterMonitorWorkflow:
             self._queue(drafts, workflow.now())
         self._control_event(
             "cluster.spec_replaced",
-            f"spec generation {self._generation} applied",
-            generation=self._generation,
+            f"spec generation {self._state.spec_generation} applied",
+            generation=self._state.spec_generation,
         )
-        return self._generation
+        return self._state.spec_generation
 
     @replace_spec.validator
     def _validate_spec(self, spec: ClusterSpec) -> None:
@@ -423,7 +415,7 @@ class ClusterMonitorWorkflow:
 
     @workflow.query
     def view(self) -> ClusterView | None:
-        return self._view
+        return self._state.view
 
     @workflow.query
     def findings(self) -> list[Finding]:
@@ -433,12 +425,12 @@ class ClusterMonitorWorkflow:
     def status(self) -> MonitorStatus:
         return MonitorStatus(
             cluster_id=self._spec.cluster_id,
-            kind=self._spec.kind.value,
-            paused=self._paused,
-            health=health_of(self._view, self._findings),
-            spec_generation=self._generation,
-            view=self._view,
+            kind=self._spec.kind,
+            paused=self._state.paused,
+            health=health_of(self._state.view, self._findings),
+            spec_generation=self._state.spec_generation,
+            view=self._state.view,
             findings=self._findings,
             last_change_at=self._last_change_at,
-            remediating=self._remediating,
+            remediating=self._state.remediating,
         )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 from datetime import datetime, timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError
@@ -22,60 +23,38 @@ with workflow.unsafe.imports_passed_through():
     from temporalio.contrib.opentelemetry.workflow import completed_span
 
     from activities.events import EventActivities
-    from activities.kafka.actions import elect_preferred_leaders
-    from activities.mongodb.actions import step_down_primary
     from activities.monitor import probe_cluster
-    from activities.remediation import (
-        wait_in_sync,
-        wait_new_leader,
-        wait_preferred,
-        wait_serving,
-    )
     from models import (
         ClusterView,
         EventBatch,
         EventDraft,
+        Policy,
         RemediationFinished,
         Severity,
         evaluate,
         monitor_workflow_id,
     )
-    from models.agent import (
-        SERVICE_ACTIVITY,
-        ServiceRequest,
-        ServiceResult,
-        agent_task_queue,
-    )
+    from models.monitor import Outcome
+    from models.plans import Step
     from models.remediation import (
         Decision,
-        NodeRequest,
-        Outcome,
         RemediationInput,
         RemediationStatus,
         State,
-        Step,
-        StepKind,
         StepRecord,
+        StepState,
         check,
         gate,
         plan,
     )
     from models.safety import Verdict
     from workflows.policies import EVENT_WRITE_HEARTBEAT, EVENT_WRITE_TIMEOUT, RETRY_FOREVER
+    from workflows.steps import STEPS, StepCall
 
 
 PAUSE_EVENTS = "pause-events"
 
 REMEDIATIONS_METRIC = "replicante_remediations_total"
-
-CORE_STEPS = {
-    StepKind.WAIT_SERVING: wait_serving,
-    StepKind.WAIT_PREFERRED: wait_preferred,
-    StepKind.WAIT_IN_SYNC: wait_in_sync,
-    StepKind.WAIT_NEW_LEADER: wait_new_leader,
-    StepKind.STEP_DOWN: step_down_primary,
-}
-"""The steps a core worker runs, each on a `NodeRequest`; long ones heartbeat."""
 
 
 @workflow.defn
@@ -124,7 +103,7 @@ class RemediationWorkflow:
         if input.dry_run:
             return await self._finish(Outcome.DRY_RUN, "dry run: plan and verdict recorded")
 
-        if input.policy.value == "approve":
+        if input.policy is Policy.APPROVE:
             decided = await self._await_approval()
             if decided is not None:
                 return decided
@@ -196,9 +175,9 @@ class RemediationWorkflow:
         if step.stops_service:
             verdict = gate(self._input.spec, await self._probe(), step)
             if not verdict.safe:
-                self._set(step, "skipped", verdict.reason)
+                self._set(step, StepState.SKIPPED, verdict.reason)
                 return f"{step.name} refused: {verdict.reason}"
-        self._set(step, "running")
+        self._set(step, StepState.RUNNING)
         # Zero-length, as every workflow span of the TracingInterceptor (an open span would not
         # survive a replay on another worker): the step's activity span has its duration.
         spec = self._input.spec
@@ -213,73 +192,51 @@ class RemediationWorkflow:
             },
         )
         await self._event("remediation.step_started", f"step {step.name}", step=step.name)
-        if step.kind is StepKind.SERVICE:
-            assert step.action is not None
-            node = self._input.spec.node(step.node_id)
-            handle = workflow.start_activity(
-                SERVICE_ACTIVITY,
-                ServiceRequest(
-                    action=step.action,
-                    key=f"{workflow.info().workflow_id}/{workflow.info().run_id}#{step.name}",
-                    reason=f"{self._input.playbook}: {step.name}",
-                ),
-                result_type=ServiceResult,
-                task_queue=agent_task_queue(node.agent or node.node_id),
-                start_to_close_timeout=timedelta(minutes=10),
-                heartbeat_timeout=timedelta(seconds=10),
-                retry_policy=RETRY_FOREVER,
-                summary=f"{step.action.value} {step.node_id}",
-            )
-        elif step.kind is StepKind.ELECT_PREFERRED:
-            handle = workflow.start_activity(
-                elect_preferred_leaders,
-                self._input.spec,
-                start_to_close_timeout=timedelta(minutes=2),
-                retry_policy=RETRY_FOREVER,
-                summary="preferred leader election",
-            )
-        else:
-            handle = workflow.start_activity(
-                CORE_STEPS[step.kind],
-                NodeRequest(spec=self._input.spec, node_id=step.node_id),
-                start_to_close_timeout=timedelta(minutes=6),
-                heartbeat_timeout=timedelta(
-                    seconds=max(10.0, 3 * self._input.spec.probe.interval_s)
-                ),
-                retry_policy=RETRY_FOREVER,
-                summary=step.name,
-            )
+        entry = STEPS[step.kind]
+        info = workflow.info()
+        # A reference or a name: the SDK takes both, and the entry's result type decodes it.
+        activity: Any = entry.activity
+        handle = workflow.start_activity(
+            activity,
+            entry.input(
+                StepCall(
+                    spec=spec,
+                    playbook=self._input.playbook,
+                    step=step,
+                    key=f"{info.workflow_id}/{info.run_id}#{step.name}",
+                )
+            ),
+            result_type=entry.result_type,
+            task_queue=entry.task_queue(spec, step),
+            start_to_close_timeout=entry.start_to_close,
+            heartbeat_timeout=entry.heartbeat_timeout(spec),
+            retry_policy=RETRY_FOREVER,
+            summary=entry.summary(step),
+        )
         await workflow.wait_condition(lambda: handle.done() or self._aborted is not None)
         if not handle.done():
             handle.cancel()
             with contextlib.suppress(ActivityError):
                 await handle
-            self._set(step, "failed", "aborted")
+            self._set(step, StepState.FAILED, "aborted")
             return f"aborted during {step.name}"
         try:
             result = handle.result()
         except ActivityError as error:
             cause = error.cause or error
-            self._set(step, "failed", str(cause))
+            self._set(step, StepState.FAILED, str(cause))
             await self._event(
                 "remediation.step_finished", f"step {step.name} failed: {cause}", step=step.name
             )
             return f"{step.name} failed: {cause}"
-        if isinstance(result, ServiceResult):
-            detail = f"ran={result.ran} resumed_after_crash={result.resumed_after_crash}"
-        elif isinstance(result, int):
-            detail = f"election asked for {result} partition(s)"
-        elif isinstance(result, str):
-            detail = result
-        else:
-            detail = "verified"
-        self._set(step, "done", detail)
+        detail = entry.detail(result)
+        self._set(step, StepState.DONE, detail)
         await self._event(
             "remediation.step_finished", f"step {step.name} done ({detail})", step=step.name
         )
         return None
 
-    def _set(self, step: Step, state: str, detail: str = "") -> None:
+    def _set(self, step: Step, state: StepState, detail: str = "") -> None:
         now = workflow.now()
         index = next(i for i, r in enumerate(self._steps) if r.step.name == step.name)
         record = self._steps[index]
@@ -288,7 +245,7 @@ class RemediationWorkflow:
                 "state": state,
                 "detail": detail,
                 "started_at": record.started_at or now,
-                "finished_at": now if state in ("done", "failed", "skipped") else None,
+                "finished_at": now if state.ended else None,
             }
         )
 
@@ -337,7 +294,7 @@ class RemediationWorkflow:
                     RemediationFinished(
                         workflow_id=workflow.info().workflow_id,
                         finding=finding.key if finding is not None else None,
-                        outcome=outcome.value,
+                        outcome=outcome,
                     ),
                 )
             except Exception as error:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from models.base import Kind
 from models.findings import kafka, mongodb
 from models.findings.base import Finding, Severity
-from models.spec import ClusterSpec, Kind
+from models.spec import ClusterSpec
 from models.view import ClusterView, Health, Role
 
 Rules = Callable[[ClusterSpec, ClusterView], list[Finding]]
