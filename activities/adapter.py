@@ -12,6 +12,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import ClassVar, Generic, TypeVar
 
+from config.secrets import SecretUnavailable
 from models import ClusterSpec, ClusterView, Kind
 
 LoginT = TypeVar("LoginT", covariant=True)
@@ -44,6 +45,14 @@ class Adapter(abc.ABC, Generic[LoginT]):
     def login_of(self, spec: ClusterSpec) -> LoginT:
         """How to reach and log in to the spec's nodes, its secrets read now; raises
         SecretUnavailable when one cannot be read."""
+
+    def login_for_links(self, spec: ClusterSpec) -> LoginT | None:
+        """The login held links use; None when a secret cannot be read, for then no link
+        could log in, and the probe reports the missing secret on every node each round."""
+        try:
+            return self.login_of(spec)
+        except SecretUnavailable:
+            return None
 
     @abc.abstractmethod
     def describe_error(self, error: BaseException, timeout: float) -> str:

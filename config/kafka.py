@@ -4,22 +4,16 @@ its held links and the event stream's clients all take. Only `ssl` is needed to 
 from __future__ import annotations
 
 import ssl
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
+
+from config.login import TlsLogin
 
 
 @dataclass(frozen=True)
-class KafkaLogin:
+class KafkaLogin(TlsLogin):
     """How to reach and log in to a cluster's brokers, from its spec; links are kept for as
     long as it stays equal."""
-
-    tls: bool = False
-    ca_file: str | None = None
-    cert_file: str | None = None
-    """One PEM file of client certificate and key."""
-    mechanism: str | None = None
-    username: str | None = field(default=None, repr=False)
-    password: str | None = field(default=None, repr=False)
 
     @property
     def security_protocol(self) -> str:

@@ -4,14 +4,16 @@ it (`client_options`), and no secret shows in its repr."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
+
+from config.login import TlsLogin
 
 AUTH_SOURCE = "admin"
 
 
 @dataclass(frozen=True)
-class MongoDBLogin:
+class MongoDBLogin(TlsLogin):
     """TLS and login as a spec says, its secrets read; empty: neither.
 
     >>> login = MongoDBLogin(username="monitor", password="s3cret", mechanism="SCRAM-SHA-256")
@@ -22,16 +24,10 @@ class MongoDBLogin:
 'authMechanism': 'SCRAM-SHA-256'}
     >>> MongoDBLogin().client_options()
     {}
-    """
 
-    tls: bool = False
-    ca_file: str | None = None
-    cert_file: str | None = None
-    """One PEM file of client certificate and key."""
-    mechanism: str | None = None
-    """The server's choice when None; MONGODB-X509 logs in as the certificate's subject."""
-    username: str | None = field(default=None, repr=False)
-    password: str | None = field(default=None, repr=False)
+    Without a `mechanism`, the server chooses; MONGODB-X509 logs in as the certificate's
+    subject.
+    """
 
     def client_options(self) -> dict[str, Any]:
         """pymongo's keyword arguments for TLS and login."""

@@ -119,10 +119,8 @@ class MongoDBAdapter(Adapter[MongoDBLogin]):
 
     @contextmanager
     def hold_links(self, spec: ClusterSpec, on_change: Callable[[], None]) -> Iterator[None]:
-        try:
-            login = login_of(spec)
-        except SecretUnavailable:
-            # The probe reports the missing secret on every node; links could not log in.
+        login = self.login_for_links(spec)
+        if login is None:
             yield
             return
         watches = {node.address: LinkWatch(on_change) for node in spec.nodes}

@@ -89,10 +89,8 @@ class ZooKeeperAdapter(Adapter[ZooKeeperLogin]):
 
     @contextmanager
     def hold_links(self, spec: ClusterSpec, on_change: Callable[[], None]) -> Iterator[None]:
-        try:
-            login = login_of(spec)
-        except SecretUnavailable:
-            # The probe reports the missing secret on every member; links could not log in.
+        login = self.login_for_links(spec)
+        if login is None:
             yield
             return
 
