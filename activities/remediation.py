@@ -2,36 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
-
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
 from activities.kinds import adapter_for
+from activities.waits import probe_until
 from models import ClusterView, evaluate
 from models.remediation import NodeRequest
 from models.safety import SERVING
-
-
-async def _probe_until(
-    request: NodeRequest, missing: Callable[[ClusterView], str | None]
-) -> ClusterView:
-    """Probe every interval until `missing(view)` is None, heartbeating what is still
-    missing (so an abort cancels the wait at once); past the timeout, fail saying it."""
-    spec = request.spec
-    adapter = adapter_for(spec.kind)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + request.timeout_s
-    while True:
-        view = await adapter.probe(spec)
-        still = missing(view)
-        if still is None:
-            return view
-        if loop.time() >= deadline:
-            raise ApplicationError(f"{still} after {request.timeout_s:.0f} s", non_retryable=True)
-        activity.heartbeat(still)
-        await asyncio.sleep(spec.probe.interval_s)
 
 
 @activity.defn
@@ -49,7 +26,7 @@ async def wait_serving(request: NodeRequest) -> ClusterView:
         state = "unknown" if node is None else (node.error or node.role.value)
         return f"{request.node_id} not serving ({state})"
 
-    return await _probe_until(request, missing)
+    return await probe_until(adapter_for(request.spec.kind), request, missing)
 
 
 @activity.defn
@@ -61,7 +38,7 @@ async def wait_preferred(request: NodeRequest) -> ClusterView:
         left = [f for f in evaluate(request.spec, view) if f.code == "leader_not_preferred"]
         return f"still {left[0].message}" if left else None
 
-    return await _probe_until(request, missing)
+    return await probe_until(adapter_for(request.spec.kind), request, missing)
 
 
 @activity.defn
@@ -73,7 +50,7 @@ async def wait_in_sync(request: NodeRequest) -> ClusterView:
         under = [s.shard_id for s in view.shards if len(s.in_sync) < len(s.replicas)]
         return f"{len(under)} partition(s) under-replicated, e.g. {under[0]}" if under else None
 
-    return await _probe_until(request, missing)
+    return await probe_until(adapter_for(request.spec.kind), request, missing)
 
 
 @activity.defn
@@ -87,4 +64,4 @@ async def wait_new_leader(request: NodeRequest) -> ClusterView:
             return None
         return f"no leader other than {request.node_id} yet (leader: {view.leader})"
 
-    return await _probe_until(request, missing)
+    return await probe_until(adapter_for(request.spec.kind), request, missing)

@@ -30,6 +30,8 @@ class StepKind(StrEnum):
     """MongoDB: ask the primary to step down."""
     WAIT_NEW_LEADER = "wait_new_leader"
     """Probe until a node other than the step's serves as leader / primary."""
+    WAIT_CAUGHT_UP = "wait_caught_up"
+    """MongoDB: probe until the node, a secondary again, is within the lag limit."""
 
 
 class Step(Message):
@@ -53,6 +55,13 @@ def restart_dead(spec: ClusterSpec, target: str | None, view: ClusterView) -> li
     """Start the target, then wait until it serves."""
     assert target is not None
     return [_service(target, ServiceAction.START), _wait(StepKind.WAIT_SERVING, target)]
+
+
+def restart_dead_caught_up(spec: ClusterSpec, target: str | None, view: ClusterView) -> list[Step]:
+    """MongoDB: start the target, wait until it serves, then until it has caught up with
+    its primary: only then is it a member the set can fail over to."""
+    assert target is not None
+    return [*restart_dead(spec, target, view), _wait(StepKind.WAIT_CAUGHT_UP, target)]
 
 
 def rolling_restart(spec: ClusterSpec, target: str | None, view: ClusterView) -> list[Step]:
@@ -118,6 +127,7 @@ WAIT_NAMES = {
     StepKind.WAIT_SERVING: "wait-{}-serving",
     StepKind.WAIT_IN_SYNC: "wait-in-sync-after-{}",
     StepKind.WAIT_NEW_LEADER: "wait-primary-other-than-{}",
+    StepKind.WAIT_CAUGHT_UP: "wait-{}-caught-up",
 }
 
 
@@ -132,6 +142,6 @@ PLANS: dict[Kind, dict[str, Planner]] = {
         "preferred_leader_election": elect_preferred,
         "rolling_restart": rolling_restart_in_sync,
     },
-    Kind.MONGODB: {"restart_dead_member": restart_dead, "step_down_primary": step_down},
+    Kind.MONGODB: {"restart_dead_member": restart_dead_caught_up, "step_down_primary": step_down},
 }
 """Each playbook's planner, by kind and playbook name (models/playbooks.py)."""

@@ -23,7 +23,7 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
-from activities.mongodb.actions import CATCH_UP_S, STEP_DOWN_S, step_down_primary
+from activities.mongodb.actions import CATCH_UP_S, STEP_DOWN_S, step_down_primary, wait_caught_up
 from activities.mongodb.adapter import MongoDBAdapter
 from activities.mongodb.replies import Reading, majorities
 from activities.mongodb.view import cluster_view
@@ -39,6 +39,7 @@ from models.remediation import (
     plan,
     workflow_id,
 )
+from models.safety.mongodb import behind
 from store import EventQuery, SQLiteEventStore
 from tests.helpers import closed_port_address
 from tests.mongodb_wire import ReplayServer, replaying, replaying_set
@@ -50,6 +51,7 @@ from tests.test_mongodb_parsing import (
     readdressed,
     reading,
     replies,
+    servers,
     spec_for,
 )
 from worker.core import core_worker
@@ -310,6 +312,7 @@ def test_restart_dead_member_starts_a_down_member_and_no_live_one(
     assert steps == [
         step(f"start-{target}", StepKind.SERVICE, target, ServiceAction.START),
         step(f"wait-{target}-serving", StepKind.WAIT_SERVING, target),
+        step(f"wait-{target}-caught-up", StepKind.WAIT_CAUGHT_UP, target),
     ]
     verdict = gate(spec, view, steps[0])
     assert (verdict.safe, verdict.reason) == (
@@ -342,6 +345,62 @@ def test_the_primary_may_be_stopped_only_once_it_has_stepped_down() -> None:
         "majority writes keep going without m1; 2 of 3 voting members stay: quorum kept"
     )
     assert gate(spec, view, stop_m2).reason == "m2 is the primary: step it down first"
+
+
+# --- caught up: the wait after a restart, on recorded replies and stand-ins --------------
+
+
+@pytest.mark.parametrize(
+    ("servers", "node_id", "expect", "still"),
+    [
+        (PSS80, "m1", {}, None),
+        (PSS80, "m2", {}, None),
+        (PSS80, "m3", {}, None),
+        (PSS80, "m3", {"max_lag": 2}, "m3 is 3 s behind in rs80 (limit 2 s)"),
+        (PSA44, "m3", {"max_lag": 0}, None),
+        (PSS50, "m3", {}, "m3 is no secondary of rs50 yet (looking)"),
+        (PSA44_SECONDARY_DOWN, "m2", {}, "m2 is no secondary of rs44 yet (unknown)"),
+        (PSS80, "m9", {}, "m9 is no member of a replica set in the view"),
+    ],
+    ids=[
+        "primary",
+        "secondary-0s",
+        "secondary-3s",
+        "secondary-3s-over-2s",
+        "arbiter",
+        "recovering",
+        "down",
+        "not-in-the-set",
+    ],
+)
+def test_a_member_is_caught_up_as_a_secondary_within_the_lag_limit(
+    servers: Servers, node_id: str, expect: dict[str, int], still: str | None
+) -> None:
+    spec, view = view_from(recorded(servers), **expect)
+    assert behind(spec, view, node_id) == still
+
+
+async def test_the_caught_up_wait_returns_at_a_secondary_within_the_limit() -> None:
+    with servers(PSS80) as running:
+        request = node_request(running).model_copy(update={"node_id": "m3"})
+        view = await ActivityEnvironment().run(wait_caught_up, request)
+    m3 = view.node("m3")
+    assert m3 is not None and m3.role is Role.SECONDARY
+
+
+async def test_the_caught_up_wait_fails_past_its_timeout_saying_how_far_behind() -> None:
+    beats: list[object] = []
+    env = ActivityEnvironment()
+    env.on_heartbeat = lambda *details: beats.extend(details)
+    with servers(PSS80) as running:
+        request = node_request(
+            running, expect={"max_lag": 2}, probe={"interval_s": 0.2, "timeout_s": 1.0}
+        ).model_copy(update={"node_id": "m3", "timeout_s": 1.0})
+        with pytest.raises(ApplicationError) as raised:
+            await env.run(wait_caught_up, request)
+    assert str(raised.value) == "m3 is 3 s behind in rs80 (limit 2 s) after 1 s"
+    assert raised.value.non_retryable
+    assert beats and set(beats) == {"m3 is 3 s behind in rs80 (limit 2 s)"}
 
 
 # --- the step-down activity, against stand-ins ----------------------------------------------

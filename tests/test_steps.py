@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from activities.kafka.actions import elect_preferred_leaders
-from activities.mongodb.actions import step_down_primary
+from activities.mongodb.actions import step_down_primary, wait_caught_up
 from activities.remediation import wait_in_sync, wait_new_leader, wait_preferred, wait_serving
 from models import SERVICE_ACTIVITY, ServiceAction, ServiceRequest, ServiceResult
 from models.plans import Step, StepKind
@@ -63,6 +63,7 @@ def test_core_steps_run_on_the_workflows_queue_and_the_core_worker_registers_the
         wait_in_sync,
         step_down_primary,
         wait_new_leader,
+        wait_caught_up,
     ]
     wait = Step(name="wait-zk2-serving", kind=StepKind.WAIT_SERVING, node_id="zk2")
     entry = STEPS[StepKind.WAIT_SERVING]
@@ -80,3 +81,10 @@ def test_core_steps_run_on_the_workflows_queue_and_the_core_worker_registers_the
     assert elect.heartbeat_timeout(c.spec) is None
     assert elect.detail(3) == "election asked for 3 partition(s)"
     assert STEPS[StepKind.STEP_DOWN].detail("stepped down") == "stepped down"
+
+
+def test_only_the_steps_that_came_with_a_patch_name_one() -> None:
+    # Each such step is left out of the plans of runs from before it, replayed.
+    assert {kind: entry.since_patch for kind, entry in STEPS.items() if entry.since_patch} == {
+        StepKind.WAIT_CAUGHT_UP: "step-wait-caught-up"
+    }

@@ -49,7 +49,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from models.safety import Verdict
     from workflows.policies import EVENT_WRITE_HEARTBEAT, EVENT_WRITE_TIMEOUT, RETRY_FOREVER
-    from workflows.steps import STEPS, StepCall
+    from workflows.steps import STEPS, StepCall, in_this_run
 
 
 PAUSE_EVENTS = "pause-events"
@@ -83,7 +83,7 @@ class RemediationWorkflow:
             return await self._finish(Outcome.FAILED, str(error))
         view = await self._probe()
         try:
-            steps = plan(spec, input.playbook, input.target, view)
+            steps = in_this_run(plan(spec, input.playbook, input.target, view))
         except ValueError as error:
             return await self._finish(Outcome.FAILED, str(error))
         self._steps = [StepRecord(step=s) for s in steps]

@@ -23,7 +23,7 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from activities.kafka.actions import elect_preferred_leaders
-    from activities.mongodb.actions import step_down_primary
+    from activities.mongodb.actions import step_down_primary, wait_caught_up
     from activities.remediation import wait_in_sync, wait_new_leader, wait_preferred, wait_serving
     from models import ClusterSpec, ClusterView
     from models.agent import SERVICE_ACTIVITY, ServiceRequest, ServiceResult, agent_task_queue
@@ -67,6 +67,10 @@ class StepActivity:
     """The step's detail line, from its result."""
     summary: Callable[[Step], str]
     """The activity's one-line summary in the Temporal UI."""
+    since_patch: str | None = None
+    """For a kind of step that plans gained while remediations ran: the patch id under
+    which a run takes it (`workflow.patched`). A run from before, replayed, plans without
+    it, as it did, so it keeps its history (`in_this_run`)."""
 
     def task_queue(self, spec: ClusterSpec, step: Step) -> str | None:
         """The node's agent's task queue; None (the workflow's own) for a core step."""
@@ -112,6 +116,7 @@ def _on_node(
     activity: Callable[[NodeRequest], Awaitable[Any]],
     result_type: type = ClusterView,
     detail: Callable[[Any], str] = _verified,
+    since_patch: str | None = None,
 ) -> StepActivity:
     """A core step on one node (or the cluster), on a `NodeRequest`: by default a probe
     loop until the node is as the step wants, which returns the view that showed it."""
@@ -124,6 +129,7 @@ def _on_node(
         result_type=result_type,
         detail=detail,
         summary=lambda step: step.name,
+        since_patch=since_patch,
     )
 
 
@@ -153,7 +159,18 @@ STEPS: dict[StepKind, StepActivity] = {
     StepKind.WAIT_IN_SYNC: _on_node(wait_in_sync),
     StepKind.STEP_DOWN: _on_node(step_down_primary, result_type=str, detail=lambda what: what),
     StepKind.WAIT_NEW_LEADER: _on_node(wait_new_leader),
+    StepKind.WAIT_CAUGHT_UP: _on_node(wait_caught_up, since_patch="step-wait-caught-up"),
 }
+
+
+def in_this_run(steps: list[Step]) -> list[Step]:
+    """The steps of a plan that this run takes: all of them, but for those of a kind that
+    came with a patch, which only a run that has the patch takes. Workflow code only."""
+    return [
+        step
+        for step in steps
+        if (patch := STEPS[step.kind].since_patch) is None or workflow.patched(patch)
+    ]
 
 
 def core_step_activities() -> list[Callable[..., Awaitable[Any]]]:

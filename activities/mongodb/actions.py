@@ -18,7 +18,10 @@ from activities.mongodb.connection import (
     ask_hello,
     pinned_client,
 )
+from activities.waits import probe_until
 from models.remediation import NodeRequest
+from models.safety.mongodb import behind
+from models.view import ClusterView
 
 STEP_DOWN_S = 60
 """How long the old primary may not stand for election again (the server's default)."""
@@ -87,3 +90,13 @@ async def step_down_primary(request: NodeRequest) -> str:
         raise ApplicationError(
             f"step down {node.node_id}: {adapter.describe_error(error, timeout)}"
         ) from None
+
+
+@activity.defn
+async def wait_caught_up(request: NodeRequest) -> ClusterView:
+    """Probe until the node, a secondary again, is within the lag limit of its primary
+    (spec `expect.max_lag`, else 10 s): a member that serves but lags is no safe successor,
+    and a failover to it would lose the writes it lacks."""
+    return await probe_until(
+        MongoDBAdapter(), request, lambda view: behind(request.spec, view, request.node_id)
+    )

@@ -12,6 +12,30 @@ DEFAULT_MAX_LAG_S = 10
 max_lag: Patroni's maximum_lag_on_failover plays the same part."""
 
 
+def lag_limit(spec: ClusterSpec) -> int:
+    """How far behind its primary a secondary may be and still count as caught up."""
+    return DEFAULT_MAX_LAG_S if spec.expect.max_lag is None else spec.expect.max_lag
+
+
+def behind(spec: ClusterSpec, view: ClusterView, node_id: str) -> str | None:
+    """What keeps `node_id` from counting as caught up, in one line; None once every
+    replica set it bears has it as the primary, an arbiter (which holds no data) or a
+    secondary within `lag_limit`. A secondary whose lag the view does not give is not."""
+    limit = lag_limit(spec)
+    members = [s for s in view.shards if s.node_id == node_id]
+    if not members:
+        return f"{node_id} is no member of a replica set in the view"
+    for member in members:
+        if member.role in (Role.PRIMARY, Role.ARBITER):
+            continue
+        if member.role is not Role.SECONDARY:
+            return f"{node_id} is no secondary of {member.shard_id} yet ({member.role.value})"
+        if member.lag is None or member.lag > limit:
+            lag = "an unknown time" if member.lag is None else f"{member.lag} s"
+            return f"{node_id} is {lag} behind in {member.shard_id} (limit {limit} s)"
+    return None
+
+
 def stop_member(spec: ClusterSpec, view: ClusterView, node_id: str) -> Verdict:
     """Stopping (or restarting) a member: never the primary (step it down first), only
     while the voters keep a majority, and only if every replica set it bears keeps enough
@@ -44,8 +68,7 @@ def step_down_primary(spec: ClusterSpec, view: ClusterView) -> Verdict:
     """Hand the primary role over, only to an electable secondary close behind."""
     if view.leader is None:
         return refuse("no primary to step down")
-    max_lag = spec.expect.max_lag
-    limit = DEFAULT_MAX_LAG_S if max_lag is None else max_lag
+    limit = lag_limit(spec)
     lag = {s.node_id: s.lag for s in view.shards if s.role is Role.SECONDARY}
     candidates = []
     for node in view.nodes:
