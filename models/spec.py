@@ -170,6 +170,12 @@ MECHANISMS: dict[Kind, tuple[AuthMechanism, ...]] = {
 }
 
 
+NO_TLS: dict[Kind, str] = {
+    Kind.ZOOKEEPER: "its probe reads the four-letter words in plaintext",
+}
+"""The kinds whose probe cannot speak TLS, and why: a spec of theirs with `tls` is refused."""
+
+
 class AuthSettings(Frozen):
     """How to log in to every node: with the secrets `username` and `password`, or for
     MONGODB-X509 with the client certificate of `tls.client_cert`. (A MongoDB spec without
@@ -235,10 +241,8 @@ class ClusterSpec(Frozen):
 
     @model_validator(mode="after")
     def _security_fits(self) -> Self:
-        if self.kind is Kind.ZOOKEEPER and self.tls is not None:
-            raise ValueError(
-                "tls: not for zookeeper: its probe reads the four-letter words in plaintext"
-            )
+        if self.tls is not None and self.kind in NO_TLS:
+            raise ValueError(f"tls: not for {self.kind.value}: {NO_TLS[self.kind]}")
         if self.tls is not None and self.tls.client_cert is not None:
             ref = self.secrets.get(self.tls.client_cert)
             if ref is None or ref.file is None:

@@ -24,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
 
     from activities.events import EventActivities
     from activities.monitor import probe_cluster
+    from config.metrics import REMEDIATIONS
     from models import (
         ClusterView,
         EventBatch,
@@ -53,8 +54,6 @@ with workflow.unsafe.imports_passed_through():
 
 
 PAUSE_EVENTS = "pause-events"
-
-REMEDIATIONS_METRIC = "replicante_remediations_total"
 
 
 @workflow.defn
@@ -264,7 +263,7 @@ class RemediationWorkflow:
     async def _finish(self, outcome: Outcome, why: str) -> RemediationStatus:
         self._state, self._outcome, self._why = State.FINISHED, outcome, why
         workflow.metric_meter().create_counter(
-            REMEDIATIONS_METRIC, "Remediations ended, by playbook and outcome"
+            REMEDIATIONS, "Remediations ended, by playbook and outcome"
         ).add(
             1,
             {
