@@ -37,6 +37,7 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import IO
 
@@ -57,11 +58,21 @@ class LedgerBusyError(RuntimeError):
     """Another agent process holds this node's ledger."""
 
 
+class RunState(StrEnum):
+    """Where a key's run stands in the ledger; the value is what its row holds."""
+
+    RUNNING = "running"
+    """Begun, not finished: the agent died mid-command, or it runs now."""
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    """Its process group was killed on request."""
+
+
 @dataclass(frozen=True)
 class Entry:
     action: ServiceAction
-    state: str
-    """running | done | failed | cancelled"""
+    state: RunState
     pgid: int | None
     result: ServiceResult | None
     started_at: datetime
@@ -107,14 +118,14 @@ class Ledger:
             return None
         result = ServiceResult.model_validate_json(row[3]) if row[3] else None
         started_at = datetime.fromisoformat(row[4])
-        return Entry(ServiceAction(row[0]), row[1], row[2], result, started_at, row[5])
+        return Entry(ServiceAction(row[0]), RunState(row[1]), row[2], result, started_at, row[5])
 
     def begin(self, key: str, action: ServiceAction, instance: str | None = None) -> None:
         now = _now().isoformat()
         self._db.execute(
             "INSERT OR REPLACE INTO runs (key, action, state, pgid, result, started_at,"
-            " updated_at, instance) VALUES (?, ?, 'running', NULL, NULL, ?, ?, ?)",
-            (key, action.value, now, now, instance),
+            " updated_at, instance) VALUES (?, ?, ?, NULL, NULL, ?, ?, ?)",
+            (key, action.value, RunState.RUNNING.value, now, now, instance),
         )
 
     def started(self, key: str, pgid: int) -> None:
@@ -123,10 +134,10 @@ class Ledger:
             (pgid, _now().isoformat(), key),
         )
 
-    def finish(self, key: str, state: str, result: ServiceResult | None) -> None:
+    def finish(self, key: str, state: RunState, result: ServiceResult | None) -> None:
         self._db.execute(
             "UPDATE runs SET state = ?, result = ?, updated_at = ? WHERE key = ?",
-            (state, result.model_dump_json() if result else None, _now().isoformat(), key),
+            (state.value, result.model_dump_json() if result else None, _now().isoformat(), key),
         )
 
     def close(self) -> None:
@@ -300,10 +311,10 @@ class ServiceActivities:
                 type="ServiceKeyReused",
                 non_retryable=True,
             )
-        if entry is not None and entry.state == "done" and entry.result is not None:
+        if entry is not None and entry.state is RunState.DONE and entry.result is not None:
             log.info("%s (key %s) already done: recorded result", request.action, request.key)
             return entry.result.model_copy(update={"ran": False})
-        if entry is not None and entry.state in ("running", "cancelled"):
+        if entry is not None and entry.state in (RunState.RUNNING, RunState.CANCELLED):
             return await self._resume(request, entry)
         return await self._run(request, resumed=False)
 
@@ -340,7 +351,7 @@ class ServiceActivities:
                 request.key,
             )
             result = status.model_copy(update={"action": request.action, "ok": True})
-            self.ledger.finish(request.key, "done", result)
+            self.ledger.finish(request.key, RunState.DONE, result)
             return result
         log.info(
             "%s (key %s) was interrupted before its effect: once more", request.action, request.key
@@ -392,19 +403,19 @@ class ServiceActivities:
                 lambda pgid: self.ledger.started(key, pgid),
             )
         except asyncio.CancelledError:
-            self.ledger.finish(key, "cancelled", None)
+            self.ledger.finish(key, RunState.CANCELLED, None)
             log.info("%s (key %s) cancelled: its process group was killed", action, key)
             raise
         result = outcome.result(action, key, started_at, True, resumed)
         if not result.ok:
-            self.ledger.finish(key, "failed", result)
+            self.ledger.finish(key, RunState.FAILED, result)
             why = "timed out" if outcome.exit_code is None else f"exited {outcome.exit_code}"
             raise ApplicationError(
                 f"node {self.config.node_id}: {action} {why}: {outcome.output_tail[-300:]}",
                 result,
                 type="ServiceActionFailed",
             )
-        self.ledger.finish(key, "done", result)
+        self.ledger.finish(key, RunState.DONE, result)
         log.info("%s (key %s) done in %.1f s", action, key, _seconds(result))
         return result
 
