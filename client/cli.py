@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -176,8 +175,9 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "codec-server":
         from client import codec_server
 
-        tokens = os.environ.get(codec_server.TOKENS_ENV)
-        server = codec_server.codec_server(settings, tokens, args.listen, args.allow_origin)
+        server = codec_server.codec_server(
+            settings, settings.codec_server_tokens, args.listen, args.allow_origin
+        )
         print(f"codec server on {server.url} (Ctrl-C stops)", flush=True)
         await codec_server.serve(server)
         return 0

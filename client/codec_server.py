@@ -28,60 +28,22 @@ import os
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payloads
 
+from config.codec import load_tokens
 from config.settings import Settings
 from models import SpecError
 from worker.codec import CodecKeyError, EncryptionCodec, load_keys
 
 log = logging.getLogger("replicante.codec_server")
 
-TOKENS_ENV = "REPLICANTE_CODEC_SERVER_TOKENS"
-MIN_TOKEN_LENGTH = 16
 MAX_BODY_BYTES = 64 * 1024 * 1024
 ALLOWED_HEADERS = "Authorization, Content-Type, X-Namespace"
 COOKIE = "replicante_codec"
 GRANTED = "codec access granted for this browser"
-
-
-def load_tokens(value: str | None) -> frozenset[str]:
-    """The tokens `REPLICANTE_CODEC_SERVER_TOKENS` names: a file (a value with a `/`), one
-    token a line, blank lines and `#` comments skipped; else a comma list.
-
-    A short token is refused: it is guessable, or a file name missing its `./`, which would
-    otherwise become a token anyone can read in the environment.
-
-    >>> sorted(load_tokens("0123456789abcdef, fedcba9876543210"))
-    ['0123456789abcdef', 'fedcba9876543210']
-    >>> load_tokens("tokens.txt")  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    models.spec.SpecError: REPLICANTE_CODEC_SERVER_TOKENS: a token is shorter than 16 ...
-    """
-    if not value:
-        raise SpecError(f"{TOKENS_ENV} is not set: nobody could decode; set a file or a list")
-    if "/" in value:
-        try:
-            lines = Path(value).read_text(encoding="utf-8").splitlines()
-        except OSError as error:
-            raise SpecError(f"{TOKENS_ENV}={value}: cannot read: {error.strerror}") from None
-        tokens = [t for line in lines if (t := line.strip()) and not t.startswith("#")]
-        where = f"{TOKENS_ENV}={value}"
-    else:
-        tokens = [t for part in value.split(",") if (t := part.strip())]
-        where = TOKENS_ENV
-    if not tokens:
-        raise SpecError(f"{where}: no token")
-    if any(len(t) < MIN_TOKEN_LENGTH for t in tokens):
-        raise SpecError(
-            f"{where}: a token is shorter than {MIN_TOKEN_LENGTH} characters"
-            " (name a file by a path with a /)"
-        )
-    return frozenset(tokens)
 
 
 def parse_origin(url: str) -> str:

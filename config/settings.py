@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from config.codec import TOKENS_ENV
 from config.stream import StreamSettings, login_from_env
 from config.temporal import TemporalTls
 
@@ -34,6 +35,9 @@ class Settings:
     """Payload encryption keys (worker/codec.py): a YAML file of keys by id and the active id."""
     codec_key: str | None = field(default=None, repr=False)
     """Or one key, `KEY_ID:BASE64`. Neither: payloads go to Temporal in clear."""
+    codec_server_tokens: str | None = field(default=None, repr=False)
+    """Who may use `replicante codec-server`: a tokens file, or a comma list of tokens
+    (config/codec.py `load_tokens`)."""
 
     @property
     def stream(self) -> StreamSettings | None:
@@ -67,7 +71,8 @@ class Settings:
         REPLICANTE_HOME (state dir), REPLICANTE_STORE (SQLite file) and
         REPLICANTE_STORE_MONGODB_URI (MongoDB instead of the file), REPLICANTE_EVENTS_KAFKA
         and REPLICANTE_EVENTS_TOPIC (the event stream), REPLICANTE_METRICS_ADDRESS,
-        REPLICANTE_CODEC_KEYS (keys file) or REPLICANTE_CODEC_KEY (payload encryption)."""
+        REPLICANTE_CODEC_KEYS (keys file) or REPLICANTE_CODEC_KEY (payload encryption), and
+        REPLICANTE_CODEC_SERVER_TOKENS (the codec server's callers)."""
         env = os.environ
         home = Path(env.get("REPLICANTE_HOME", cls.home))
         return cls(
@@ -85,4 +90,5 @@ class Settings:
             metrics_address=env.get("REPLICANTE_METRICS_ADDRESS") or None,
             codec_keys_file=Path(keys) if (keys := env.get("REPLICANTE_CODEC_KEYS")) else None,
             codec_key=env.get("REPLICANTE_CODEC_KEY") or None,
+            codec_server_tokens=env.get(TOKENS_ENV) or None,
         )

@@ -35,7 +35,8 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from client.codec_server import COOKIE, GRANTED, TOKENS_ENV
+from client.codec_server import COOKIE, GRANTED
+from config.codec import TOKENS_ENV
 from config.logs import LogFormat
 from config.settings import REPO_ROOT, Settings
 from devstack.temporal import temporal_binary

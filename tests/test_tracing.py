@@ -28,6 +28,7 @@ from opentelemetry.trace import StatusCode
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from config import traces
 from config.settings import REPO_ROOT
 from devstack.zookeeper import ZooKeeperEnsemble
 from models import MonitorInput, Policy
@@ -297,5 +298,5 @@ async def test_a_worker_and_a_cli_call_send_their_spans_by_otlp_http(
 
 
 def test_the_environment_picks_the_exporter() -> None:
-    result = doctest.testmod(telemetry)
+    result = doctest.testmod(traces)
     assert result.attempted > 0 and result.failed == 0

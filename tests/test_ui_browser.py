@@ -26,7 +26,8 @@ import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 from client.api import UNHEALTHY_QUERY, ReplicanteClient
-from client.codec_server import COOKIE, GRANTED, TOKENS_ENV
+from client.codec_server import COOKIE, GRANTED
+from config.codec import TOKENS_ENV
 from config.settings import REPO_ROOT, Settings
 from devstack.temporal import TemporalDevServer
 from devstack.zookeeper import ZooKeeperEnsemble

@@ -23,19 +23,15 @@ imported where keys are loaded: a process without keys does not pay for it.
 
 from __future__ import annotations
 
-import binascii
 import os
-import re
-from base64 import b64decode
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import yaml
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import PayloadCodec
 
-from config.secrets import remember
+from config.codec import KeyMaterial, read_keys
 from models import SpecError
 
 if TYPE_CHECKING:
@@ -43,9 +39,7 @@ if TYPE_CHECKING:
 
 ENCODING = b"binary/encrypted"
 KEY_ID = "encryption-key-id"
-KEY_BYTES = 32
 NONCE_BYTES = 12
-KEY_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 class CodecKeyError(SpecError):
@@ -54,26 +48,17 @@ class CodecKeyError(SpecError):
 
 
 class CodecKeys:
-    """The keys by id, and the id of the one that encrypts. Its repr shows ids only."""
+    """The keys by id as ciphers, and the id of the one that encrypts. Its repr shows ids
+    only."""
 
     __slots__ = ("_keys", "active", "source")
 
-    def __init__(self, active: str, keys: Mapping[str, bytes], source: str) -> None:
-        """`source` says where the keys came from, for error messages (never a value)."""
+    def __init__(self, material: KeyMaterial) -> None:
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-        for key_id, key in keys.items():
-            if not KEY_ID_PATTERN.match(key_id):
-                raise SpecError(f"{source}: key id {key_id!r}: use [A-Za-z0-9._-], 1-64 long")
-            if len(key) != KEY_BYTES:
-                raise SpecError(
-                    f"{source}: key {key_id!r} is {len(key)} bytes, not {KEY_BYTES} (AES-256)"
-                )
-        if active not in keys:
-            raise SpecError(f"{source}: active key {active!r} is not among the keys")
-        self.active = active
-        self.source = source
-        self._keys = {key_id: AESGCM(key) for key_id, key in keys.items()}
+        self.active = material.active
+        self.source = material.source
+        self._keys = {key_id: AESGCM(key) for key_id, key in material.keys.items()}
 
     @property
     def ids(self) -> list[str]:
@@ -93,59 +78,14 @@ class CodecKeys:
 
 
 def load_keys(keys_file: Path | None, single_key: str | None) -> CodecKeys | None:
-    """The keys `REPLICANTE_CODEC_KEYS=PATH` (a YAML file) or `REPLICANTE_CODEC_KEY=ID:BASE64`
-    name; None when neither is set: no encryption.
+    """The keys the settings name (config/codec.py `read_keys`), as ciphers; None when
+    neither is set: no encryption.
 
     >>> load_keys(None, "k1:" + "QUFB" * 10 + "QUE=")
     CodecKeys(active='k1', ids=['k1'], source='REPLICANTE_CODEC_KEY')
-    >>> load_keys(None, "k1:c2VjcmV0")
-    Traceback (most recent call last):
-    ...
-    models.spec.SpecError: REPLICANTE_CODEC_KEY: key 'k1' is 6 bytes, not 32 (AES-256)
     """
-    if keys_file is not None and single_key is not None:
-        raise SpecError("set one of REPLICANTE_CODEC_KEYS (a keys file) and REPLICANTE_CODEC_KEY")
-    if single_key is not None:
-        source = "REPLICANTE_CODEC_KEY"
-        key_id, colon, encoded = single_key.partition(":")
-        if not colon:
-            raise SpecError(f"{source}: give KEY_ID:BASE64 (32 random bytes, base64)")
-        return CodecKeys(key_id, {key_id: _decoded(source, key_id, encoded)}, source)
-    if keys_file is not None:
-        return _read_keys_file(keys_file)
-    return None
-
-
-def _read_keys_file(path: Path) -> CodecKeys:
-    source = f"REPLICANTE_CODEC_KEYS={path}"
-    try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise SpecError(f"{source}: cannot read: {error.strerror}") from None
-    except (yaml.YAMLError, UnicodeDecodeError):
-        # Not the parser's message: it quotes the offending text, which may be a key.
-        raise SpecError(f"{source}: not a YAML file") from None
-    layout = "want `active: KEY_ID` and `keys: {KEY_ID: BASE64, ...}`"
-    if not isinstance(loaded, dict) or set(loaded) != {"active", "keys"}:
-        raise SpecError(f"{source}: {layout}")
-    active, keys = loaded["active"], loaded["keys"]
-    if not isinstance(active, str) or not isinstance(keys, dict) or not keys:
-        raise SpecError(f"{source}: {layout}")
-    decoded = {}
-    for key_id, encoded in keys.items():
-        if not isinstance(key_id, str) or not isinstance(encoded, str):
-            raise SpecError(f"{source}: keys: {layout}")
-        decoded[key_id] = _decoded(source, key_id, encoded)
-    return CodecKeys(active, decoded, source)
-
-
-def _decoded(source: str, key_id: str, encoded: str) -> bytes:
-    # Masked in this process's logs, however the key was given.
-    remember(encoded.strip())
-    try:
-        return b64decode(encoded.strip(), validate=True)
-    except binascii.Error:
-        raise SpecError(f"{source}: key {key_id!r} is not base64") from None
+    material = read_keys(keys_file, single_key)
+    return None if material is None else CodecKeys(material)
 
 
 class EncryptionCodec(PayloadCodec):

@@ -20,7 +20,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from collections.abc import Mapping
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
@@ -34,6 +33,7 @@ from temporalio.runtime import (
 )
 
 from config.metrics import BUCKETS
+from config.traces import traces_exporter
 from models import SpecError
 
 if TYPE_CHECKING:
@@ -49,26 +49,6 @@ class Role(StrEnum):
     WORKER = "replicante-worker"
     AGENT = "replicante-agent"
     CLI = "replicante-cli"
-
-
-def traces_exporter(env: Mapping[str, str]) -> str:
-    """`otlp`, `console` or `none`, as the environment asks.
-
-    >>> traces_exporter({})
-    'none'
-    >>> traces_exporter({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"})
-    'otlp'
-    >>> traces_exporter({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318",
-    ...                  "OTEL_TRACES_EXPORTER": "none"})
-    'none'
-    >>> traces_exporter({"OTEL_TRACES_EXPORTER": "Console"})
-    'console'
-    """
-    chosen = env.get("OTEL_TRACES_EXPORTER", "").strip().lower()
-    if chosen:
-        return chosen
-    endpoints = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-    return "otlp" if any(env.get(name) for name in endpoints) else "none"
 
 
 def interceptors(role: Role) -> list[Interceptor]:
