@@ -57,7 +57,12 @@ MASK = "***"
 SECRET_KEY = re.compile(r"passw|secret|token|credential|api_?key", re.IGNORECASE)
 # Userinfo cannot hold an unescaped "/", "?", "#" or "@" (RFC 3986): a host:port/path is
 # left alone.
-URI_PASSWORD = re.compile(r"(?P<user>[a-z][a-z0-9+.-]*://[^:/?#@\s]*):[^@/?#\s]+@", re.IGNORECASE)
+# Linear in the text's length, which a spec or a reason sets: a match starts only where a
+# scheme can (not inside a run of scheme characters), and its possessive runs never give
+# back what they took. Without both, a 32 kB line of letters took 6.6 s under the GIL.
+URI_PASSWORD = re.compile(
+    r"(?<![a-z0-9+.-])(?P<user>[a-z][a-z0-9+.-]*+://[^:/?#@\s]*+):[^@/?#\s]++@", re.IGNORECASE
+)
 # The SDK's per-record dicts (logger extras), flattened into our keys.
 SDK_KEYS = {
     "temporal_workflow": {
