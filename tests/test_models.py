@@ -375,6 +375,7 @@ DOCTEST_MODULES = [
     "config.temporal",
     "config.traces",
     "config.zookeeper",
+    "workflows.guards",
 ]
 
 

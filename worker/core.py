@@ -24,6 +24,7 @@ from store import EventStore, open_store
 from worker import logs
 from worker.connection import connect
 from worker.telemetry import Role
+from workflows.guards import SignalGuard
 from workflows.monitor import ClusterMonitorWorkflow
 from workflows.remediation import RemediationWorkflow
 from workflows.steps import core_step_activities
@@ -54,7 +55,7 @@ def core_worker(
         task_queue=task_queue,
         workflows=workflows,
         activities=activities,
-        interceptors=[logs.ActivityContext()],
+        interceptors=[logs.ActivityContext(), SignalGuard()],
         # Each watched cluster holds one activity slot for as long as it is watched.
         max_concurrent_activities=1000,
         # A monitor's workflow task waits this long on the sticky queue of a worker that
