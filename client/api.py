@@ -28,6 +28,7 @@ from config.settings import Settings
 from models import ClusterSpec, Health, MonitorInput, MonitorStatus, Policy, monitor_workflow_id
 from models import remediation as rem
 from models.remediation import Decision, RemediationRequest, RemediationStatus
+from models.spec import shown
 from store import EventQuery, EventStore, StoredEvent, open_store
 from worker.connection import connect
 from workflows import search_attributes
@@ -60,9 +61,13 @@ T = TypeVar("T")
 
 class UnknownRemediationError(LookupError):
     def __init__(self, remediation_id: str) -> None:
+        what = (
+            "no such workflow"
+            if remediation_id.startswith(rem.PREFIX)
+            else f"remediation ids start with {rem.PREFIX}"
+        )
         super().__init__(
-            f"unknown remediation {remediation_id!r}: no such workflow"
-            " (see `replicante actions ls`)"
+            f"unknown remediation {shown(remediation_id)}: {what} (see `replicante actions ls`)"
         )
 
 
@@ -369,6 +374,10 @@ class ReplicanteClient:
     def _remediation(
         self, remediation_id: str, run_id: str | None = None
     ) -> WorkflowHandle[Any, RemediationStatus]:
+        """The remediation's handle; UnknownRemediationError for an id that names another
+        workflow (a monitor, the event stream), which must get none of its signals."""
+        if not remediation_id.startswith(rem.PREFIX):
+            raise UnknownRemediationError(remediation_id)
         return self.temporal.get_workflow_handle(
             remediation_id, run_id=run_id, result_type=RemediationStatus
         )

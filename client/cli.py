@@ -25,6 +25,7 @@ from client.api import (
 from config.settings import Settings
 from models import ClusterSpec, load_spec
 from models.remediation import Decision
+from models.spec import shown
 from store import StoreError
 from worker.process import exit_now, serve
 
@@ -45,17 +46,37 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
     Traceback (most recent call last):
     ...
     client.cli.UsageError: --since: 'yesterday' is neither a duration like 10m nor an ISO time
+    >>> parse_since("99999999999d")
+    Traceback (most recent call last):
+    ...
+    client.cli.UsageError: --since: '99999999999d' reaches back before the year 1
     """
     match = DURATION.match(text)
     if match:
-        return (now or datetime.now(UTC)) - timedelta(seconds=int(match[1]) * UNITS[match[2]])
+        try:
+            return (now or datetime.now(UTC)) - timedelta(seconds=int(match[1]) * UNITS[match[2]])
+        except (OverflowError, ValueError):  # ValueError: more digits than int() reads
+            raise UsageError(f"--since: {shown(text)} reaches back before the year 1") from None
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
         raise UsageError(
-            f"--since: {text!r} is neither a duration like 10m nor an ISO time"
+            f"--since: {shown(text)} is neither a duration like 10m nor an ISO time"
         ) from None
     return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def positive(text: str) -> int:
+    """A count of 1 or more, for argparse.
+
+    >>> positive("-1")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: '-1' is not a count of 1 or more
+    """
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{shown(text)} is not a count of 1 or more")
+    return int(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep printing new events (from the Kafka topic when a stream is configured)",
     )
     events.add_argument("--since", help="10m, 2h, 1d or an ISO time (default: all)")
-    events.add_argument("--limit", type=int, default=200)
+    events.add_argument("--limit", type=positive, default=200, help="at most this many (1 or more)")
     events.add_argument("--json", action="store_true", help="one JSON event per line")
 
     for name, what in (

@@ -128,10 +128,14 @@ class NodeRequest(Message):
     timeout_s: float = 300.0
 
 
+PREFIX = "remediate/"
+"""What every remediation's workflow id starts with, and no other workflow's."""
+
+
 def workflow_id(cluster_id: str, what: str) -> str:
     """`remediate/<cluster_id>/<finding key or playbook>`: one remediation of one finding
     at a time, by construction."""
-    return f"remediate/{cluster_id}/{what}"
+    return f"{PREFIX}{cluster_id}/{what}"
 
 
 def check(spec: ClusterSpec, playbook: str, target: str | None) -> None:

@@ -6,6 +6,7 @@ enters a model, so it never reaches Temporal history, events or logs.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from enum import StrEnum
 from pathlib import Path
@@ -31,6 +32,22 @@ _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 HOST = re.compile(rf"{_LABEL}(?:\.{_LABEL})*|\[[0-9A-Fa-f:.]+\]")
 
 
+SHOWN = 64
+"""The most of a refused value an error quotes: it names the value, a megabyte of it would
+only bury the line."""
+
+
+def shown(value: str) -> str:
+    """`value` quoted for an error line, cut to `SHOWN` characters.
+
+    >>> shown("a" * 1_000_000)
+    "'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa...' (1000000 characters)"
+    """
+    if len(value) <= SHOWN:
+        return repr(value)
+    return f"{value[:SHOWN]!r}"[:-1] + f"...' ({len(value)} characters)"
+
+
 def _identifier(value: str) -> str:
     """
     >>> _identifier("Kafka Prod")
@@ -40,13 +57,18 @@ def _identifier(value: str) -> str:
     """
     if not IDENTIFIER.fullmatch(value):
         raise ValueError(
-            f"{value!r} is not an id: use 1-63 of a-z 0-9 . _ -, starting with a-z or 0-9"
+            f"{shown(value)} is not an id: use 1-63 of a-z 0-9 . _ -, starting with a-z or 0-9"
         )
     return value
 
 
+MAX_HOST = 253
+"""The longest name DNS resolves."""
+
+
 def _address(value: str) -> str:
-    """HOST:PORT with a hostname, an IPv4 address or a bracketed IPv6 address.
+    """HOST:PORT with a hostname, an IPv4 address or a bracketed IPv6 address, the port in
+    ASCII digits.
 
     >>> _address("[::1]:2181")
     '[::1]:2181'
@@ -54,11 +76,32 @@ def _address(value: str) -> str:
     Traceback (most recent call last):
     ...
     ValueError: expected HOST:PORT with a port 1-65535, got '::::2181'
+    >>> _address("[:]:2181")
+    Traceback (most recent call last):
+    ...
+    ValueError: expected HOST:PORT with a port 1-65535, got '[:]:2181'
     """
     host, colon, port = value.rpartition(":")
-    if not (colon and HOST.fullmatch(host) and port.isdigit() and 0 < int(port) < 65536):
-        raise ValueError(f"expected HOST:PORT with a port 1-65535, got {value!r}")
+    valid = (
+        colon
+        and len(host) <= MAX_HOST
+        and HOST.fullmatch(host) is not None
+        and (not host.startswith("[") or _ipv6(host[1:-1]))
+        and port.isascii()
+        and port.isdigit()
+        and 0 < int(port) < 65536
+    )
+    if not valid:
+        raise ValueError(f"expected HOST:PORT with a port 1-65535, got {shown(value)}")
     return value
+
+
+def _ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
 
 
 Identifier = Annotated[str, AfterValidator(_identifier)]
@@ -90,6 +133,12 @@ class NodeSpec(Frozen):
     @property
     def port(self) -> int:
         return int(self.address.rsplit(":", 1)[1])
+
+    @property
+    def endpoint(self) -> tuple[str, int]:
+        """Where the node is, as a connection sees it: names are case-blind, and
+        `host:02181` is `host:2181`."""
+        return self.host.lower(), self.port
 
 
 # Strict: YAML's `true` or "5" must not quietly become a number; NaN compares false to
@@ -209,13 +258,14 @@ class ClusterSpec(Frozen):
     @field_validator("nodes")
     @classmethod
     def _nodes_unique(cls, nodes: tuple[NodeSpec, ...]) -> tuple[NodeSpec, ...]:
-        for attr in ("node_id", "address"):
-            first: dict[str, int] = {}
+        for attr, key in (("node_id", "node_id"), ("address", "endpoint")):
+            first: dict[object, int] = {}
             for index, node in enumerate(nodes):
-                value = getattr(node, attr)
+                value = getattr(node, key)
                 if value in first:
                     raise ValueError(
-                        f"{attr} {value!r} appears twice: nodes.{first[value]} and nodes.{index}"
+                        f"{attr} {shown(getattr(node, attr))} appears twice:"
+                        f" nodes.{first[value]} and nodes.{index}"
                     )
                 first[value] = index
         return nodes
@@ -283,8 +333,13 @@ def describe_validation_error(source: str, error: ValidationError) -> str:
     ...     print(describe_validation_error("x.yaml", e).splitlines()[0])
     x.yaml: kind: Input should be 'zookeeper', 'kafka' or 'mongodb'
     """
+    problems = error.errors()
+    # A list whose one item failed is also "too short": that line would only mislead.
+    inner = {p["loc"][:depth] for p in problems for depth in range(len(p["loc"]))}
     lines = []
-    for problem in error.errors():
+    for problem in problems:
+        if problem["type"] == "too_short" and problem["loc"] in inner:
+            continue
         where = ".".join(str(part) for part in problem["loc"]) or "(top level)"
         reason = problem["msg"].removeprefix("Value error, ")
         lines.append(f"{source}: {where}: {reason}")
@@ -345,4 +400,9 @@ def read_yaml(path: str | Path) -> Any:
         where = f"line {mark.line + 1}" if mark is not None else "(yaml)"
         problem = getattr(error, "problem", None) or "not valid YAML"
         raise SpecError(f"{source}: {where}: {problem}") from None
+    except RecursionError:
+        raise SpecError(f"{source}: (yaml): nested too deeply") from None
+    except ValueError:
+        # int() of a number longer than Python converts (sys.get_int_max_str_digits()).
+        raise SpecError(f"{source}: (yaml): a number too long to read") from None
     return data

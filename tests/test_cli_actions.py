@@ -252,6 +252,19 @@ async def test_unknown_ids_playbooks_nodes_and_clusters(cli: Cli) -> None:
         refused(await cli(*argv), 1, f"unknown remediation {nosuch!r}")
     # A workflow that is no remediation is unknown as one.
     refused(await cli("actions", "show", f"monitor/{cid}"), 1, "unknown remediation")
+    # Nor does one get a remediation's signals and updates: `abort monitor/X` used to answer
+    # "abort asked" and leave the signal in the monitor's history.
+    for target in (f"monitor/{cid}", "events/stream"):
+        for argv in (
+            ["abort", target],
+            ["approve", target, "--reason", "r"],
+            ["reject", target, "--reason", "r"],
+        ):
+            refused(
+                await cli(*argv),
+                1,
+                f"unknown remediation {target!r}: remediation ids start with remediate/",
+            )
 
     for argv, words in (
         (["no_such_playbook", "--node", "zk1"], ["'no_such_playbook' is not a zookeeper playbook"]),

@@ -57,6 +57,12 @@ EXPECTED: dict[str, list[tuple[str, str]]] = {
     "unknown-playbook.yaml": [
         ("remediation", r"'restart_dead_broker' is not a zookeeper playbook")
     ],
+    "port-in-other-digits.yaml": [("nodes.0.address", r"expected HOST:PORT with a port 1-65535")],
+    "bad-ipv6-address.yaml": [("nodes.0.address", r"got '\[:\]:2181'")],
+    "same-address-spelled-twice.yaml": [
+        ("nodes", r"address 'LOCALHOST:02181' appears twice: nodes\.0 and nodes\.1")
+    ],
+    "only-node-unknown-field.yaml": [("nodes.0.bogus", r"Extra inputs are not permitted")],
     "two-problems.yaml": [
         ("cluster_id", r"is not an id"),
         ("kind", r"Input should be 'zookeeper', 'kafka' or 'mongodb'"),
@@ -135,6 +141,30 @@ SHOULD_BE_REFUSED = [
         b"cluster_id: c1\nkind: zookeeper\nnodes:\n  - {node_id: zk1, address: '::::2181'}\n",
         r"nodes\.0\.address",
         id="address-no-host",
+    ),
+    pytest.param(
+        b"cluster_id: c1\nkind: zookeeper\nnodes:\n  - {node_id: zk1, address: 'a:1'}\n"
+        b"probe: {interval_s: " + b"9" * 5000 + b"}\n",
+        r": \(yaml\): a number too long to read$",
+        id="5000-digit-number",
+    ),
+    pytest.param(
+        b"cluster_id: " + b"[" * 20_000 + b"]" * 20_000 + b"\n",
+        r": \(yaml\): nested too deeply$",
+        id="20000-deep",
+    ),
+    pytest.param(
+        b"cluster_id: " + b"a" * 1_000_000 + b"\nkind: zookeeper\n"
+        b"nodes:\n  - {node_id: zk1, address: 'a:1'}\n",
+        r"^[^\n]{0,400}\(1000000 characters\) is not an id[^\n]*$",
+        id="1mb-id-not-echoed",
+    ),
+    pytest.param(
+        b"cluster_id: c1\nkind: zookeeper\nnodes:\n  - {node_id: zk1, address: 'a"
+        + b"b" * 300
+        + b":1'}\n",
+        r"nodes\.0\.address: expected HOST:PORT .*\(303 characters\)",
+        id="host-longer-than-dns",
     ),
 ]
 
