@@ -9,12 +9,13 @@ History then grows with changes, not with time.
 from __future__ import annotations
 
 import asyncio
-from contextlib import AbstractContextManager, nullcontext, suppress
+from contextlib import AbstractContextManager, nullcontext
 
 from temporalio import activity
 
 from activities.kinds import adapter_for
 from activities.telemetry import gauge_findings
+from activities.waits import woken
 from models import ClusterSpec, ClusterView, WatchRequest, evaluate, watch_key
 
 
@@ -52,8 +53,7 @@ async def watch_cluster(request: WatchRequest) -> ClusterView:
                 return view
             activity.heartbeat()
             wait = min(spec.probe.interval_s, max(deadline - loop.time(), 0.0))
-            with suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), timeout=wait)
+            await woken(wake, wait)
     finally:
         # Closing a dead member's link takes ~75 ms: not worth delaying the news for.
         # Every link is closed by the adapter within its own bound.

@@ -252,7 +252,8 @@ async def run_command(
         raise
     # A child that left the group (daemonized) may still hold the pipe: do not wait on it.
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(reader, 1.0)
+        async with asyncio.timeout(1.0):
+            await reader
     text = tail.decode(errors="replace")
     if timed_out:
         return Outcome(None, f"{text}\n[killed after {timeout:g} s]".lstrip())

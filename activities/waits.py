@@ -1,4 +1,12 @@
-"""The probe loop every wait step runs: probe the cluster until it is as the step wants."""
+"""Waiting in activities: the probe loop every wait step runs (probe the cluster until it is
+as the step wants), and a wait on an event that a cancel always ends.
+
+No `asyncio.wait_for` in activities: on Python 3.11 it swallows a cancel that lands in the
+tick its awaitable completes (cpython#86296, fixed in 3.12). The watch waited on its wake
+event that way: a worker shutting down cancelled it in that tick, the watch went on probing
+until its `watch_max_s` (10 minutes), and the shutdown waited for it (the stalls seen in
+the suite). `asyncio.timeout` counts cancels, and loses none.
+"""
 
 from __future__ import annotations
 
@@ -30,3 +38,13 @@ async def probe_until(
             raise ApplicationError(f"{still} after {request.timeout_s:.0f} s", non_retryable=True)
         activity.heartbeat(still)
         await asyncio.sleep(spec.probe.interval_s)
+
+
+async def woken(event: asyncio.Event, within: float) -> bool:
+    """Whether `event` was set within `within` seconds; a cancel meanwhile propagates."""
+    try:
+        async with asyncio.timeout(within):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True

@@ -24,6 +24,7 @@ from client.api import (
 )
 from config.settings import Settings
 from models import ClusterSpec, load_spec
+from models.base import MAX_REASON
 from models.remediation import Decision
 from models.spec import shown
 from store import StoreError
@@ -79,6 +80,15 @@ def positive(text: str) -> int:
     return int(text)
 
 
+def reason(text: str) -> str:
+    """A reason as long as events and histories take (`MAX_REASON`), for argparse."""
+    if len(text) > MAX_REASON:
+        raise argparse.ArgumentTypeError(
+            f"{len(text)} characters, more than {MAX_REASON}: say it shorter"
+        )
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="replicante", description="Watch and heal ZooKeeper, Kafka and MongoDB clusters."
@@ -119,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         control.add_argument(
             "--reason",
+            type=reason,
             default="",
             help="why; kept in the cluster's event or the remediation's history",
         )

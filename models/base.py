@@ -12,6 +12,10 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
+MAX_REASON = 2000
+"""The longest reason an operator may give (a pause, a decision): it goes into events and
+histories whole."""
+
 
 class Message(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")

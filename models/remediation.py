@@ -13,7 +13,7 @@ from enum import StrEnum
 
 from pydantic import Field
 
-from models.base import Message, ServiceAction
+from models.base import MAX_REASON, Message, ServiceAction
 from models.findings import Finding
 from models.monitor import Outcome
 from models.plans import PLANS, Step
@@ -91,7 +91,7 @@ class Decision(Message):
     """An operator's approve, reject or abort."""
 
     by: str = Field(min_length=1, max_length=200)
-    reason: str = Field(default="", max_length=2000)
+    reason: str = Field(default="", max_length=MAX_REASON)
     at: datetime | None = None
     """When it reached the remediation: set by the workflow, whatever the sender says."""
 

@@ -148,8 +148,9 @@ Count = Annotated[int, Field(strict=True)]
 
 
 class ProbeSettings(Frozen):
-    interval_s: Annotated[Seconds, Field(gt=0, le=3600)] = 5.0
-    timeout_s: Annotated[Seconds, Field(gt=0, le=60)] = 2.0
+    # Floors: below them a probe burns a core, and a live member cannot answer in time.
+    interval_s: Annotated[Seconds, Field(ge=0.1, le=3600)] = 5.0
+    timeout_s: Annotated[Seconds, Field(ge=0.1, le=60)] = 2.0
     watch_max_s: Annotated[Seconds, Field(ge=10, le=3600)] = 600.0
     """Longest a watch runs without a change before it reports anyway; bounds how stale
     the workflow's copy of the view may grow while keeping history small."""
@@ -243,10 +244,15 @@ class TlsSettings(Frozen):
     and its private key: for servers that require client certificates, and MONGODB-X509."""
 
 
+MAX_NODES = 256
+"""More nodes than any ZooKeeper ensemble, MongoDB replica set (50) or Kafka cluster we
+watch as one; a spec of 10,000 made workflow payloads too large to be written."""
+
+
 class ClusterSpec(Frozen):
     cluster_id: Identifier
     kind: Kind
-    nodes: Annotated[tuple[NodeSpec, ...], Field(min_length=1)]
+    nodes: Annotated[tuple[NodeSpec, ...], Field(min_length=1, max_length=MAX_NODES)]
     expect: Expectations = Expectations()
     probe: ProbeSettings = ProbeSettings()
     remediation: dict[str, Policy] = Field(default_factory=dict)

@@ -199,6 +199,25 @@ async def test_events_since_yesterday_is_a_usage_error(cli: Cli) -> None:
     )
 
 
+async def test_hostile_command_lines_are_usage_errors(cli: Cli) -> None:
+    # Each ended otherwise: an OverflowError traceback, "no events", a 32 kB pause event.
+    cid = cli.cluster_id
+    for argv, says in (
+        (
+            ["events", cid, "--since", "99999999999d"],
+            "replicante: error: --since: '99999999999d' reaches back before the year 1",
+        ),
+        (["events", cid, "--limit", "-1"], "argument --limit: '-1' is not a count of 1 or more"),
+        (
+            ["pause", cid, "--reason", "x" * 32768],
+            "argument --reason: 32768 characters, more than 2000: say it shorter",
+        ),
+    ):
+        run = await cli(*argv)
+        assert (run.code, run.out) == (2, ""), argv
+        assert run.err.splitlines()[-1].endswith(says), run.err
+
+
 async def run_example(name: str, *args: str) -> tuple[int, str]:
     """Run examples/NAME as an operator would, with the environment the fixture set."""
     process = await asyncio.create_subprocess_exec(

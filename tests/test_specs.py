@@ -46,7 +46,7 @@ EXPECTED: dict[str, list[tuple[str, str]]] = {
         ("nodes.1.address", r"Field required"),
         ("nodes.1.adress", r"Extra inputs are not permitted"),
     ],
-    "negative-interval.yaml": [("probe.interval_s", r"greater than 0")],
+    "negative-interval.yaml": [("probe.interval_s", r"greater than or equal to 0\.1")],
     "timeout-over-watch-max.yaml": [("probe", r"timeout_s must not exceed watch_max_s")],
     "secret-env-and-file.yaml": [("secrets.sasl_password", r"give exactly one of 'env' or 'file'")],
     "secret-value.yaml": [("secrets.sasl_password", r"valid dictionary or instance of SecretRef")],

@@ -26,15 +26,20 @@ from temporalio.worker import (
     WorkflowInterceptorClassInput,
 )
 
+from models.base import MAX_REASON
+
 
 def unfit(handler: Callable[..., object], args: Sequence[object]) -> str | None:
     """Why `handler` cannot take `args`; None when it can. An argument must be an instance
-    of its parameter's class, where that is a plain class: the SDK hands a handler `None`
-    for a JSON null whatever the parameter's type.
+    of its parameter's class, where that is a plain class (the SDK hands a handler `None`
+    for a JSON null whatever the parameter's type), and text at most `MAX_REASON` long.
 
     >>> def pause(reason: str = "") -> None: ...
     >>> unfit(pause, ["a", "b"]), unfit(pause, [None]), unfit(pause, []), unfit(pause, ["a"])
     ('too many positional arguments', 'reason: NoneType, not str', None, None)
+    >>> unfit(pause, ["x" * 32768])
+    'reason: 32768 characters, more than 2000'
+
     """
     try:
         bound = inspect.signature(handler).bind(*args)
@@ -45,6 +50,8 @@ def unfit(handler: Callable[..., object], args: Sequence[object]) -> str | None:
         wanted = hints.get(name)
         if isinstance(wanted, type) and not isinstance(value, wanted):
             return f"{name}: {type(value).__name__}, not {wanted.__name__}"
+        if isinstance(value, str) and len(value) > MAX_REASON:
+            return f"{name}: {len(value)} characters, more than {MAX_REASON}"
     return None
 
 

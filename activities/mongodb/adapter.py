@@ -107,9 +107,8 @@ class MongoDBAdapter(Adapter[MongoDBLogin]):
                 if cached is not None:
                     cached[address] = client
         try:
-            return await asyncio.wait_for(
-                asyncio.to_thread(read_server, client, address, timeout), timeout + READ_GRACE_S
-            )
+            async with asyncio.timeout(timeout + READ_GRACE_S):
+                return await asyncio.to_thread(read_server, client, address, timeout)
         except TimeoutError:
             return Reading(address, error=f"timeout after {timeout}s")
         finally:

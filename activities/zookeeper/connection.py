@@ -118,9 +118,8 @@ def _log_in(address: str, timeout: float, login: ZooKeeperLogin) -> str | None:
 async def _check_login(address: str, timeout: float, login: ZooKeeperLogin) -> str | None:
     try:
         # The thread keeps its own deadline; the grace lets it say why it gave up.
-        return await asyncio.wait_for(
-            asyncio.to_thread(_log_in, address, timeout, login), timeout + LOGIN_GRACE_S
-        )
+        async with asyncio.timeout(timeout + LOGIN_GRACE_S):
+            return await asyncio.to_thread(_log_in, address, timeout, login)
     except TimeoutError:
         # The thread ends on its own, within kazoo's timeouts.
         return f"login: no answer within {timeout}s"
