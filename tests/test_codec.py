@@ -352,13 +352,27 @@ async def test_worker_agent_and_cli_encrypt_every_payload_and_rotate_keys(
         store.close()
 
 
+def written_by_the_server(path: str, payload: Payload) -> bool:
+    """The server's own words, which no codec of ours sees: the details it records when a
+    workflow cancels an activity no worker has started yet (a watch a pause cancels while
+    it is scheduled)."""
+    return (
+        path.endswith("activity_task_canceled_event_attributes.details.payloads")
+        and payload.data == b'"ACTIVITY_ID_NOT_STARTED"'
+    )
+
+
 def sees_no_plain_text(
     payloads: list[tuple[str, Payload]], spec: ClusterSpec, secret: str, key_ids: list[str]
 ) -> None:
     """Every payload a codec sees is encrypted under one of `key_ids`, each used; none,
     encrypted or not, holds the spec, the view or the secret in clear but the search
     attributes' cluster id."""
-    sealed_payloads = [(path, p) for path, p in payloads if not path.endswith(CLEAR_BY_DESIGN)]
+    sealed_payloads = [
+        (path, p)
+        for path, p in payloads
+        if not path.endswith(CLEAR_BY_DESIGN) and not written_by_the_server(path, p)
+    ]
     sealed = [p for _, p in sealed_payloads]
     assert len(sealed) > 10
     assert [path for path, p in sealed_payloads if p.metadata["encoding"] != ENCODING] == []
