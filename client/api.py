@@ -25,7 +25,15 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from config.settings import Settings
-from models import ClusterSpec, Health, MonitorInput, MonitorStatus, Policy, monitor_workflow_id
+from models import (
+    ClusterSpec,
+    Health,
+    MonitorInput,
+    MonitorStatus,
+    Policy,
+    SpecError,
+    monitor_workflow_id,
+)
 from models import remediation as rem
 from models.remediation import Decision, RemediationRequest, RemediationStatus
 from models.spec import shown
@@ -102,6 +110,8 @@ class ApplyResult:
     cluster_id: str
     created: bool
     spec_generation: int
+    changed: bool = True
+    """False when the spec was the one in force already: nothing happened."""
 
 
 @dataclass(frozen=True)
@@ -152,10 +162,22 @@ class ReplicanteClient:
             )
             return ApplyResult(spec.cluster_id, created=True, spec_generation=1)
         except WorkflowAlreadyStartedError:
-            generation: int = await self._handle(spec.cluster_id).execute_update(
-                "replace_spec", spec, result_type=int
+            before = await self.status(spec.cluster_id)
+            try:
+                generation: int = await self._handle(spec.cluster_id).execute_update(
+                    "replace_spec", spec, result_type=int
+                )
+            except WorkflowUpdateFailedError as error:
+                # The monitor's validator refused it (another kind, another cluster id).
+                cause = error.cause
+                why = cause.message if isinstance(cause, ApplicationError) else str(cause)
+                raise SpecError(f"{spec.cluster_id}: {why}") from None
+            return ApplyResult(
+                spec.cluster_id,
+                created=False,
+                spec_generation=generation,
+                changed=generation != before.spec_generation,
             )
-            return ApplyResult(spec.cluster_id, created=False, spec_generation=generation)
 
     async def clusters(self, *, unhealthy: bool = False) -> list[ClusterSummary]:
         found: list[ClusterSummary] = []

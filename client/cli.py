@@ -246,8 +246,12 @@ async def command(
 ) -> None:
     if spec is not None:
         result = await api.apply(spec)
-        verb = "watching" if result.created else "updated"
-        print(f"{verb} cluster {result.cluster_id} (spec generation {result.spec_generation})")
+        generation = f"spec generation {result.spec_generation}"
+        if not result.changed:
+            print(f"cluster {result.cluster_id} unchanged ({generation} is this spec)")
+        else:
+            verb = "watching" if result.created else "updated"
+            print(f"{verb} cluster {result.cluster_id} ({generation})")
     elif args.command == "cluster":
         found = await api.clusters(unhealthy=args.unhealthy)
         if args.json:

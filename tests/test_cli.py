@@ -24,7 +24,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from config.settings import REPO_ROOT
 from devstack.zookeeper import ZooKeeperEnsemble
-from models import Event, MonitorStatus
+from models import Event, Kind, MonitorStatus
 from store import EventQuery, SQLiteEventStore
 from testkit.events import of_type, wait_for_event
 from testkit.specs import zk_spec
@@ -158,7 +158,13 @@ async def test_apply_ls_status_events_pause_resume_and_reapply(
     shown = [line.split()[3] for line in run.out.splitlines()[1:]]
     assert shown == ["cluster.health_changed", "monitor.paused", "monitor.resumed"]
 
-    # apply again: an update, not a second monitor
+    # apply the same again: nothing changes (it used to bump the generation, with an event)
+    run = await cli("cluster", "apply", "-f", str(cli.spec_file))
+    assert (run.code, run.err) == (0, "")
+    assert run.out == f"cluster {cid} unchanged (spec generation 1 is this spec)\n"
+    # apply a changed spec: an update, not a second monitor
+    changed = zk_spec(zk_healthy, cid, interval_s=2.0)
+    cli.spec_file.write_text(yaml.safe_dump(changed.model_dump(mode="json")))
     mark = time.time()
     run = await cli("cluster", "apply", "-f", str(cli.spec_file))
     assert (run.code, run.err) == (0, "")
@@ -167,6 +173,12 @@ async def test_apply_ls_status_events_pause_resume_and_reapply(
     assert replaced.payload == {"generation": 2}
     run = await cli("status", cid)
     assert run.out.splitlines()[0].endswith("spec generation 2")
+    # another kind under the same id: one line, nothing changed (it was a traceback)
+    kafka = changed.model_copy(update={"kind": Kind.KAFKA})
+    cli.spec_file.write_text(yaml.safe_dump(kafka.model_dump(mode="json")))
+    run = await cli("cluster", "apply", "-f", str(cli.spec_file))
+    assert (run.code, run.out) == (2, "")
+    assert run.err == f"replicante: error: {cid}: kind: cannot change zookeeper to kafka\n"
 
     ids = [s.event.event_id for s in cli.store.query(EventQuery(cluster_id=cid))]
     assert len(ids) == len(set(ids)) == 4

@@ -49,6 +49,7 @@ FINDING_EVENTS = "finding-events"
 REMEDIATIONS = "remediations"
 TELL_CLEARED = "tell-cleared"
 FINISHED_IS_FINISHED = "finished-is-finished"
+UNCHANGED_SPEC = "unchanged-spec"
 
 
 def workflow_id(cluster_id: str) -> str:
@@ -376,7 +377,11 @@ class ClusterMonitorWorkflow:
 
     @workflow.update
     def replace_spec(self, spec: ClusterSpec) -> int:
-        """Replace the desired state; returns the new spec generation."""
+        """Replace the desired state; returns the new spec generation. The spec in force
+        again changes nothing: no new generation, no event."""
+        # Monitors that applied an unchanged spec before this replay with its generation.
+        if spec == self._spec and workflow.patched(UNCHANGED_SPEC):
+            return self._state.spec_generation
         previous = self._findings
         self._spec = spec
         self._state.spec_generation += 1
