@@ -12,7 +12,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import ClassVar, Generic, TypeVar
 
-from config.secrets import SecretUnavailable
+from config.secret_scope import SecretUnavailable
 from models import ClusterSpec, ClusterView, Kind
 
 LoginT = TypeVar("LoginT", covariant=True)

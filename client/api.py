@@ -149,7 +149,10 @@ class ReplicanteClient:
             self._store = None
 
     async def apply(self, spec: ClusterSpec) -> ApplyResult:
-        """Start watching a cluster, or replace the spec of one already watched."""
+        """Start watching a cluster, or replace the spec of one already watched. SpecError
+        for a spec naming secrets outside this process's secret scope, before anything is
+        sent: the worker refuses them too, but only once it probes."""
+        self.settings.secret_scope.admit(spec)
         try:
             await self.temporal.start_workflow(
                 MONITOR_WORKFLOW,

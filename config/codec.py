@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from config.secrets import remember
+from config.masking import remember
 from models import SpecError
 
 KEY_BYTES = 32

@@ -8,6 +8,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from config.codec import TOKENS_ENV
+from config.secret_scope import SecretScope
 from config.stream import StreamSettings, login_from_env
 from config.temporal import TemporalTls
 
@@ -38,6 +39,10 @@ class Settings:
     codec_server_tokens: str | None = field(default=None, repr=False)
     """Who may use `replicante codec-server`: a tokens file, or a comma list of tokens
     (config/codec.py `load_tokens`)."""
+    secret_scope: SecretScope = field(
+        default_factory=lambda: SecretScope.from_env({}, Settings.home)
+    )
+    """Where specs' secrets may come from (config/secret_scope.py)."""
 
     @property
     def stream(self) -> StreamSettings | None:
@@ -72,7 +77,9 @@ class Settings:
         REPLICANTE_STORE_MONGODB_URI (MongoDB instead of the file), REPLICANTE_EVENTS_KAFKA
         and REPLICANTE_EVENTS_TOPIC (the event stream), REPLICANTE_METRICS_ADDRESS,
         REPLICANTE_CODEC_KEYS (keys file) or REPLICANTE_CODEC_KEY (payload encryption), and
-        REPLICANTE_CODEC_SERVER_TOKENS (the codec server's callers)."""
+        REPLICANTE_CODEC_SERVER_TOKENS (the codec server's callers), and
+        REPLICANTE_SECRETS_DIRS and REPLICANTE_SECRETS_ENV_PREFIX (where specs' secrets
+        may be)."""
         env = os.environ
         home = Path(env.get("REPLICANTE_HOME", cls.home))
         return cls(
@@ -91,4 +98,5 @@ class Settings:
             codec_keys_file=Path(keys) if (keys := env.get("REPLICANTE_CODEC_KEYS")) else None,
             codec_key=env.get("REPLICANTE_CODEC_KEY") or None,
             codec_server_tokens=env.get(TOKENS_ENV) or None,
+            secret_scope=SecretScope.from_env(env, home),
         )

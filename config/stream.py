@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from config.kafka import MECHANISMS, PLAINTEXT, KafkaLogin
-from config.secrets import remember
+from config.masking import remember
 from models import SpecError
 
 

@@ -19,6 +19,7 @@ import pytest_asyncio
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from config.secret_scope import DIRS_ENV
 from config.temporal import dev_server_flags
 from devstack.jvm import JvmCluster
 from devstack.kafka import KafkaCluster, claim_kafka, claim_sasl_kafka
@@ -47,6 +48,19 @@ def environment_changes_stay_in_python() -> Iterator[None]:
     # os.environ calls the module's putenv and unsetenv by name.
     patch.setattr(os, "putenv", lambda key, value: None)
     patch.setattr(os, "unsetenv", lambda key: None)
+    yield
+    patch.undo()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def secret_files_in_the_tests_own_dirs(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[None]:
+    """Tests write their secret files and CAs under pytest's base temp dir: the secret
+    scope of the workers they start (config/secret_scope.py) allows that directory, as an
+    operator's allows /etc/replicante. Env secrets keep the default prefix."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv(DIRS_ENV, str(tmp_path_factory.getbasetemp()))
     yield
     patch.undo()
 

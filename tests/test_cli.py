@@ -184,6 +184,30 @@ async def test_apply_ls_status_events_pause_resume_and_reapply(
     assert len(ids) == len(set(ids)) == 4
 
 
+async def test_apply_refuses_secrets_outside_the_scope_and_starts_nothing(
+    cli: Cli, zk_healthy: ZooKeeperEnsemble
+) -> None:
+    """The worker refuses them at use too; the CLI, with the same settings, before any
+    monitor exists to try."""
+    spec = zk_spec(zk_healthy, cli.cluster_id).model_dump(mode="json")
+    for secrets, says in [
+        ({"file": "/etc/shadow"}, "/etc/shadow is outside the secret directories"),
+        ({"env": "PATH"}, "env var PATH does not start with REPLICANTE_SECRET_"),
+    ]:
+        spec |= {
+            "auth": {"mechanism": "digest"},
+            "secrets": {"username": secrets, "password": secrets},
+        }
+        cli.spec_file.write_text(yaml.safe_dump(spec))
+        run = await cli("cluster", "apply", "-f", str(cli.spec_file))
+        assert (run.code, run.out) == (2, "")
+        # yaml.safe_dump sorts the keys: the password comes first
+        line = f"replicante: error: {cli.cluster_id}: secrets.password: {says}"
+        assert run.err.startswith(line) and run.err.count("\n") == 1, run.err
+    run = await cli("status", cli.cluster_id)
+    assert run.err.startswith(f"replicante: error: unknown cluster '{cli.cluster_id}'"), run.err
+
+
 async def test_status_of_unknown_cluster(cli: Cli) -> None:
     run = await cli("status", "nosuch")
     assert run.code == 1

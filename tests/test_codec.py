@@ -268,7 +268,7 @@ async def test_worker_agent_and_cli_encrypt_every_payload_and_rotate_keys(
 ) -> None:
     raw_client = temporal_env.client  # the pydantic converter, no codec: it sees the bytes
     cid = f"codec-{uuid.uuid4().hex[:8]}"
-    secret_env = f"REPLICANTE_TEST_SECRET_{uuid.uuid4().hex[:8].upper()}"
+    secret_env = f"REPLICANTE_SECRET_TEST_{uuid.uuid4().hex[:8].upper()}"
     secret = f"planted-{uuid.uuid4().hex}"
     spec = own_agents(zk_spec(zk_healthy, cid, interval_s=0.5)).model_copy(
         update={

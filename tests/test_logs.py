@@ -38,7 +38,8 @@ from temporalio.worker import Replayer, Worker
 from activities.events import EventActivities
 from activities.monitor import watch_cluster
 from config.logs import LogFormat
-from config.secrets import known, read_secrets
+from config.masking import known
+from config.secrets import read_secrets
 from config.settings import REPO_ROOT, Settings
 from devstack.zookeeper import ZooKeeperEnsemble
 from models import (
@@ -437,13 +438,13 @@ def test_every_shape_of_a_secret_is_masked(
 ) -> None:
     logger, stream = secret_logger
     value, uri_password, extra, bound = planted(), planted(), planted(), planted()
-    monkeypatch.setenv("TEST_LOGS_SECRET", value)
+    monkeypatch.setenv("REPLICANTE_SECRET_TEST_LOGS", value)
     spec = ClusterSpec.model_validate(
         {
             "cluster_id": "c1",
             "kind": "mongodb",
             "nodes": [{"node_id": "m1", "address": "127.0.0.1:27017"}],
-            "secrets": {"password": {"env": "TEST_LOGS_SECRET"}},
+            "secrets": {"password": {"env": "REPLICANTE_SECRET_TEST_LOGS"}},
         }
     )
     assert read_secrets(spec, "password") == {"password": value}
@@ -490,8 +491,8 @@ async def test_a_planted_secret_never_reaches_a_workers_log(
         tmp_path,
         REPLICANTE_TASK_QUEUE=queue,
         REPLICANTE_LOG_LEVEL="debug",
-        TEST_MONGODB_USER="monitor",
-        TEST_MONGODB_PASSWORD=secret,
+        REPLICANTE_SECRET_TEST_MONGODB_USER="monitor",
+        REPLICANTE_SECRET_TEST_MONGODB_PASSWORD=secret,
     )
     spec = ClusterSpec.model_validate(
         {
@@ -500,8 +501,8 @@ async def test_a_planted_secret_never_reaches_a_workers_log(
             "nodes": [{"node_id": "m1", "address": f"127.0.0.1:{closed_port()}"}],
             "probe": {"interval_s": 0.5, "timeout_s": 0.5},
             "secrets": {
-                "username": {"env": "TEST_MONGODB_USER"},
-                "password": {"env": "TEST_MONGODB_PASSWORD"},
+                "username": {"env": "REPLICANTE_SECRET_TEST_MONGODB_USER"},
+                "password": {"env": "REPLICANTE_SECRET_TEST_MONGODB_PASSWORD"},
             },
         }
     )

@@ -369,6 +369,7 @@ DOCTEST_MODULES = [
     "config.kafka",
     "config.logs",
     "config.mongodb",
+    "config.secret_scope",
     "config.secrets",
     "config.settings",
     "config.stream",

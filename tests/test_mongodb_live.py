@@ -61,11 +61,11 @@ def spec(members: list[str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluste
     parsed = parse_uri(URI)
     secrets = {}
     if parsed["username"]:
-        monkeypatch.setenv("REPLICANTE_LIVE_MONGODB_USER", parsed["username"])
-        monkeypatch.setenv("REPLICANTE_LIVE_MONGODB_PASSWORD", parsed["password"] or "")
+        monkeypatch.setenv("REPLICANTE_SECRET_LIVE_MONGODB_USER", parsed["username"])
+        monkeypatch.setenv("REPLICANTE_SECRET_LIVE_MONGODB_PASSWORD", parsed["password"] or "")
         secrets = {
-            "username": {"env": "REPLICANTE_LIVE_MONGODB_USER"},
-            "password": {"env": "REPLICANTE_LIVE_MONGODB_PASSWORD"},
+            "username": {"env": "REPLICANTE_SECRET_LIVE_MONGODB_USER"},
+            "password": {"env": "REPLICANTE_SECRET_LIVE_MONGODB_PASSWORD"},
         }
     yield parse_spec(
         {

@@ -717,14 +717,14 @@ async def test_probe_reports_dead_hung_and_garbled_servers_within_the_timeout() 
 async def test_refused_credentials_are_an_observation_and_the_password_stays_out(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("TEST_MONGODB_USER", "monitor")
-    monkeypatch.setenv("TEST_MONGODB_PASSWORD", "s3cret-value")
+    monkeypatch.setenv("REPLICANTE_SECRET_TEST_MONGODB_USER", "monitor")
+    monkeypatch.setenv("REPLICANTE_SECRET_TEST_MONGODB_PASSWORD", "s3cret-value")
     with servers({"m1": "8.0/pss/primary.json"}) as running:
         spec = probe_spec(
             {"m1": running["m1"].address},
             secrets={
-                "username": {"env": "TEST_MONGODB_USER"},
-                "password": {"env": "TEST_MONGODB_PASSWORD"},
+                "username": {"env": "REPLICANTE_SECRET_TEST_MONGODB_USER"},
+                "password": {"env": "REPLICANTE_SECRET_TEST_MONGODB_PASSWORD"},
             },
         )
         view = await MongoDBAdapter().probe(spec)
@@ -741,11 +741,11 @@ async def test_refused_credentials_are_an_observation_and_the_password_stays_out
 async def test_a_secret_that_cannot_be_read_is_reported_on_every_node() -> None:
     spec = probe_spec(
         {"m1": closed_port_address(), "m2": closed_port_address()},
-        secrets={"password": {"env": "REPLICANTE_TEST_NO_SUCH_VAR"}},
+        secrets={"password": {"env": "REPLICANTE_SECRET_TEST_NO_SUCH_VAR"}},
     )
     view = await MongoDBAdapter().probe(spec)
     assert {n.error for n in view.nodes} == {
-        "secret 'password': env var REPLICANTE_TEST_NO_SUCH_VAR is not set"
+        "secret 'password': env var REPLICANTE_SECRET_TEST_NO_SUCH_VAR is not set"
     }
 
 

@@ -515,11 +515,11 @@ async def test_step_down_activity_errors_never_carry_the_password(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     password = "s3cret-step-down-value"
-    monkeypatch.setenv("TEST_MONGODB_USER", "operator")
-    monkeypatch.setenv("TEST_MONGODB_PASSWORD", password)
+    monkeypatch.setenv("REPLICANTE_SECRET_TEST_MONGODB_USER", "operator")
+    monkeypatch.setenv("REPLICANTE_SECRET_TEST_MONGODB_PASSWORD", password)
     secrets = {
-        "username": {"env": "TEST_MONGODB_USER"},
-        "password": {"env": "TEST_MONGODB_PASSWORD"},
+        "username": {"env": "REPLICANTE_SECRET_TEST_MONGODB_USER"},
+        "password": {"env": "REPLICANTE_SECRET_TEST_MONGODB_PASSWORD"},
     }
     # The stand-in refuses every login; then a member that is gone.
     with replaying(replies(PSS80["m1"]) | {"replSetStepDown": STEPPED_DOWN}) as primary:

@@ -50,7 +50,7 @@ def sasl_spec(
             **tls,
             "probe": {"timeout_s": 2.0},
             "secrets": {
-                "username": {"env": "REPLICANTE_TEST_KAFKA_USER"},
+                "username": {"env": "REPLICANTE_SECRET_TEST_KAFKA_USER"},
                 "password": {"file": str(password_file)},
             },
             "auth": {"mechanism": mechanism},
@@ -63,7 +63,7 @@ def password_file(
     kafka_sasl_cluster: KafkaCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Path:
     """Holds the right password; the username comes from an env var."""
-    monkeypatch.setenv("REPLICANTE_TEST_KAFKA_USER", USER)
+    monkeypatch.setenv("REPLICANTE_SECRET_TEST_KAFKA_USER", USER)
     path = tmp_path / "kafka-password"
     path.write_text(kafka_sasl_cluster.sasl_users[USER] + "\n")
     return path

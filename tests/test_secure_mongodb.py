@@ -68,11 +68,11 @@ def test_a_spec_makes_the_pymongo_options(
         "tlsCertificateKeyFile": str(client.combined),
         "authMechanism": "MONGODB-X509",
     }
-    monkeypatch.setenv("TEST_MONGODB_USER", "monitor")
-    monkeypatch.setenv("TEST_MONGODB_PASSWORD", "s3cret-value")
+    monkeypatch.setenv("REPLICANTE_SECRET_TEST_MONGODB_USER", "monitor")
+    monkeypatch.setenv("REPLICANTE_SECRET_TEST_MONGODB_PASSWORD", "s3cret-value")
     passwords = {
-        "username": {"env": "TEST_MONGODB_USER"},
-        "password": {"env": "TEST_MONGODB_PASSWORD"},
+        "username": {"env": "REPLICANTE_SECRET_TEST_MONGODB_USER"},
+        "password": {"env": "REPLICANTE_SECRET_TEST_MONGODB_PASSWORD"},
     }
     scram = mongodb_spec("db:27017", tls={}, secrets=passwords, auth={"mechanism": "SCRAM-SHA-256"})
     assert login_of(scram).client_options() == {

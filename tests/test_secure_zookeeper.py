@@ -51,7 +51,7 @@ def spec(
     zk_sasl_ensemble: ZooKeeperEnsemble, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> ClusterSpec:
     """A spec of the SASL ensemble whose password file holds the right password."""
-    user_env = f"REPLICANTE_TEST_ZK_USER_{uuid.uuid4().hex[:6].upper()}"
+    user_env = f"REPLICANTE_SECRET_TEST_ZK_USER_{uuid.uuid4().hex[:6].upper()}"
     monkeypatch.setenv(user_env, USER)
     password_file = tmp_path / "zk-password"
     password_file.write_text(zk_sasl_ensemble.sasl_users[USER] + "\n")

@@ -47,7 +47,7 @@ from temporalio.worker import (
     Interceptor,
 )
 
-from config import secrets
+from config import masking
 from config.logs import LogFormat, chosen_format, chosen_level
 from config.settings import Settings
 from models import ClusterSpec, ServiceRequest, WatchRequest
@@ -98,7 +98,7 @@ def configure(settings: Settings) -> None:
     root logger already has a handler (a program that embeds us, pytest) keeps its own.
     Raises SpecError for a bad REPLICANTE_LOG_FORMAT or REPLICANTE_LOG_LEVEL."""
     for secret in settings.secrets():
-        secrets.remember(secret)
+        masking.remember(secret)
     root = logging.getLogger()
     if root.handlers:
         return
@@ -201,8 +201,8 @@ def cluster_of(workflow_id: str) -> str | None:
 def mask_secrets(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
     """Every known secret value, URI password and secret-named key's value as `***`.
 
-    >>> secrets.remember("hunter2")
-    >>> mask_secrets(None, "info", {"event": "login with hunter2 failed",
+    >>> masking.remember("hunter2!")
+    >>> mask_secrets(None, "info", {"event": "login with hunter2! failed",
     ...     "uri": "mongodb://app:pw%40x@db1:27017,db2/?replicaSet=rs0",
     ...     "db_password": "anything", "nested": {"API_TOKEN": 42}, "port": 9092})
     ... # doctest: +NORMALIZE_WHITESPACE
@@ -210,7 +210,7 @@ def mask_secrets(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
      'db_password': '***', 'nested': {'API_TOKEN': '***'}, 'port': 9092}
     """
     # Longest first: a secret holding another is masked whole.
-    known = sorted(secrets.known(), key=len, reverse=True)
+    known = sorted(masking.known(), key=len, reverse=True)
     return {key: _masked(key, value, known) for key, value in event.items()}
 
 

@@ -18,7 +18,7 @@ from activities.kafka.probe import check_answers, check_node, first_to_describe
 from activities.kafka.replies import NodeReading, address, assemble
 from activities.telemetry import probe_node, traced_probe
 from config.kafka import KafkaLogin
-from config.secrets import SecretUnavailable
+from config.secret_scope import SecretUnavailable
 from models import ClusterSpec, ClusterView, Kind
 
 log = logging.getLogger(__name__)

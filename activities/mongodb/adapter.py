@@ -27,7 +27,7 @@ from activities.mongodb.replies import Reading, _key, cluster_routes
 from activities.mongodb.view import cluster_view
 from activities.telemetry import probe_node, traced_probe
 from config.mongodb import MongoDBLogin
-from config.secrets import SecretUnavailable
+from config.secret_scope import SecretUnavailable
 from models import ClusterSpec, ClusterView, Kind
 
 # How long past the probe timeout a read may run before it is abandoned. pymongo bounds each

@@ -170,9 +170,8 @@ def login_of(spec: ClusterSpec) -> MongoDBLogin:
     >>> from models import parse_spec
     >>> login_of(parse_spec({"cluster_id": "m", "kind": "mongodb",
     ...     "nodes": [{"node_id": "m1", "address": "db1:27017"}],
-    ...     "tls": {}, "secrets": {"username": {"env": "PATH"}, "password": {"env": "PATH"}},
-    ...     "auth": {"mechanism": "SCRAM-SHA-256"}})).client_options()["authMechanism"]
-    'SCRAM-SHA-256'
+    ...     "tls": {}})).client_options()["tls"]
+    True
     """
     login = MongoDBLogin()
     if spec.tls is not None:

@@ -17,7 +17,7 @@ from activities.telemetry import probe_node, traced_probe
 from activities.zookeeper.connection import _kazoo, _stop, login_of
 from activities.zookeeper.probe import _read_member, _Reading, describe_error
 from activities.zookeeper.replies import SERVING, zxid_lag
-from config.secrets import SecretUnavailable
+from config.secret_scope import SecretUnavailable
 from config.zookeeper import ZooKeeperLogin
 from models import ClusterSpec, ClusterView, Kind, Role, ShardStatus
 

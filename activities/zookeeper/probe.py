@@ -17,7 +17,7 @@ from activities.zookeeper.replies import (
     parse_srvr,
     voting_members,
 )
-from config.secrets import SecretUnavailable
+from config.secret_scope import SecretUnavailable
 from config.zookeeper import ZooKeeperLogin
 from models import (
     NodeSpec,
