@@ -1,4 +1,4 @@
-"""Where the local stack keeps its state, logs and server jars."""
+"""Where the local stack keeps its state, logs, server jars and the servers built from source."""
 
 from __future__ import annotations
 
@@ -23,3 +23,17 @@ def jars_dir(server: str = "zookeeper") -> Path:
     env = os.environ.get("REPLICANTE_JARS")
     root = Path(env).expanduser().resolve() if env else state_home() / "jars"
     return root / server
+
+
+def build_dir(server: str) -> Path:
+    """A server scripts/install.sh builds from source; $REPLICANTE_BUILDS overrides the root
+    (<user cache>/replicante/builds).
+
+    Outside the checkout, unlike the jars: a build takes minutes, so one per machine serves
+    every checkout and clean clone on it.
+    """
+    env = os.environ.get("REPLICANTE_BUILDS")
+    if env:
+        return Path(env).expanduser().resolve() / server
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache).expanduser().resolve() / "replicante" / "builds" / server

@@ -2,13 +2,16 @@
 # Sets up a checkout: the venv with the project and its dev tools, and the server jars the
 # local stack runs. Safe to rerun, and quick when pyproject.toml, the locks (requirements/)
 # and the poms are unchanged: each step records a hash of its input in a stamp file and is
-# skipped while it matches.
+# skipped while it matches. FerretDB, which the suite runs as a MongoDB-protocol server, is
+# built from its Go module once per machine, into a cache outside the checkout.
 set -euo pipefail
 cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
 
 # Same lookup as devstack/home.py.
 state_home=${REPLICANTE_HOME:-$PWD/.replicante}
 jars_root=${REPLICANTE_JARS:-$state_home/jars}
+builds_root=${REPLICANTE_BUILDS:-${XDG_CACHE_HOME:-$HOME/.cache}/replicante/builds}
+ferretdb_version=v1.24.2
 
 digest() { sha256sum "$@" | sha256sum | cut -c1-16; }
 fresh() { [[ -f $1 && $(<"$1") == "$2" ]]; }
@@ -92,5 +95,43 @@ install_jars() {
 }
 install_jars zookeeper scripts/jars/pom.xml ZooKeeper
 install_jars kafka scripts/jars/kafka/pom.xml Kafka
+
+# Builds FerretDB into $builds_root/ferretdb, where devstack.home.build_dir("ferretdb") finds
+# it. The binary `go install` makes panics ("Invalid build/version/version.txt"): its build
+# reads the version from a file the module ships empty, so build from a writable copy of the
+# module's source with the version written in.
+build_ferretdb() {
+    local target=$builds_root/ferretdb go src work out lock
+    fresh "$target/.installed" "$ferretdb_version" && return
+    go=$(command -v go || echo /usr/local/go/bin/go)
+    [[ -x $go ]] || { echo "install.sh: FerretDB needs Go (1.22+) on PATH" >&2; exit 1; }
+    mkdir -p "$builds_root"
+    # One build per machine: another checkout's install.sh may be building it right now.
+    exec {lock}>"$builds_root/ferretdb.lock"
+    flock "$lock"
+    if ! fresh "$target/.installed" "$ferretdb_version"; then
+        src=$("$go" mod download -json "github.com/FerretDB/FerretDB@$ferretdb_version" |
+            sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+        work=$(mktemp -d "$builds_root/ferretdb.XXXXXX")
+        cp -r "$src/." "$work/src"
+        chmod -R u+w "$work/src"
+        printf '%s\n' "$ferretdb_version" >"$work/src/build/version/version.txt"
+        if ! out=$(cd "$work/src" && "$go" build -buildvcs=false -o "$work/ferretdb" \
+            ./cmd/ferretdb 2>&1); then
+            echo "$out" >&2
+            rm -rf "$work"
+            exit 1
+        fi
+        mkdir -p "$work/out"
+        mv "$work/ferretdb" "$work/out/ferretdb"
+        echo "$ferretdb_version" >"$work/out/.installed"
+        rm -rf "$target"
+        mv "$work/out" "$target"
+        rm -rf "$work"
+        echo "built FerretDB $ferretdb_version into $target"
+    fi
+    exec {lock}>&-
+}
+build_ferretdb
 
 echo "install.sh: up to date"

@@ -1,5 +1,5 @@
-"""Session-wide servers for the tests: a Temporal dev server, a ZooKeeper ensemble and a
-Kafka cluster.
+"""Session-wide servers for the tests: a Temporal dev server, a ZooKeeper ensemble, a
+Kafka cluster and FerretDB (a MongoDB wire-protocol server, not MongoDB).
 
 All are real processes; a missing prerequisite fails the tests that need it with a message
 saying how to fix it, rather than skipping them, so a green run always means they ran.
@@ -21,6 +21,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from config.secret_scope import DIRS_ENV
 from config.temporal import dev_server_flags
+from devstack.ferretdb import FerretDB, claim_ferretdb
 from devstack.jvm import JvmCluster
 from devstack.kafka import KafkaCluster, claim_kafka, claim_sasl_kafka
 from devstack.slots import Slot
@@ -209,3 +210,24 @@ def kafka_sasl_cluster(
     cluster, slot = claim_sasl_kafka(home, "sasl", users)
     cluster.tls_keystore = test_ca.issue("kafka-sasl", cluster.ips).combined
     yield from serve(cluster, slot, timeout=90)
+
+
+@pytest.fixture(scope="session")
+def ferretdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FerretDB]:
+    """FerretDB on SQLite, requiring the login `monitor` with a password made for the
+    session, started once per session (well under a second). Not MongoDB: one server that
+    calls itself the primary of replica set rs0, with no replica set behind it.
+
+    It runs on 127.0.0.20:27017, or 127.0.0.30 (and so on) for a second session.
+    """
+    home = tmp_path_factory.mktemp("ferretdb-home")
+    server, slot = claim_ferretdb(home, "monitor", f"pw-{uuid.uuid4().hex}")
+    try:
+        try:
+            server.start()
+        except FileNotFoundError as e:
+            pytest.fail(f"{e} ({INSTALL_HINT})")
+        yield server
+    finally:
+        server.stop()
+        slot.release()
