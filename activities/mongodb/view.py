@@ -226,6 +226,10 @@ def node_status(
     }
     if status and not _ok(status) and hello.get("msg") != ROUTER_MSG:
         facts["status_error"] = _error_text(status)
+    if server_status and not _ok(server_status):
+        # A server that wants a login the spec does not give may still answer the rest
+        # (FerretDB has no replSetGetStatus to refuse): this is then the only sign of it.
+        facts["server_status_error"] = _error_text(server_status)
     uptime = _number(server_status.get("uptime"))
     if uptime is None:
         uptime = _number(me.get("uptime"))

@@ -14,6 +14,9 @@ from models.findings.base import Finding, Severity, listing
 from models.spec import ClusterSpec
 from models.view import ClusterView, FactValue, Role, ShardStatus
 
+REFUSABLE = (("replSetGetStatus", "status_error"), ("serverStatus", "server_status_error"))
+"""The probe's commands a server may refuse without a login, and the node fact of each."""
+
 
 def set_fact(shard_id: str, name: str) -> str:
     """The view fact key of one replica set's figure.
@@ -93,14 +96,18 @@ def evaluate(spec: ClusterSpec, view: ClusterView) -> list[Finding]:
                     f" (max_lag {max_lag} s)",
                 )
     for node in view.nodes:
-        status_error = node.facts.get("status_error")
-        if isinstance(status_error, str) and status_error.startswith("Unauthorized"):
+        refused = [
+            command
+            for command, fact in REFUSABLE
+            if str(node.facts.get(fact, "")).startswith("Unauthorized")
+        ]
+        if refused:
             add(
                 "status_not_authorized",
                 Severity.WARNING,
                 node.node_id,
-                f"{node.node_id} refuses replSetGetStatus to the probe: give the spec secrets"
-                " username/password of a user with the clusterMonitor role",
+                f"{node.node_id} refuses {' and '.join(refused)} to the probe: give the spec"
+                " secrets username/password of a user with the clusterMonitor role",
             )
         if node.facts.get("in_set_config") is False:
             add(
