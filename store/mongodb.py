@@ -22,7 +22,7 @@ from typing import Any
 import pymongo
 from pymongo import MongoClient, ReturnDocument
 from pymongo.collection import Collection
-from pymongo.errors import BulkWriteError, PyMongoError
+from pymongo.errors import BulkWriteError, OperationFailure, PyMongoError
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
@@ -47,6 +47,7 @@ MARK_CHUNK = 1000
 """Ids per update, far below the 16 MiB command limit."""
 
 DUPLICATE_KEY = 11000
+NOT_IMPLEMENTED = 238
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -77,13 +78,23 @@ class MongoEventStore(EventStore):
                 [("cluster_id", 1), ("at_us", 1), ("seq", 1)], name="by_cluster_time"
             )
             self._events.create_index([("at_us", 1), ("seq", 1)], name="by_time")
+            self._create_backlog_index()
+        except PyMongoError as error:
+            self._client.close()
+            raise StoreError(f"cannot open the event store {self}: {error}") from error
+
+    def _create_backlog_index(self) -> None:
+        try:
             # Only the backlog is in it, however long the log grows.
             self._events.create_index(
                 [("seq", 1)], name="unpublished", partialFilterExpression={"published": False}
             )
-        except PyMongoError as error:
-            self._client.close()
-            raise StoreError(f"cannot open the event store {self}: {error}") from error
+        except OperationFailure as error:
+            if error.code != NOT_IMPLEMENTED:
+                raise
+            # FerretDB, a MongoDB wire-protocol server, has no partial indexes: there the
+            # backlog's index holds every event, and serves the same queries.
+            self._events.create_index([("published", 1), ("seq", 1)], name="unpublished")
 
     def __str__(self) -> str:
         return f"MongoDB {self._where}"

@@ -1,6 +1,12 @@
-"""The event store contract, run against each backend: SQLite always, MongoDB when
-REPLICANTE_TEST_MONGODB_URI names a real server (one database per session, dropped at
-the end; one collection per test, so tests never see each other's events).
+"""The event store contract, run against each backend: SQLite always, the MongoDB store on
+FerretDB always (the session's `ferretdb`: a MongoDB wire-protocol server, not MongoDB),
+and on MongoDB when REPLICANTE_TEST_MONGODB_URI names a real server (one database per
+session, dropped at the end). One collection per test, so tests never see each other's
+events.
+
+FerretDB is one server, not a replica set: it accepts the store's majority write and read
+concerns and ignores them, so what it proves is the store's commands, not their durability
+across a failover. It has no partial indexes; the store then makes a full one.
 
 Also: the SQLite migration from the first schema, and how the store is chosen and
 opened from the settings (a MongoDB that is down fails fast and keeps its password).
@@ -20,6 +26,7 @@ import pytest
 from pymongo import MongoClient
 
 from config.settings import Settings
+from devstack.ferretdb import FerretDB
 from models import Event, Severity
 from store import EventQuery, EventStore, SQLiteEventStore, StoreError, open_store
 from store.mongodb import MongoEventStore, _document
@@ -83,12 +90,23 @@ def mongodb_database() -> Iterator[str]:
         client.close()
 
 
-@pytest.fixture(
-    params=[
-        "sqlite",
-        pytest.param("mongodb", marks=pytest.mark.skipif(not MONGODB_URI, reason=NEEDS_MONGODB)),
-    ]
-)
+MONGODB_BACKENDS = [
+    "ferretdb",
+    pytest.param("mongodb", marks=pytest.mark.skipif(not MONGODB_URI, reason=NEEDS_MONGODB)),
+]
+
+
+def mongodb_target(request: pytest.FixtureRequest, backend: str) -> tuple[str, str]:
+    """The URI and database of a MongoDB store on `backend`."""
+    if backend == "ferretdb":
+        server: FerretDB = request.getfixturevalue("ferretdb")
+        # The session's own server, gone with its tmp dir: nothing to drop.
+        return server.uri(), "replicante_test"
+    assert MONGODB_URI is not None
+    return MONGODB_URI, request.getfixturevalue("mongodb_database")
+
+
+@pytest.fixture(params=["sqlite", *MONGODB_BACKENDS])
 def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
     opened: list[EventStore] = []
 
@@ -97,13 +115,12 @@ def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
         if request.param == "sqlite":
             store = SQLiteEventStore(tmp_path / "events.db")
         else:
-            assert MONGODB_URI is not None
-            store = MongoEventStore(MONGODB_URI, database, collection)
+            store = MongoEventStore(uri, database, collection)
         opened.append(store)
         return store
 
-    if request.param == "mongodb":
-        database = request.getfixturevalue("mongodb_database")
+    if request.param != "sqlite":
+        uri, database = mongodb_target(request, request.param)
         collection = f"events_{uuid.uuid4().hex[:12]}"
     yield open_
     for store in opened:
@@ -233,14 +250,13 @@ def test_mark_published(store: EventStore) -> None:
     assert store.unpublished_count() == 0
 
 
-@pytest.mark.skipif(not MONGODB_URI, reason=NEEDS_MONGODB)
+@pytest.mark.parametrize("backend", MONGODB_BACKENDS)
 def test_mongodb_append_skips_ids_stored_between_its_check_and_its_insert(
-    mongodb_database: str,
+    request: pytest.FixtureRequest, backend: str
 ) -> None:
     """Another append (a retry on another worker) can store an id after this one looked."""
-    assert MONGODB_URI is not None
     collection = f"events_{uuid.uuid4().hex[:12]}"
-    store = MongoEventStore(MONGODB_URI, mongodb_database, collection)
+    store = MongoEventStore(*mongodb_target(request, backend), collection)
     try:
         store.append([event("a", 2)])
         now = datetime.now(UTC)
@@ -250,6 +266,34 @@ def test_mongodb_append_skips_ids_stored_between_its_check_and_its_insert(
         assert ids(store.unpublished(10)) == ["a/2", "a/1", "a/3"]
     finally:
         store.close()
+
+
+@pytest.mark.parametrize(
+    ("backend", "key", "partial"),
+    [
+        # FerretDB answers a partialFilterExpression with NotImplemented (238).
+        ("ferretdb", [("published", 1), ("seq", 1)], None),
+        pytest.param(
+            "mongodb",
+            [("seq", 1)],
+            {"published": False},
+            marks=pytest.mark.skipif(not MONGODB_URI, reason=NEEDS_MONGODB),
+        ),
+    ],
+)
+def test_the_backlog_index_is_partial_where_the_server_has_partial_indexes(
+    request: pytest.FixtureRequest,
+    backend: str,
+    key: list[tuple[str, int]],
+    partial: dict[str, object] | None,
+) -> None:
+    uri, database = mongodb_target(request, backend)
+    collection = f"events_{uuid.uuid4().hex[:12]}"
+    MongoEventStore(uri, database, collection).close()
+    client: MongoClient[dict[str, object]] = MongoClient(uri, serverSelectionTimeoutMS=5000)
+    with client:
+        index = client[database][collection].index_information()["unpublished"]
+    assert (index["key"], index.get("partialFilterExpression")) == (key, partial)
 
 
 def test_two_stores_on_one_log_share_the_outbox(opener: Opener) -> None:
