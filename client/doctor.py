@@ -514,7 +514,18 @@ async def probe_nodes(spec: ClusterSpec, remediating: str | None) -> list[Check]
     checks = []
     for node in view.nodes:
         name = f"node {spec.cluster_id}/{node.node_id}"
-        if node.reachable:
+        if node.reachable and node.error is not None:
+            # Alive, but blind to us: the probe reads nothing past its hello, so the
+            # monitor cannot tell what the node does (finding auth_failed).
+            checks.append(
+                fail(
+                    name,
+                    f"{node.address} answers as {node.role.value}, not to us: {node.error}",
+                    f"the login {spec.cluster_id}'s spec names (its username and password"
+                    f" secrets, auth.mechanism), or the user on {node.node_id}",
+                )
+            )
+        elif node.reachable:
             version = f" {node.version}" if node.version else ""
             checks.append(ok(name, f"{node.address} answers as {node.role.value}{version}"))
         else:

@@ -1,5 +1,5 @@
 """`replicante doctor` on the real stack: the session's Temporal dev server, ZooKeeper
-ensemble and Kafka cluster, with core workers and node agents in this process.
+ensemble, Kafka cluster and FerretDB, with core workers and node agents in this process.
 
 Each test has a Temporal namespace of its own: doctor lists every monitor of its
 namespace, and other tests leave theirs behind in `default`.
@@ -34,6 +34,7 @@ from activities.service import Ledger
 from client import doctor
 from config.settings import Settings
 from config.stream import StreamSettings
+from devstack.ferretdb import FerretDB
 from devstack.kafka import KafkaCluster
 from devstack.temporal import temporal_binary
 from devstack.zookeeper import ZooKeeperEnsemble
@@ -49,6 +50,7 @@ from tests.helpers import (
     run_cli,
     start_monitor,
 )
+from tests.test_mongodb_ferretdb import env_login, ferretdb_spec
 from worker.agent import agent_worker
 from worker.core import core_worker, start_event_stream
 from workflows import search_attributes
@@ -519,6 +521,45 @@ async def test_the_store_mongodb_password_never_appears(
     assert store.detail.startswith(f"cannot open the event store MongoDB {address}/replicante")
     for run in (text, as_json):
         assert password not in run.out + run.err
+
+
+async def test_ferretdb_as_the_store_and_as_a_watched_node_and_a_wrong_password_on_it(
+    stack: Stack, ferretdb: FerretDB, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """FerretDB (a MongoDB wire-protocol server, not MongoDB) holds the event store and is
+    the one node of two watched clusters: one logs in, the other's password is wrong. The
+    wrong one fails on its node line, where `ok` would say the monitor sees it: it reads
+    nothing past the hello."""
+    ferretdb.start()
+    monkeypatch.setenv("REPLICANTE_STORE_MONGODB_URI", ferretdb.uri())
+    store = await stack.core_worker()
+    secrets = env_login(monkeypatch, ferretdb.username, ferretdb.password)
+    (tmp_path / "wrong").write_text("wr0ng-password-value")
+    wrong = secrets | {"password": {"file": str(tmp_path / "wrong")}}
+    await stack.monitor(store, ferretdb_spec(ferretdb, secrets, cluster_id="ferret"))
+    await stack.monitor(store, ferretdb_spec(ferretdb, wrong, cluster_id="ferret-wrong"))
+
+    run = await stack.doctor()
+
+    assert run.code == 1, run.out
+    lines = by_name(parse(run.out))
+    assert lines["store"].status == "ok", run.out
+    assert lines["store"].detail.startswith(f"MongoDB {ferretdb.address}/replicante.events: ")
+    assert (lines["node ferret/f1"].status, lines["node ferret/f1"].detail) == (
+        "ok",
+        f"{ferretdb.address} answers as primary 7.0.42",
+    )
+    refused = lines["node ferret-wrong/f1"]
+    assert (refused.status, refused.detail) == (
+        "FAIL",
+        f"{ferretdb.address} answers as primary, not to us: authentication failed",
+    )
+    assert "username and password secrets" in refused.fix
+    assert "auth_failed/f1" in lines["finding ferret-wrong"].detail
+    assert [line.name for line in parse(run.out) if line.status == "FAIL"] == [
+        "node ferret-wrong/f1"
+    ]
+    assert ferretdb.password not in run.out + run.err
 
 
 def test_doctests_pass() -> None:

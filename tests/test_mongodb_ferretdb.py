@@ -43,11 +43,15 @@ def server(ferretdb: FerretDB) -> Iterator[FerretDB]:
 
 
 def ferretdb_spec(
-    server: FerretDB, secrets: dict[str, Any] | None = None, **extra: Any
+    server: FerretDB,
+    secrets: dict[str, Any] | None = None,
+    *,
+    cluster_id: str = "ferretdb",
+    **extra: Any,
 ) -> ClusterSpec:
     return parse_spec(
         {
-            "cluster_id": "ferretdb",
+            "cluster_id": cluster_id,
             "kind": "mongodb",
             "nodes": [{"node_id": "f1", "address": server.address}],
             "probe": {"timeout_s": 1.0},
@@ -78,7 +82,7 @@ async def test_ferretdb_logs_in_and_reads_as_the_lone_primary_its_hello_claims(
     primary, voting alone, so a quorum of 1 of 1; no finding, as a lone mongod primary
     would have none. It is FerretDB: it says MongoDB 7.0.42, its process says otherwise."""
     secrets = env_login(monkeypatch, server.username, server.password)
-    auth = {"auth": {"mechanism": mechanism}} if mechanism else {}
+    auth: dict[str, Any] = {"auth": {"mechanism": mechanism}} if mechanism else {}
     spec = ferretdb_spec(server, secrets, **auth)
 
     view = await MongoDBAdapter().probe(spec)
