@@ -111,19 +111,18 @@ build_ferretdb() {
     flock "$lock"
     if ! fresh "$target/.installed" "$ferretdb_version"; then
         src=$("$go" mod download -json "github.com/FerretDB/FerretDB@$ferretdb_version" |
-            sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+            .venv/bin/python -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')
+        [[ -f $src/go.mod ]] || { echo "install.sh: no FerretDB source at '$src'" >&2; exit 1; }
         work=$(mktemp -d "$builds_root/ferretdb.XXXXXX")
         cp -r "$src/." "$work/src"
         chmod -R u+w "$work/src"
         printf '%s\n' "$ferretdb_version" >"$work/src/build/version/version.txt"
-        if ! out=$(cd "$work/src" && "$go" build -buildvcs=false -o "$work/ferretdb" \
+        if ! out=$(cd "$work/src" && "$go" build -buildvcs=false -o "$work/out/ferretdb" \
             ./cmd/ferretdb 2>&1); then
             echo "$out" >&2
             rm -rf "$work"
             exit 1
         fi
-        mkdir -p "$work/out"
-        mv "$work/ferretdb" "$work/out/ferretdb"
         echo "$ferretdb_version" >"$work/out/.installed"
         rm -rf "$target"
         mv "$work/out" "$target"
