@@ -21,6 +21,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from config.secret_scope import DIRS_ENV
 from config.temporal import dev_server_flags
+from devstack import processes
 from devstack.ferretdb import FerretDB, claim_ferretdb
 from devstack.jvm import JvmCluster
 from devstack.kafka import KafkaCluster, claim_kafka, claim_sasl_kafka
@@ -231,3 +232,14 @@ def ferretdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FerretDB]:
     finally:
         server.stop()
         slot.release()
+
+
+@pytest.fixture
+def ferretdb_running(ferretdb: FerretDB) -> Iterator[FerretDB]:
+    """The session's FerretDB, running and not paused, whatever the previous test left
+    (tests kill and SIGSTOP it)."""
+    ferretdb.start()
+    yield ferretdb
+    pid = ferretdb.pid()
+    if pid is not None and processes.is_paused(pid):
+        processes.send_signal(pid, signal.SIGCONT)

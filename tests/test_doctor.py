@@ -524,13 +524,13 @@ async def test_the_store_mongodb_password_never_appears(
 
 
 async def test_ferretdb_as_the_store_and_as_a_watched_node_and_a_wrong_password_on_it(
-    stack: Stack, ferretdb: FerretDB, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    stack: Stack, ferretdb_running: FerretDB, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """FerretDB (a MongoDB wire-protocol server, not MongoDB) holds the event store and is
     the one node of two watched clusters: one logs in, the other's password is wrong. The
     wrong one fails on its node line, where `ok` would say the monitor sees it: it reads
     nothing past the hello."""
-    ferretdb.start()
+    ferretdb = ferretdb_running
     monkeypatch.setenv("REPLICANTE_STORE_MONGODB_URI", ferretdb.uri())
     store = await stack.core_worker()
     secrets = env_login(monkeypatch, ferretdb.username, ferretdb.password)

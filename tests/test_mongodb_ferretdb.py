@@ -16,7 +16,6 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +32,8 @@ PASSWORD_ENV = "REPLICANTE_SECRET_FERRETDB_PASSWORD"
 
 
 @pytest.fixture
-def server(ferretdb: FerretDB) -> Iterator[FerretDB]:
-    """The session's FerretDB, running and not paused, whatever the previous test left."""
-    ferretdb.start()
-    yield ferretdb
-    pid = ferretdb.pid()
-    if pid is not None and processes.is_paused(pid):
-        processes.send_signal(pid, signal.SIGCONT)
+def server(ferretdb_running: FerretDB) -> FerretDB:
+    return ferretdb_running
 
 
 def ferretdb_spec(
@@ -205,9 +199,10 @@ async def test_a_held_link_hears_ferretdb_killed_then_the_probe_reads_it_refused
         assert changed.wait(timeout=5.0), "the held link never heard of the crash"
         heard_s = time.monotonic() - killed
         down = await adapter.probe(spec)
-    assert heard_s < 1.5, heard_s
+    assert heard_s < 1.5, heard_s  # ~0.5 s here: pymongo's heartbeat floor
     (node,) = down.nodes
-    assert (node.reachable, node.error) == (False, "connection refused"), node
+    # What the held link's monitor last saw: its socket closed, or its reconnect refused.
+    assert not node.reachable and node.error in ("connection closed", "connection refused"), node
 
     server.start()
     again = await MongoDBAdapter().probe(spec)

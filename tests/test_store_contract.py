@@ -99,7 +99,7 @@ MONGODB_BACKENDS = [
 def mongodb_target(request: pytest.FixtureRequest, backend: str) -> tuple[str, str]:
     """The URI and database of a MongoDB store on `backend`."""
     if backend == "ferretdb":
-        server: FerretDB = request.getfixturevalue("ferretdb")
+        server: FerretDB = request.getfixturevalue("ferretdb_running")
         # The session's own server, gone with its tmp dir: nothing to drop.
         return server.uri(), "replicante_test"
     assert MONGODB_URI is not None
