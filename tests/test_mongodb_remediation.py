@@ -269,7 +269,10 @@ def test_step_down_is_refused_when_the_only_close_secondary_cannot_be_elected(
     assert m2.facts.get("hidden", False) is fields.get("hidden", False)
     assert m2.facts["votes"] == fields.get("votes", 1)
     verdict = gate(spec, view, plan(spec, "step_down_primary", None, view)[0])
-    assert (verdict.safe, verdict.reason) == (False, NO_SECONDARY_WITHIN.format(2))
+    assert (verdict.safe, verdict.reason) == (
+        False,
+        NO_SECONDARY_WITHIN.format(2) + "; never electable: m2 (priority 0)",
+    )
 
 
 @pytest.mark.parametrize(
@@ -335,14 +338,16 @@ def test_the_primary_may_be_stopped_only_once_it_has_stepped_down() -> None:
     allowed = gate(spec, view, stop_m2)
     assert (allowed.safe, allowed.reason) == (
         True,
-        "majority writes keep going without m2; 2 of 3 voting members stay: quorum kept",
+        "majority writes keep going without m2: rs80 keeps 2 live voters (majority 2) and"
+        " m1, m3 to acknowledge w:majority (needs 2)",
     )
     # Derived: the same set after m2 won the election that follows m1's step-down.
     after = after_election(PSS80, "m1", "m2")
     spec, view = view_from({n: Reading(host(n), r, latency_ms=1.5) for n, r in after.items()})
     assert view.leader == "m2"
     assert gate(spec, view, stop_m1).reason == (
-        "majority writes keep going without m1; 2 of 3 voting members stay: quorum kept"
+        "majority writes keep going without m1: rs80 keeps 2 live voters (majority 2) and"
+        " m2, m3 to acknowledge w:majority (needs 2)"
     )
     assert gate(spec, view, stop_m2).reason == "m2 is the primary: step it down first"
 
