@@ -3,11 +3,16 @@ Monitoring rules (mongodb/specifications, source/server-discovery-and-monitoring
 role from one `hello` differs from the server type a driver gives it, and why.
 
 The specifications' test files are under CC BY-NC-SA 3.0, so none is copied here: the
-hellos below are ours, written from the cases those files show. With
-REPLICANTE_TEST_SDAM_DIR set to a checkout's `source/server-discovery-and-monitoring/tests`,
-the last test runs our role logic over every hello of their rs/, sharded/ and single/ files
-(at specifications commit bed11334f49045c8c8ffae9b47f3ddba4f84f984: 167 the same, 18 stale
-primaries, 5 hidden secondaries) and fails on any difference not named here.
+hellos below are ours, written from the cases those files show. The last test runs our role
+logic over every hello of their rs/, sharded/ and single/ files and fails on any difference
+not named here. It reads them where the Go driver's module vendors them
+(go.mongodb.org/mongo-driver v1.17.10, testdata/server-discovery-and-monitoring: 100 files,
+173 hellos, 152 the same, 16 stale primaries, 5 hidden secondaries), which
+scripts/install.sh fetches into Go's module cache, recording the directory in
+.venv/.replicante-sdam-dir. REPLICANTE_TEST_SDAM_DIR overrides it, e.g. with a
+specifications checkout's `source/server-discovery-and-monitoring/tests` (at commit
+bed11334f49045c8c8ffae9b47f3ddba4f84f984: 167 the same, 18 stale primaries, 5 hidden
+secondaries). Without the files the test fails, naming the fix, as a missing jar does.
 
 The differences, both deliberate:
 
@@ -33,7 +38,9 @@ from bson import ObjectId, json_util
 from activities.mongodb.replica_set import _own_role, replica_set
 from activities.mongodb.replies import Reading
 from activities.mongodb.view import cluster_view
+from config.settings import REPO_ROOT
 from models import Role, parse_spec
+from tests.conftest import INSTALL_HINT
 from tests.test_mongodb_parsing import T0
 
 SDAM_TYPES = {
@@ -134,13 +141,28 @@ def test_a_stale_primary_keeps_its_own_role_and_the_view_names_no_leader_without
     assert cluster_view(spec, readings, T0).leader is None
 
 
-SDAM_DIR = os.environ.get("REPLICANTE_TEST_SDAM_DIR")
+# Where scripts/install.sh records the directory of the Go driver's SDAM files.
+SDAM_RECORD = REPO_ROOT / ".venv" / ".replicante-sdam-dir"
 
 
-@pytest.mark.skipif(SDAM_DIR is None, reason="REPLICANTE_TEST_SDAM_DIR is not set")
+def sdam_dir() -> Path:
+    """REPLICANTE_TEST_SDAM_DIR, else the directory scripts/install.sh recorded; fails the
+    test, saying how to fix it, when neither holds the files."""
+    fix = f"{INSTALL_HINT}; it needs Go"
+    if env := os.environ.get("REPLICANTE_TEST_SDAM_DIR"):
+        if not (Path(env) / "rs").is_dir():
+            pytest.fail(f"REPLICANTE_TEST_SDAM_DIR={env} holds no SDAM test files (no rs/)")
+        return Path(env)
+    if not SDAM_RECORD.is_file():
+        pytest.fail(f"no SDAM test files: {SDAM_RECORD} is missing ({fix})")
+    root = Path(SDAM_RECORD.read_text().strip())
+    if not (root / "rs").is_dir():
+        pytest.fail(f"no SDAM test files in {root}, as {SDAM_RECORD} says ({fix})")
+    return root
+
+
 def test_every_sdam_spec_hello_gets_its_type_or_a_known_difference() -> None:
-    assert SDAM_DIR is not None
-    root = Path(SDAM_DIR)
+    root = sdam_dir()
     outcomes: Counter[str] = Counter()
     unexplained = []
     for path in sorted(p for d in ("rs", "sharded", "single") for p in (root / d).glob("*.json")):
