@@ -72,6 +72,34 @@ if ! fresh "$stamp" "$hash"; then
     echo "installed the project, its dev tools and the playground into .venv"
 fi
 
+# tests/test_mongodb_sdam.py reads the drivers' Server Discovery and Monitoring test files
+# (mongodb/specifications, CC BY-NC-SA 3.0: never copied into this repo) where the Go
+# driver's module vendors them: fetched once per machine into Go's module cache, their
+# directory recorded for the test. Only that test needs Go, so without it this only warns.
+sdam_module=go.mongodb.org/mongo-driver@v1.17.10
+sdam_record=.venv/.replicante-sdam-dir
+fetch_sdam_tests() {
+    local go out dir
+    dir=$(cat "$sdam_record" 2>/dev/null) || true
+    [[ $dir == */$sdam_module/testdata/server-discovery-and-monitoring && -d $dir/rs ]] && return
+    go=$(command -v go || echo /usr/local/go/bin/go)
+    if [[ ! -x $go ]]; then
+        echo "install.sh: no Go for tests/test_mongodb_sdam.py's SDAM files (https://go.dev/dl)" >&2
+        return
+    fi
+    if ! out=$("$go" mod download -json "$sdam_module"); then
+        echo "install.sh: could not fetch $sdam_module:" >&2
+        echo "$out" >&2
+        exit 1
+    fi
+    dir=$(.venv/bin/python -c 'import json, sys; print(json.load(sys.stdin)["Dir"])' <<<"$out")
+    dir+=/testdata/server-discovery-and-monitoring
+    [[ -d $dir/rs ]] || { echo "install.sh: no SDAM test files in '$dir'" >&2; exit 1; }
+    echo "$dir" >"$sdam_record"
+    echo "found the SDAM test files of $sdam_module in $dir"
+}
+fetch_sdam_tests
+
 # Copies the jars one pom pins (with their dependencies) into $jars_root/<server>, where
 # devstack.home.jars_dir(<server>) finds them.
 install_jars() {

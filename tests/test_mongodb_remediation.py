@@ -269,7 +269,10 @@ def test_step_down_is_refused_when_the_only_close_secondary_cannot_be_elected(
     assert m2.facts.get("hidden", False) is fields.get("hidden", False)
     assert m2.facts["votes"] == fields.get("votes", 1)
     verdict = gate(spec, view, plan(spec, "step_down_primary", None, view)[0])
-    assert (verdict.safe, verdict.reason) == (False, NO_SECONDARY_WITHIN.format(2))
+    assert (verdict.safe, verdict.reason) == (
+        False,
+        NO_SECONDARY_WITHIN.format(2) + "; never electable: m2 (priority 0)",
+    )
 
 
 @pytest.mark.parametrize(
@@ -335,14 +338,16 @@ def test_the_primary_may_be_stopped_only_once_it_has_stepped_down() -> None:
     allowed = gate(spec, view, stop_m2)
     assert (allowed.safe, allowed.reason) == (
         True,
-        "majority writes keep going without m2; 2 of 3 voting members stay: quorum kept",
+        "majority writes keep going without m2: rs80 keeps 2 live voters (majority 2) and"
+        " m1, m3 to acknowledge w:majority (needs 2)",
     )
     # Derived: the same set after m2 won the election that follows m1's step-down.
     after = after_election(PSS80, "m1", "m2")
     spec, view = view_from({n: Reading(host(n), r, latency_ms=1.5) for n, r in after.items()})
     assert view.leader == "m2"
     assert gate(spec, view, stop_m1).reason == (
-        "majority writes keep going without m1; 2 of 3 voting members stay: quorum kept"
+        "majority writes keep going without m1: rs80 keeps 2 live voters (majority 2) and"
+        " m2, m3 to acknowledge w:majority (needs 2)"
     )
     assert gate(spec, view, stop_m2).reason == "m2 is the primary: step it down first"
 
@@ -460,7 +465,10 @@ async def test_a_step_down_whose_reply_is_lost_is_retried_while_the_node_is_prim
 async def test_step_down_activity_fails_for_good_when_the_primary_refuses() -> None:
     with replaying(replies(PSS80["m1"]) | {"replSetStepDown": NONE_CAUGHT_UP}) as primary:
         error = await refused(node_request({"m1": primary}))
-    assert str(error) == f"m1 refused to step down: ExceededTimeLimit: {NONE_CAUGHT_UP['errmsg']}"
+    assert str(error) == (
+        f"m1 stayed primary: no electable secondary caught up within {CATCH_UP_S} s"
+        f" (ExceededTimeLimit: {NONE_CAUGHT_UP['errmsg']})"
+    )
     assert error.non_retryable
     assert len(step_downs(primary)) == 1
 
@@ -601,7 +609,10 @@ async def test_a_refused_step_down_fails_the_remediation_at_once_with_the_server
     before = stand_in_set(NONE_CAUGHT_UP)
     with replaying_set(before, before) as running:
         status, finished = await remediate(temporal_env, set_spec(running), tmp_path)
-    why = f"m1 refused to step down: ExceededTimeLimit: {NONE_CAUGHT_UP['errmsg']}"
+    why = (
+        f"m1 stayed primary: no electable secondary caught up within {CATCH_UP_S} s"
+        f" (ExceededTimeLimit: {NONE_CAUGHT_UP['errmsg']})"
+    )
     assert status.outcome is Outcome.FAILED, status
     assert [(r.step.name, r.state, r.detail) for r in status.steps] == [
         ("step-down-m1", "failed", why),

@@ -132,19 +132,50 @@ class TestMongoDB:
 
     def test_stop_a_secondary_only_while_majority_writes_go_on(self) -> None:
         roles: dict[str, Role | None] = {"m1": P, "m2": S, "m3": S}
-        shards = (member("m1", P, 0), member("m2", S, 1), member("m3", S, 1))
-        v = view(Kind.MONGODB, roles, shards, cluster_facts={"rs0.write_majority_count": 2})
+        shards = tuple(
+            s.model_copy(update={"in_sync": MONGO})
+            for s in (member("m1", P, 0), member("m2", S, 1), member("m3", S, 1))
+        )
+        counts = {"rs0.voting_alive": 3, "rs0.majority_vote_count": 2}
+        v = view(
+            Kind.MONGODB, roles, shards, cluster_facts=counts | {"rs0.write_majority_count": 2}
+        )
         assert stop_live_node(spec("mongodb", MONGO), v, "m3").safe
         assert stop_live_node(spec("mongodb", MONGO), v, "m1").reason == (
             "m1 is the primary: step it down first"
         )
-        strict = v.model_copy(update={"facts": {"rs0.write_majority_count": 3}})
+        strict = v.model_copy(update={"facts": counts | {"rs0.write_majority_count": 3}})
         assert stop_live_node(spec("mongodb", MONGO), strict, "m3").reason == (
-            "without m3, rs0 has 2 data-bearing members for a write majority of 3:"
-            " majority writes would stop"
+            "without m3, rs0 has 2 members that can acknowledge w:majority writes (m1, m2)"
+            " for a write majority of 3: majority writes would stop"
         )
         unknown = v.model_copy(update={"facts": {}})
         assert not stop_live_node(spec("mongodb", MONGO), unknown, "m3").safe
+
+    def test_a_secondary_that_cannot_acknowledge_keeps_no_majority_write_going(self) -> None:
+        # m3 serves as a secondary but is not among those that acknowledge (votes 0, or
+        # delayed): m2 is the only one beside the primary, and stopping it stalls w:majority.
+        roles: dict[str, Role | None] = {"m1": P, "m2": S, "m3": S}
+        shards = tuple(
+            s.model_copy(update={"in_sync": ("m1", "m2")})
+            for s in (member("m1", P, 0), member("m2", S, 1), member("m3", S, 1))
+        )
+        counts = {"rs0.voting_alive": 2, "rs0.majority_vote_count": 2}
+        v = view(
+            Kind.MONGODB,
+            roles,
+            shards,
+            facts={"m3": {"votes": 0}},
+            cluster_facts=counts | {"rs0.write_majority_count": 2},
+        )
+        refused = stop_live_node(spec("mongodb", MONGO), v, "m2")
+        assert (refused.safe, refused.reason) == (
+            False,
+            "without m2, rs0 has 1 live voting members for a majority of 2: it could not keep"
+            " or elect a primary",
+        )
+        # m3 has no vote: the quorum does not lose it, and w:majority never needed it.
+        assert stop_live_node(spec("mongodb", MONGO), v, "m3").safe
 
 
 def test_every_kind_has_a_stop_rule() -> None:

@@ -1,6 +1,6 @@
 """MongoDB: per server `hello`, `buildInfo`, `replSetGetStatus`, `replSetGetConfig` and a
-trimmed `serverStatus` for the probe (`listShards` and `getShardMap` instead of the replica
-set commands on a mongos), and one pymongo client per member for the held links.
+trimmed `serverStatus` for the probe (`listShards`, `getShardMap` and `balancerStatus` instead
+of the replica set commands on a mongos), and one pymongo client per member for the held links.
 
 Parsing is kept apart from I/O: `read_server` asks one server and keeps every reply as it
 came, error replies included; `cluster_view` turns the replies of all servers into a

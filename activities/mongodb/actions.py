@@ -29,6 +29,10 @@ CATCH_UP_S = 10
 """How long the primary waits for an electable secondary to catch up before it steps
 down; none caught up, it refuses and stays primary, so no acknowledged write is lost."""
 HEARTBEAT_S = 1.0
+NONE_CAUGHT_UP = 262
+"""ExceededTimeLimit: what TopologyCoordinator::tryToStartStepDown answers when no electable
+secondary caught up within secondaryCatchUpPeriodSecs ("No electable secondaries caught
+up")."""
 
 
 @activity.defn
@@ -82,6 +86,13 @@ async def step_down_primary(request: NodeRequest) -> str:
     try:
         return await heartbeating(step_down, HEARTBEAT_S, f"stepping {node.node_id} down")
     except OperationFailure as error:
+        if error.code == NONE_CAUGHT_UP:
+            # Not a fault: the server kept its primary rather than lose writes, as asked.
+            raise ApplicationError(
+                f"{node.node_id} stayed primary: no electable secondary caught up within"
+                f" {CATCH_UP_S} s ({adapter.describe_error(error, timeout)})",
+                non_retryable=True,
+            ) from None
         raise ApplicationError(
             f"{node.node_id} refused to step down: {adapter.describe_error(error, timeout)}",
             non_retryable=True,

@@ -53,6 +53,7 @@ ROUTER_COMMANDS: dict[str, dict[str, int]] = {
     "serverStatus": SERVER_STATUS,
     "listShards": {"listShards": 1},
     "getShardMap": {"getShardMap": 1},
+    "balancerStatus": {"balancerStatus": 1},
 }
 
 

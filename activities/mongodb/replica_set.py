@@ -4,11 +4,12 @@ believe, and each member's own state and role."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from activities.mongodb.replies import (
     ARBITER,
     DOWN,
+    INITIAL_STATES,
     PRIMARY,
     REMOVED,
     ROUTER_MSG,
@@ -76,7 +77,19 @@ class Member:
     arbiter: bool = False
     priority: float | None = None
     hidden: bool = False
+    delay_s: int = 0
+    """`secondaryDelaySecs` (5.0+) or `slaveDelay` (before): how far behind the primary the
+    member is made to stay."""
+    newly_added: bool = False
+    """Added by a reconfig and not through initial sync: the server counts it as neither a
+    voter nor electable (MemberConfig::isVoter, getPriority), though replSetGetConfig shows
+    its configured votes and priority."""
     heartbeat_message: str | None = None
+
+    @property
+    def voter(self) -> bool:
+        """Votes in elections and counts towards the write majority, as the server counts."""
+        return self.votes > 0 and not self.newly_added
 
 
 @dataclass(frozen=True)
@@ -89,7 +102,13 @@ class ReplicaSet:
     status: Reply = field(default_factory=dict)
     majority_vote_count: int = 1
     write_majority_count: int = 1
+    voting_members_count: int = 0
+    """Voters as the server counts them (`votingMembersCount`), newly added members not."""
     lag: Mapping[str, int] = field(default_factory=dict)
+    """Seconds each data-bearing member is behind, beyond its configured delay."""
+    uncounted_voters: int = 0
+    """Voters by the config that the server does not count and that could not be named
+    (see `_mark_newly_added`): a quorum reckoned from the members must not count them."""
 
 
 def _pick_status(readings: Sequence[Reading], name: str | None) -> tuple[Reading | None, Reply]:
@@ -152,10 +171,35 @@ def _members_from_status(status: Reply, config: Reply) -> list[Member]:
                 arbiter=bool(conf.get("arbiterOnly")) or state == ARBITER,
                 priority=_number(conf.get("priority")),
                 hidden=bool(conf.get("hidden")),
+                delay_s=_delay(conf),
                 heartbeat_message=_str(m.get("lastHeartbeatMessage")) or None,
             )
         )
     return members
+
+
+def _delay(member_config: Reply) -> int:
+    delay = _int(member_config.get("secondaryDelaySecs"))
+    if delay is None:
+        delay = _int(member_config.get("slaveDelay"))
+    return max(delay or 0, 0)
+
+
+def _mark_newly_added(members: list[Member], server_voters: int | None) -> list[Member]:
+    """The members the server does not count as voters although their config gives them a
+    vote: replSetGetConfig leaves `newlyAdded` out (MemberConfig::toBSON), so the only sign
+    is a `votingMembersCount` below the config's voters. The server clears the flag once the
+    member is through initial sync, so the ones it still holds are those not yet past it
+    (STARTUP, STARTUP2, or not yet heard from); when they do not account for the difference
+    exactly, none is named, and `uncounted_voters` keeps the difference."""
+    if server_voters is None:
+        return members
+    excess = sum(1 for m in members if m.votes > 0) - server_voters
+    syncing = [m for m in members if m.votes > 0 and not m.arbiter and m.state in INITIAL_STATES]
+    if excess <= 0 or len(syncing) != excess:
+        return members
+    names = {m.name for m in syncing}
+    return [replace(m, newly_added=True) if m.name in names else m for m in members]
 
 
 def _members_from_config(config: Reply) -> list[Member]:
@@ -166,6 +210,7 @@ def _members_from_config(config: Reply) -> list[Member]:
             arbiter=bool(m.get("arbiterOnly")),
             priority=_number(m.get("priority")),
             hidden=bool(m.get("hidden")),
+            delay_s=_delay(m),
         )
         for m in map(_doc, config.get("members") or ())
         if (name := _str(m.get("host")))
@@ -174,7 +219,7 @@ def _members_from_config(config: Reply) -> list[Member]:
 
 def _members_from_hellos(readings: Sequence[Reading]) -> list[Member]:
     """What a member's hello lists: electable `hosts`, priority-0 `passives` and `arbiters`;
-    hidden members are not listed anywhere but in the config."""
+    hidden and delayed members are listed nowhere but in the config (fillHelloForReplSet)."""
     for r in sorted(readings, key=lambda r: _own_state(r) != PRIMARY):
         hello = r.hello if r.failure is None else {}
         lists = [hello.get(k) for k in ("hosts", "passives", "arbiters")]
@@ -205,19 +250,29 @@ def replica_set(readings: Sequence[Reading], name: str | None = None) -> Replica
         authoritative = bool(members)
     if not members:
         members = _members_from_hellos(readings) or [Member(r.address) for r in readings]
-    voting = _int(status.get("votingMembersCount"))
+    server_voters = _int(status.get("votingMembersCount"))
+    members = _mark_newly_added(members, server_voters)
+    voters = [m for m in members if m.voter]
+    voting = len(voters) if server_voters is None else server_voters
     writable = _int(status.get("writableVotingMembersCount"))
-    if voting is None or writable is None:
-        voting = sum(1 for m in members if m.votes > 0)
-        writable = sum(1 for m in members if m.votes > 0 and not m.arbiter)
+    if writable is None:
+        writable = sum(1 for m in voters if not m.arbiter)
+    # _calculateMajorities in repl_set_config.cpp; the server's own figures where it gave
+    # them (4.2.1 added writeMajorityCount, 4.4 the member counts).
     majority, write_majority = majorities(voting, writable)
+    delays = {m.name: m.delay_s for m in members}
     return ReplicaSet(
         name=set_name,
         members=tuple(members),
         authoritative=authoritative,
         status=status,
         majority_vote_count=_int(status.get("majorityVoteCount")) or majority,
-        # 4.2.1 added writeMajorityCount; where a reply lacks it, the config says it.
         write_majority_count=_int(status.get("writeMajorityCount")) or write_majority,
-        lag=replication_lag([_doc(m) for m in status.get("members") or ()]),
+        voting_members_count=voting,
+        # A delayed member's designed delay is not lag: what counts is how far it is past it.
+        lag={
+            name: max(lag - delays.get(name, 0), 0)
+            for name, lag in replication_lag([_doc(m) for m in status.get("members") or ()]).items()
+        },
+        uncounted_voters=max(len(voters) - voting, 0),
     )

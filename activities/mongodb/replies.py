@@ -27,8 +27,11 @@ NOT_SERVING = (0, 3, 5, 9)
 STATE_ROLES = {PRIMARY: Role.PRIMARY, SECONDARY: Role.SECONDARY, ARBITER: Role.ARBITER} | (
     dict.fromkeys(NOT_SERVING, Role.LOOKING)
 )
-# The states in which a member votes in an election (the manual: "Replica Set Elections").
+# The states in which a member votes in an election (the manual: "Replica Set Member
+# States"): STARTUP2 too, but for a member newly added, which the server counts as no voter.
 VOTING_STATES = frozenset({PRIMARY, SECONDARY, 3, 5, ARBITER, 9})
+# Not yet through initial sync: starting, syncing, or never heard from (UNKNOWN).
+INITIAL_STATES = frozenset({0, 5, 6})
 # The states in which a data-bearing member applies writes and can acknowledge w:majority.
 ACKNOWLEDGING_STATES = frozenset({PRIMARY, SECONDARY})
 CONFIG_SHARD = "config"
@@ -220,10 +223,12 @@ class Route:
 
 
 def shard_routes(router: Reading) -> list[Route]:
-    """The shards a mongos lists and its config server replica set.
+    """The shards a mongos lists and its config server replica set, each replica set once.
 
     The config servers come from `getShardMap`'s `map.config`, or from
-    `serverStatus.sharding.configsvrConnectionString` where getShardMap is refused.
+    `serverStatus.sharding.configsvrConnectionString` where getShardMap is refused. An 8.0
+    config shard (the config servers holding data too) is listed by listShards as `_id:
+    "config"`: the same replica set, so it is not added again.
     """
     routes = []
     for shard in router.reply("listShards").get("shards") or ():
@@ -234,10 +239,16 @@ def shard_routes(router: Reading) -> list[Route]:
     config = _str(_doc(router.reply("getShardMap").get("map")).get(CONFIG_SHARD)) or _str(
         _doc(router.reply("serverStatus").get("sharding")).get("configsvrConnectionString")
     )
-    if routes and config:
+    if routes and config and all(r.shard_id != CONFIG_SHARD for r in routes):
         set_name, hosts = parse_connection_string(config)
         routes.append(Route(CONFIG_SHARD, set_name, tuple(hosts)))
     return routes
+
+
+def config_shard(router: Reading) -> bool:
+    """Whether listShards names the config servers as a shard (8.0's config shard)."""
+    shards = router.reply("listShards").get("shards") or ()
+    return any(_doc(s).get("_id") == CONFIG_SHARD for s in shards)
 
 
 def cluster_routes(readings: Iterable[Reading]) -> list[Route]:

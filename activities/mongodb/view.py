@@ -34,7 +34,9 @@ from activities.mongodb.replies import (
     _ok,
     _str,
     cluster_routes,
+    config_shard,
     optime_seconds,
+    shard_routes,
 )
 from models import ClusterSpec, ClusterView, Kind, NodeStatus, Role, ShardStatus
 from models.findings.mongodb import set_fact
@@ -93,16 +95,21 @@ def _set_view(shard_id: str, rs: ReplicaSet, directory: _Directory) -> _SetView:
             roles[m.name] = _own_role(reading)
         else:
             roles[m.name] = _state_role(states[m.name])
-    voting = [m for m in rs.members if m.votes > 0]
-    voting_alive = sum(
-        1 for m in voting if healths[m.name] == 1 and states[m.name] in VOTING_STATES
+    voting = [m for m in rs.members if m.voter]
+    voting_alive = max(
+        sum(1 for m in voting if healths[m.name] == 1 and states[m.name] in VOTING_STATES)
+        - rs.uncounted_voters,
+        0,
     )
     data_voting = sorted((m for m in voting if not m.arbiter), key=lambda m: -(m.priority or 0.0))
     replicas = tuple(directory.node_id(m.name) for m in data_voting)
+    # Who can acknowledge a w:majority write now: the voting data-bearing members that apply
+    # writes as they come. A delayed member applies them only after its delay, so a write
+    # majority that needs it waits that long.
     in_sync = tuple(
         directory.node_id(m.name)
         for m in data_voting
-        if healths[m.name] == 1 and states[m.name] in ACKNOWLEDGING_STATES
+        if healths[m.name] == 1 and states[m.name] in ACKNOWLEDGING_STATES and m.delay_s == 0
     )
     status_members = {_str(_doc(e).get("name")): _doc(e) for e in rs.status.get("members") or ()}
     primaries = [m.name for m in rs.members if states[m.name] == PRIMARY]
@@ -134,7 +141,7 @@ def _set_view(shard_id: str, rs: ReplicaSet, directory: _Directory) -> _SetView:
     leader = directory.node_id(primaries[0]) if len(primaries) == 1 else None
     facts: dict[str, FactValue] = {
         set_fact(shard_id, "voting_alive"): voting_alive,
-        set_fact(shard_id, "voting_configured"): len(voting),
+        set_fact(shard_id, "voting_configured"): rs.voting_members_count,
         set_fact(shard_id, "majority_vote_count"): rs.majority_vote_count,
         set_fact(shard_id, "write_majority_count"): rs.write_majority_count,
     }
@@ -158,7 +165,7 @@ def _set_view(shard_id: str, rs: ReplicaSet, directory: _Directory) -> _SetView:
         seen_by_set={directory.node_id(m.name): m for m in rs.members},
         leader=leader,
         voting_alive=voting_alive,
-        voting_configured=len(voting),
+        voting_configured=rs.voting_members_count,
         quorum=quorum,
     )
 
@@ -187,6 +194,10 @@ def node_status(
             facts["priority"] = seen.priority
         if seen.hidden:
             facts["hidden"] = True
+        if seen.delay_s:
+            facts["secondary_delay_s"] = seen.delay_s
+        if seen.newly_added:
+            facts["newly_added"] = True
     elif set_name is not None:
         facts["in_set_config"] = False
     if failure is not None:
@@ -315,6 +326,20 @@ def cluster_view(
     )
 
 
+def _balancer(router: Reading) -> dict[str, FactValue]:
+    """balancerStatus as the mongos answered it: `mode` ("full" or "off") and whether a
+    round, which migrates chunks, is under way (a round begun goes on after the balancer is
+    turned off, so `inBalancerRound` is what says a migration may be running)."""
+    status = router.reply("balancerStatus")
+    in_round = status.get("inBalancerRound")
+    if not _ok(status) or not isinstance(in_round, bool):
+        return {"balancer_error": _error_text(status) if status else "not asked"}
+    facts: dict[str, FactValue] = {"balancer_in_round": in_round}
+    if (mode := _str(status.get("mode"))) is not None:
+        facts["balancer_mode"] = mode
+    return facts
+
+
 def _sharded_view(
     spec: ClusterSpec,
     readings: Mapping[str, Reading],
@@ -323,12 +348,17 @@ def _sharded_view(
     observed_at: datetime,
 ) -> ClusterView:
     routes = cluster_routes(routers)
+    router = next((r for r in routers if shard_routes(r)), routers[0])
+    holds_data = config_shard(router)
     facts: dict[str, FactValue] = {
         "topology": "sharded",
-        "shards": sum(1 for r in routes if r.shard_id != CONFIG_SHARD),
+        "shards": sum(1 for r in routes if r.shard_id != CONFIG_SHARD or holds_data),
     }
+    if holds_data:
+        facts["config_shard"] = True
     if not routes:
-        facts["routing_error"] = _error_text(routers[0].reply("listShards"))
+        facts["routing_error"] = _error_text(router.reply("listShards"))
+    facts |= _balancer(router)
     shards: list[ShardStatus] = []
     seen_by_set: dict[str, tuple[Member, str | None]] = {}
     for route in routes:
