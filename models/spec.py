@@ -124,7 +124,12 @@ class NodeSpec(Frozen):
     node_id: Identifier
     address: Address
     agent: Identifier | None = None
-    """Node id of the agent that runs host-local actions for this node, if any."""
+    """Id of the agent that runs host-local actions for this node, when not the node's own
+    (`agent_id`): an agent of this spec's cluster, whose config names this node."""
+
+    @property
+    def agent_id(self) -> str:
+        return self.agent or self.node_id
 
     @property
     def host(self) -> str:

@@ -31,10 +31,24 @@ def test_a_service_step_goes_to_the_nodes_agent_by_name() -> None:
     c = call(step)
     assert entry.activity == SERVICE_ACTIVITY
     assert entry.runs_on is RunsOn.AGENT
-    assert entry.task_queue(c.spec, step) == "node/zk2"
+    assert entry.task_queue(c.spec, step) == f"node/{c.spec.cluster_id}/zk2"
     assert entry.input(c) == ServiceRequest(
-        action=ServiceAction.RESTART, key="k", reason="rolling_restart: restart-zk2"
+        action=ServiceAction.RESTART,
+        cluster_id=c.spec.cluster_id,
+        node_id="zk2",
+        key="k",
+        reason="rolling_restart: restart-zk2",
     )
+    # The spec's `agent` names the agent's queue; the request still names the node.
+    named = c.spec.model_copy(
+        update={
+            "nodes": tuple(
+                n.model_copy(update={"agent": f"host-{n.node_id}"}) for n in c.spec.nodes
+            )
+        }
+    )
+    assert entry.task_queue(named, step) == f"node/{c.spec.cluster_id}/host-zk2"
+    assert entry.input(StepCall(named, "rolling_restart", step, "k")).node_id == "zk2"
     assert (entry.start_to_close, entry.heartbeat_timeout(c.spec)) == (
         timedelta(minutes=10),
         timedelta(seconds=10),
