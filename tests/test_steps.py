@@ -54,6 +54,11 @@ def test_a_service_step_goes_to_the_nodes_agent_by_name() -> None:
         timedelta(seconds=10),
     )
     assert entry.summary(step) == "restart zk2"
+    # No agent taking it within the spec's bound ends the remediation as no_agent.
+    assert entry.schedule_to_start_timeout(c.spec) == timedelta(seconds=60)
+    waits_less = c.spec.remediate.model_copy(update={"agent_wait_s": 5})
+    bounded = c.spec.model_copy(update={"remediate": waits_less})
+    assert entry.schedule_to_start_timeout(bounded) == timedelta(seconds=5)
     now = datetime(2026, 1, 1, tzinfo=UTC)
     result = ServiceResult(
         action=ServiceAction.RESTART,
@@ -83,6 +88,7 @@ def test_core_steps_run_on_the_workflows_queue_and_the_core_worker_registers_the
     entry = STEPS[StepKind.WAIT_SERVING]
     c = call(wait)
     assert entry.task_queue(c.spec, wait) is None
+    assert entry.schedule_to_start_timeout(c.spec) is None
     assert entry.input(c) == NodeRequest(spec=c.spec, node_id="zk2")
     assert c.spec.probe.interval_s == 5
     assert (entry.start_to_close, entry.heartbeat_timeout(c.spec)) == (

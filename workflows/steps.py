@@ -82,6 +82,15 @@ class StepActivity:
             return None
         return agent_task_queue(spec.cluster_id, spec.node(step.node_id).agent_id)
 
+    def schedule_to_start_timeout(self, spec: ClusterSpec) -> timedelta | None:
+        """How long an agent step waits for an agent to take it. Temporal retries no
+        schedule-to-start timeout (a retry would only queue it again), whatever the retry
+        policy: the step fails, and the remediation ends `no_agent`. None for a core step:
+        its queue is the one the workflow itself runs on."""
+        if self.runs_on is RunsOn.CORE:
+            return None
+        return timedelta(seconds=spec.remediate.agent_wait_s)
+
     def heartbeat_timeout(self, spec: ClusterSpec) -> timedelta | None:
         return self.heartbeat(spec) if callable(self.heartbeat) else self.heartbeat
 
