@@ -35,6 +35,7 @@ from models import (
     monitor_workflow_id,
 )
 from models import remediation as rem
+from models.agent import shared_agent
 from models.remediation import Decision, RemediationRequest, RemediationStatus
 from models.spec import shown
 from store import EventQuery, EventStore, StoredEvent, open_store
@@ -150,6 +151,8 @@ class ReplicanteClient:
 
     async def apply(self, spec: ClusterSpec) -> ApplyResult:
         """Start watching a cluster, or replace the spec of one already watched."""
+        if (why := shared_agent(spec)) is not None:
+            raise SpecError(f"{spec.cluster_id}: nodes: {why}")
         try:
             await self.temporal.start_workflow(
                 MONITOR_WORKFLOW,

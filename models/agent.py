@@ -15,6 +15,7 @@ from pydantic import BeforeValidator, Field
 
 from models.base import ServiceAction
 from models.spec import (
+    ClusterSpec,
     Frozen,
     Identifier,
     Seconds,
@@ -35,6 +36,25 @@ def agent_task_queue(cluster_id: str, agent_id: str) -> str:
     'node/playground/zk1'
     """
     return f"node/{cluster_id}/{agent_id}"
+
+
+def shared_agent(spec: ClusterSpec) -> str | None:
+    """Why no set of agents can serve `spec`: two of its nodes name one agent, which serves
+    one node and would refuse the other's steps. None when each node has its own.
+
+    >>> spec = ClusterSpec.model_validate({"cluster_id": "c1", "kind": "zookeeper", "nodes": [
+    ...     {"node_id": "zk1", "address": "a:1", "agent": "zk2"},
+    ...     {"node_id": "zk2", "address": "b:1"}]})
+    >>> shared_agent(spec)
+    'zk1 and zk2 name one agent, zk2: an agent serves one node'
+    """
+    named: dict[str, str] = {}
+    for node in spec.nodes:
+        first = named.setdefault(node.agent_id, node.node_id)
+        if first != node.node_id:
+            agent = node.agent_id
+            return f"{first} and {node.node_id} name one agent, {agent}: an agent serves one node"
+    return None
 
 
 class ServiceRequest(Frozen):
