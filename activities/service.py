@@ -23,6 +23,11 @@ of the keys this node has run:
   running service is taken as restarted.
 
 `status` changes nothing: it always runs and is never recorded.
+
+A request for another cluster or node than the config's is refused before anything runs,
+logged at WARNING and kept in the ledger's `refused` table: whoever may schedule an activity
+can put one on this agent's queue, and the host keeps its own evidence of it (its log level
+and rotation are the operator's, and the caller's history is the caller's).
 """
 
 from __future__ import annotations
@@ -50,6 +55,8 @@ log = logging.getLogger("replicante.agent")
 
 OUTPUT_TAIL_BYTES = 2000
 HEARTBEAT_S = 1.0
+KEPT_REFUSALS = 1000
+"""The ledger keeps the latest refusals only: a flood of them cannot fill the host's disk."""
 # Actions whose wanted end state is "running"; STOP wants it stopped.
 BRINGS_UP = (ServiceAction.START, ServiceAction.RESTART)
 
@@ -108,6 +115,10 @@ class Ledger:
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(runs)")}
         if "instance" not in columns:  # a ledger from before `instance`
             self._db.execute("ALTER TABLE runs ADD COLUMN instance TEXT")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS refused (id INTEGER PRIMARY KEY, at TEXT NOT NULL,"
+            " key TEXT NOT NULL, action TEXT NOT NULL, why TEXT NOT NULL)"
+        )
 
     def get(self, key: str) -> Entry | None:
         row = self._db.execute(
@@ -138,6 +149,15 @@ class Ledger:
         self._db.execute(
             "UPDATE runs SET state = ?, result = ?, updated_at = ? WHERE key = ?",
             (state.value, result.model_dump_json() if result else None, _now().isoformat(), key),
+        )
+
+    def refuse(self, request: ServiceRequest, why: str) -> None:
+        self._db.execute(
+            "INSERT INTO refused (at, key, action, why) VALUES (?, ?, ?, ?)",
+            (_now().isoformat(), request.key, request.action.value, why),
+        )
+        self._db.execute(
+            "DELETE FROM refused WHERE id <= (SELECT max(id) FROM refused) - ?", (KEPT_REFUSALS,)
         )
 
     def close(self) -> None:
@@ -273,6 +293,10 @@ class ServiceActivities:
 
     @activity.defn(name=SERVICE_ACTIVITY)
     async def service_action(self, request: ServiceRequest) -> ServiceResult:
+        if (why := self.config.refusal(request)) is not None:
+            log.warning("%s (key %s) refused: %s", request.action, request.key, why)
+            self.ledger.refuse(request, why)
+            raise ApplicationError(why, type="ServiceRequestRefused", non_retryable=True)
         self._check_configured(request.action)
         log.info(
             "%s requested (key %s)%s",

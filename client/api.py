@@ -35,6 +35,7 @@ from models import (
     monitor_workflow_id,
 )
 from models import remediation as rem
+from models.agent import shared_agent
 from models.remediation import Decision, RemediationRequest, RemediationStatus
 from models.spec import shown
 from store import EventQuery, EventStore, StoredEvent, open_store
@@ -149,9 +150,11 @@ class ReplicanteClient:
             self._store = None
 
     async def apply(self, spec: ClusterSpec) -> ApplyResult:
-        """Start watching a cluster, or replace the spec of one already watched. SpecError
-        for a spec naming secrets outside this process's secret scope, before anything is
-        sent: the worker refuses them too, but only once it probes."""
+        """Start watching a cluster, or replace the spec of one already watched. SpecError,
+        before anything is sent, for nodes sharing an agent and for secrets outside this
+        process's secret scope (the worker refuses those too, but only once it probes)."""
+        if (why := shared_agent(spec)) is not None:
+            raise SpecError(f"{spec.cluster_id}: nodes: {why}")
         self.settings.secret_scope.admit(spec)
         try:
             await self.temporal.start_workflow(

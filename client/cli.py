@@ -173,8 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("worker", help="run the core worker (workflows and probes)")
     agent = commands.add_parser("agent", help="run a node agent (service actions of one node)")
-    agent.add_argument("--node", required=True, metavar="NODE_ID")
-    agent.add_argument("--config", type=Path, help="default: $REPLICANTE_HOME/agents/NODE_ID.yaml")
+    agent.add_argument(
+        "--node", required=True, metavar="AGENT_ID", help="its node's id, or the spec's `agent:`"
+    )
+    agent.add_argument("--config", type=Path, help="default: $REPLICANTE_HOME/agents/AGENT_ID.yaml")
 
     codec = commands.add_parser(
         "codec-server",

@@ -542,8 +542,8 @@ async def probe_nodes(spec: ClusterSpec, remediating: str | None) -> list[Check]
     return checks
 
 
-def agent_queues(spec: ClusterSpec, view: ClusterView) -> dict[str, tuple[str, str]]:
-    """node_id -> (agent task queue, the playbook that would call it), for the nodes a
+def needed_agents(spec: ClusterSpec, view: ClusterView) -> dict[str, tuple[str, str]]:
+    """node_id -> (its agent's id, the playbook that would call it), for the nodes a
     playbook the spec allows (policy approve or auto) acts on through their agent."""
     needed: dict[str, tuple[str, str]] = {}
     for playbook, policy in spec.remediation.items():
@@ -557,9 +557,8 @@ def agent_queues(spec: ClusterSpec, view: ClusterView) -> dict[str, tuple[str, s
             with suppress(ValueError):
                 for step in rem.plan(spec, playbook, target, view):
                     if step.kind is rem.StepKind.SERVICE:
-                        node = spec.node(step.node_id)
-                        queue = agent_task_queue(node.agent or node.node_id)
-                        needed.setdefault(node.node_id, (queue, playbook))
+                        agent_id = spec.node(step.node_id).agent_id
+                        needed.setdefault(step.node_id, (agent_id, playbook))
     return needed
 
 
@@ -570,26 +569,26 @@ async def agents(api: ReplicanteClient, spec: ClusterSpec, view: ClusterView | N
         if any(policy is not Policy.OFF for policy in spec.remediation.values()):
             return [skipped(f"agents {spec.cluster_id}", "the monitor has no view to plan on yet")]
         return []
-    needed = agent_queues(spec, view)
+    needed = needed_agents(spec, view)
+    queues = [agent_task_queue(spec.cluster_id, agent_id) for agent_id, _ in needed.values()]
     polled = await asyncio.gather(
-        *(
-            pollers(api, queue, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY)
-            for queue, _ in needed.values()
-        )
+        *(pollers(api, queue, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY) for queue in queues)
     )
     checks = []
-    for (node_id, (queue, playbook)), identities in zip(needed.items(), polled, strict=True):
+    for (node_id, (agent_id, playbook)), queue, identities in zip(
+        needed.items(), queues, polled, strict=True
+    ):
         name = f"agent {spec.cluster_id}/{node_id}"
         if identities:
             checks.append(ok(name, f"task queue {queue} polled by {', '.join(identities)}"))
         else:
-            agent_id = queue.removeprefix(agent_task_queue(""))
             checks.append(
                 fail(
                     name,
                     f"nothing polls task queue {queue}: {playbook}"
                     f" ({spec.remediation[playbook].value}) cannot act on {node_id}",
-                    f"on {node_id}'s host: `replicante agent --node {agent_id}`",
+                    f"on {node_id}'s host: `replicante agent --node {agent_id}`, its config"
+                    f" naming cluster_id {spec.cluster_id} and node_id {node_id}",
                 )
             )
     return checks

@@ -19,7 +19,7 @@ from devstack import processes
 from devstack.kafka import KafkaCluster
 from devstack.temporal import TemporalDevServer
 from devstack.zookeeper import ZooKeeperEnsemble
-from models import load_spec
+from models import agent_task_queue, load_spec
 from worker.agent import AgentFiles
 
 PLAYGROUND_SPECS = (
@@ -36,7 +36,8 @@ READY_WITHIN_S = 60.0
 """The core worker and the agents need seconds to poll, each monitor a first probe and the
 Kafka playground a leader per partition; more than this, something is wrong."""
 # One node agent per playground member, named as playground/*.yaml name the nodes, each
-# controlling its member through `python -m devstack SERVICE ACTION N`.
+# serving its spec's cluster and controlling its member through `python -m devstack SERVICE
+# ACTION N`.
 PLAYGROUND_AGENTS = {
     **{f"zk{n}": ("zookeeper", n) for n in (1, 2, 3)},
     **{f"kafka{n}": ("kafka", n) for n in (1, 2, 3)},
@@ -110,12 +111,13 @@ def _agent_marker(node_id: str) -> str:
     return f"--agent {node_id} "
 
 
-def _start_agent(settings: Settings, node_id: str, service: str, n: int) -> int:
+def _start_agent(settings: Settings, cluster_id: str, node_id: str, service: str, n: int) -> int:
     """Write the agent's config (every dev up: the python and home may have moved), then
     start it unless it runs."""
     files = AgentFiles.of(settings.home, node_id)
     command = [sys.executable, "-m", "devstack", service]
     config = {
+        "cluster_id": cluster_id,
         "node_id": node_id,
         "actions": {
             action: [*command, action, str(n), "--name", "playground"]
@@ -186,9 +188,12 @@ async def up(settings: Settings) -> int:
             f" http://{CODEC_LISTEN}, with cross-origin credentials",
             flush=True,
         )
-    for node_id, (service, n) in PLAYGROUND_AGENTS.items():
-        pid = _start_agent(settings, node_id, service, n)
-        print(f"node agent {node_id:<9} pid {pid}  (queue node/{node_id})", flush=True)
+    for spec in specs:
+        for node in spec.nodes:
+            service, n = PLAYGROUND_AGENTS[node.agent_id]
+            pid = _start_agent(settings, spec.cluster_id, node.agent_id, service, n)
+            queue = agent_task_queue(spec.cluster_id, node.agent_id)
+            print(f"node agent {node.agent_id:<9} pid {pid}  (queue {queue})", flush=True)
     api = await ReplicanteClient.connect(settings)
     for spec in specs:
         result = await api.apply(spec)

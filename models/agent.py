@@ -15,6 +15,7 @@ from pydantic import BeforeValidator, Field
 
 from models.base import ServiceAction
 from models.spec import (
+    ClusterSpec,
     Frozen,
     Identifier,
     Seconds,
@@ -23,15 +24,45 @@ from models.spec import (
 )
 
 SERVICE_ACTIVITY = "service_action"
-"""The agent's one activity, by name: workflows call it on `agent_task_queue(node_id)`."""
+"""The agent's one activity, by name: workflows call it on `agent_task_queue(...)`."""
 
 
-def agent_task_queue(node_id: str) -> str:
-    return f"node/{node_id}"
+def agent_task_queue(cluster_id: str, agent_id: str) -> str:
+    """`node/<cluster_id>/<agent_id>`. Ids hold no `/`, so a name reads back one way only,
+    and a spec reaches only the agents that serve its own cluster id: naming `zk1` in
+    another cluster's spec points at a queue that cluster's agent zk1 never polls.
+
+    >>> agent_task_queue("playground", "zk1")
+    'node/playground/zk1'
+    """
+    return f"node/{cluster_id}/{agent_id}"
+
+
+def shared_agent(spec: ClusterSpec) -> str | None:
+    """Why no set of agents can serve `spec`: two of its nodes name one agent, which serves
+    one node and would refuse the other's steps. None when each node has its own.
+
+    >>> spec = ClusterSpec.model_validate({"cluster_id": "c1", "kind": "zookeeper", "nodes": [
+    ...     {"node_id": "zk1", "address": "a:1", "agent": "zk2"},
+    ...     {"node_id": "zk2", "address": "b:1"}]})
+    >>> shared_agent(spec)
+    'zk1 and zk2 name one agent, zk2: an agent serves one node'
+    """
+    named: dict[str, str] = {}
+    for node in spec.nodes:
+        first = named.setdefault(node.agent_id, node.node_id)
+        if first != node.node_id:
+            agent = node.agent_id
+            return f"{first} and {node.node_id} name one agent, {agent}: an agent serves one node"
+    return None
 
 
 class ServiceRequest(Frozen):
     action: ServiceAction
+    cluster_id: Identifier
+    node_id: Identifier
+    """The spec's node the step is for: the agent acts only when it serves this cluster and
+    node (a request can reach its queue without a spec: any client may schedule one)."""
     key: Annotated[str, Field(min_length=1, max_length=512)]
     """Idempotency key: the calling workflow's id and run id and the step name, e.g.
     `remediate/c1/node_down/zk2/<run id>#start-zk2` (the run id: a finding remediated
@@ -76,7 +107,13 @@ class ActionCommand(Frozen):
 class AgentConfig(Frozen):
     """The agent's own file, e.g. `$REPLICANTE_HOME/agents/zk2.yaml`."""
 
+    cluster_id: Identifier
+    """The cluster it serves: with `node_id`, the only requests it acts on."""
     node_id: Identifier
+    """The node of that cluster's spec it serves."""
+    agent: Identifier | None = None
+    """Its own id, when the spec's node names its agent (`agent:`) other than by the node's
+    id: its task queue and files go by that id."""
     actions: dict[ServiceAction, Annotated[ActionCommand, BeforeValidator(_argv_only)]] = Field(
         default_factory=dict
     )
@@ -91,6 +128,27 @@ class AgentConfig(Frozen):
     cwd: str | None = None
     """Working directory of the commands (default: the agent's)."""
 
+    @property
+    def agent_id(self) -> str:
+        return self.agent or self.node_id
+
+    def refusal(self, request: ServiceRequest) -> str | None:
+        """Why this agent must not act on `request`; None when it serves its node.
+
+        >>> config = AgentConfig(cluster_id="playground", node_id="zk1")
+        >>> asked = {"action": "start", "node_id": "zk1", "key": "k"}
+        >>> config.refusal(ServiceRequest(cluster_id="rt-b13", **asked))
+        'agent zk1 serves cluster playground node zk1, not cluster rt-b13 node zk1'
+        >>> config.refusal(ServiceRequest(cluster_id="playground", **asked)) is None
+        True
+        """
+        if (request.cluster_id, request.node_id) == (self.cluster_id, self.node_id):
+            return None
+        return (
+            f"agent {self.agent_id} serves cluster {self.cluster_id} node {self.node_id},"
+            f" not cluster {request.cluster_id} node {request.node_id}"
+        )
+
     def timeout_of(self, action: ServiceAction) -> float:
         return self.timeout_for(self.actions[action])
 
@@ -100,7 +158,9 @@ class AgentConfig(Frozen):
 
 def parse_agent_config(data: Any, source: str = "<agent config>") -> AgentConfig:
     """
-    >>> parse_agent_config({"node_id": "zk2", "actions": {"start": "systemctl start zk"}})
+    >>> parse_agent_config(
+    ...     {"cluster_id": "c1", "node_id": "zk2", "actions": {"start": "systemctl start zk"}}
+    ... )
     Traceback (most recent call last):
     ...
     models.spec.SpecError: <agent config>: actions.start: a command is an argv list, not a string

@@ -126,6 +126,8 @@ class Outcome(StrEnum):
     UNNEEDED = "unneeded"
     """The finding cleared by itself before anything was done."""
     FAILED = "failed"
+    NO_AGENT = "no_agent"
+    """No agent took a step on its node's queue within `remediate.agent_wait_s`."""
     DRY_RUN = "dry_run"
 
 

@@ -124,7 +124,12 @@ class NodeSpec(Frozen):
     node_id: Identifier
     address: Address
     agent: Identifier | None = None
-    """Node id of the agent that runs host-local actions for this node, if any."""
+    """Id of the agent that runs host-local actions for this node, when not the node's own
+    (`agent_id`): an agent of this spec's cluster, whose config names this node."""
+
+    @property
+    def agent_id(self) -> str:
+        return self.agent or self.node_id
 
     @property
     def host(self) -> str:
@@ -179,6 +184,12 @@ class RemediationSettings(Frozen):
     this long (Orchestrator's RecoveryPeriodBlockSeconds): no flapping restarts."""
     approval_timeout_s: Annotated[Seconds, Field(gt=0, le=7 * 86400)] = 3600.0
     """A remediation under `approve` expires when nobody decides within this."""
+    agent_wait_s: Annotated[Seconds, Field(ge=5, le=86400)] = 60.0
+    """A step on a node's agent that no agent takes within this ends the remediation as
+    `no_agent`, instead of holding every other remediation of the cluster back for good.
+    Per attempt: a step retried after its agent died waits as long again for it to come
+    back. At least 5 s: a polling agent takes a step in milliseconds, a restarting one in
+    seconds."""
 
 
 class SecretRef(Frozen):

@@ -38,7 +38,7 @@ from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 from config.settings import REPO_ROOT
 from devstack.temporal import TemporalDevServer
 from devstack.zookeeper import ZooKeeperEnsemble
-from models import ClusterSpec, Policy, agent_task_queue
+from models import ClusterSpec, NodeSpec, Policy, agent_task_queue
 from models.monitor import Outcome
 from models.remediation import RemediationInput, RemediationStatus
 from store import EventQuery, SQLiteEventStore, StoredEvent
@@ -311,9 +311,8 @@ class Stage:
         return self.home / "effects.log"
 
     def agent_node(self, n: int) -> str:
-        node = self.spec.node(f"zk{n}")
-        assert node.agent is not None
-        return node.agent
+        """Member n's agent's id."""
+        return self.spec.node(f"zk{n}").agent_id
 
     def drain(self, n: int, seconds: float | None) -> None:
         """From now on member n's restart drains this long before it stops the member
@@ -338,7 +337,8 @@ class Stage:
         """Start every process and wait until each polls its task queue."""
         waits = [self._polling(self.start_core(), self.queue, workflows=True)]
         for n in self.ensemble.members:
-            waits.append(self._polling(self.start_agent(n), agent_task_queue(self.agent_node(n))))
+            queue = agent_task_queue(self.spec.cluster_id, self.agent_node(n))
+            waits.append(self._polling(self.start_agent(n), queue))
         await asyncio.gather(*waits)
 
     async def _polling(self, pid: int, queue: str, workflows: bool = False) -> None:
@@ -524,14 +524,19 @@ class Stage:
         )
 
 
-def agent_config(zk: ZooKeeperEnsemble, node_id: str, n: int, home: Path) -> dict[str, object]:
-    """Member n's agent: start, stop, restart and status run MEMBER_COMMAND on the member."""
+def agent_config(
+    zk: ZooKeeperEnsemble, cluster_id: str, node: NodeSpec, n: int, home: Path
+) -> dict[str, object]:
+    """Member n's agent, of `node` of cluster `cluster_id`: start, stop, restart and status
+    run MEMBER_COMMAND on the member."""
     script = home / "member_command.py"
     state = zk.dir.parent.parent
     member = [str(n), str(state), zk.name, ",".join(zk.ips), str(zk.jars)]
     files = [str(home / "effects.log"), str(home / f"drain-{n}")]
     return {
-        "node_id": node_id,
+        "cluster_id": cluster_id,
+        "node_id": node.node_id,
+        "agent": node.agent,
         "actions": {
             action: [sys.executable, str(script), action, *member, *files, str(GAP_S)]
             for action in ("start", "stop", "restart", "status")
@@ -559,10 +564,9 @@ async def open_stage(
     home.mkdir(parents=True, exist_ok=True)
     (home / "member_command.py").write_text(MEMBER_COMMAND)
     for n, node in enumerate(spec.nodes, start=1):
-        assert node.agent is not None
-        path = AgentFiles.of(home, node.agent).config
+        path = AgentFiles.of(home, node.agent_id).config
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump(agent_config(ensemble, node.agent, n, home)))
+        path.write_text(yaml.safe_dump(agent_config(ensemble, cluster_id, node, n, home)))
     env = dict(os.environ)
     env.update(
         REPLICANTE_TEMPORAL_ADDRESS=client.service_client.config.target_host,

@@ -100,18 +100,22 @@ class Stage:
 
 
 def member_agent_config(
-    cluster: JvmCluster, node_id: str, n: int, tmp_path: Path, counter: Path
+    cluster: JvmCluster, spec: ClusterSpec, n: int, tmp_path: Path, counter: Path
 ) -> dict[str, object]:
-    """The config of agent `node_id`, whose start and restart commands act on member n of
-    `cluster` and append what they did to `counter` (their script goes to `tmp_path`)."""
+    """The config of the agent of `spec`'s node n, whose start and restart commands act on
+    member n of `cluster` and append what they did to `counter` (their script goes to
+    `tmp_path`)."""
     script = tmp_path / "member_action.py"
     script.write_text(MEMBER_ACTION)
     kind = f"{type(cluster).__module__}.{type(cluster).__name__}"
     home = cluster.dir.parent.parent
     argv = [sys.executable, str(script), kind, str(home), cluster.name, ",".join(cluster.ips)]
     argv += [str(n), str(counter)]
+    node = spec.nodes[n - 1]
     return {
-        "node_id": node_id,
+        "cluster_id": spec.cluster_id,
+        "node_id": node.node_id,
+        "agent": node.agent,
         "actions": {"start": [*argv, "start"], "restart": [*argv, "restart"]},
     }
 
@@ -121,12 +125,11 @@ def follower_agent(zk: ZooKeeperEnsemble, spec: ClusterSpec, tmp_path: Path) -> 
     `replicante agent` in home `tmp_path/home` finds it (its effects count in
     `tmp_path/starts.log`)."""
     n = next(m for m in zk.members if m != zk.leader())
-    agent = spec.nodes[n - 1].agent
-    assert agent is not None
+    agent = spec.nodes[n - 1].agent_id
     config = AgentFiles.of(tmp_path / "home", agent).config
     config.parent.mkdir(parents=True)
     starts = tmp_path / "starts.log"
-    config.write_text(yaml.safe_dump(member_agent_config(zk, agent, n, tmp_path, starts)))
+    config.write_text(yaml.safe_dump(member_agent_config(zk, spec, n, tmp_path, starts)))
     return n, agent
 
 
@@ -136,9 +139,8 @@ def member_agents(
     """One agent (not started) per node of `spec`, whose start and restart commands act on
     the matching member of `cluster` and append what they did to `counter`."""
     agents = []
-    for n, node in enumerate(spec.nodes, start=1):
-        assert node.agent is not None
-        config = member_agent_config(cluster, node.agent, n, tmp_path, counter)
+    for n in range(1, len(spec.nodes) + 1):
+        config = member_agent_config(cluster, spec, n, tmp_path, counter)
         agents.append(
             agent_worker(client, parse_agent_config(config), Ledger(tmp_path / f"{n}.db"))
         )

@@ -8,6 +8,7 @@ line count, not an inference.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import sqlite3
@@ -29,7 +30,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-from activities.service import Ledger
+from activities.service import KEPT_REFUSALS, Ledger
 from config.settings import REPO_ROOT
 from devstack import processes
 from devstack.zookeeper import ZooKeeperEnsemble
@@ -45,19 +46,21 @@ from testkit.workers import Workers, pollers, worker_processes
 from worker.agent import agent_worker
 
 WORKFLOW_QUEUE = "agent-test-steps"
+CLUSTER = "agent-test"
+"""The cluster every agent here serves."""
 
 
 @workflow.defn
 class ServiceStepWorkflow:
-    """One step as a remediation would run it: the action on the node's queue, retried."""
+    """One step as a remediation would run it: the action on an agent's queue, retried."""
 
     @workflow.run
-    async def run(self, node_id: str, request: ServiceRequest) -> ServiceResult:
+    async def run(self, queue: str, request: ServiceRequest) -> ServiceResult:
         result: ServiceResult = await workflow.execute_activity(
             SERVICE_ACTIVITY,
             request,
             result_type=ServiceResult,
-            task_queue=agent_task_queue(node_id),
+            task_queue=queue,
             start_to_close_timeout=timedelta(seconds=60),
             heartbeat_timeout=timedelta(seconds=2),
             retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=200)),
@@ -78,11 +81,21 @@ async def steps(temporal_env: WorkflowEnvironment) -> AsyncIterator[Client]:
 
 
 async def start_step(
-    client: Client, node_id: str, action: ServiceAction, key: str
+    client: Client,
+    node_id: str,
+    action: ServiceAction,
+    key: str,
+    asking: tuple[str, str] | None = None,
 ) -> WorkflowHandle[ServiceStepWorkflow, ServiceResult]:
+    """The action on the queue of `node_id`'s agent, for its cluster and node unless
+    `asking` names another (cluster id, node id)."""
+    cluster_id, for_node = asking or (CLUSTER, node_id)
+    request = ServiceRequest(
+        action=action, cluster_id=cluster_id, node_id=for_node, key=key, reason="test"
+    )
     return await client.start_workflow(
         ServiceStepWorkflow.run,
-        args=[node_id, ServiceRequest(action=action, key=key, reason="test")],
+        args=[agent_task_queue(CLUSTER, node_id), request],
         id=f"step-{uuid.uuid4().hex[:8]}",
         task_queue=WORKFLOW_QUEUE,
         execution_timeout=timedelta(seconds=60),
@@ -91,6 +104,13 @@ async def start_step(
 
 async def step(client: Client, node_id: str, action: ServiceAction, key: str) -> ServiceResult:
     return await (await start_step(client, node_id, action, key)).result()
+
+
+async def step_asking(
+    client: Client, node_id: str, key: str, asking: tuple[str, str]
+) -> ServiceResult:
+    """A start on `node_id`'s agent's queue for the (cluster id, node id) `asking`."""
+    return await (await start_step(client, node_id, ServiceAction.START, key, asking)).result()
 
 
 def python(code: str) -> list[str]:
@@ -106,6 +126,7 @@ def counting_config(node_id: str, counter: Path, sleep_s: float = 0) -> dict[str
     )
     running = f"import os, sys; p = {str(counter)!r}; sys.exit(0 if os.path.exists(p) else 3)"
     return {
+        "cluster_id": CLUSTER,
         "node_id": node_id,
         "actions": {"start": python(append), "status": python(running)},
         "timeout_s": 30,
@@ -167,6 +188,69 @@ async def test_an_action_missing_from_the_config_fails_without_retries(
     assert "no 'stop' action" in cause.cause.message
 
 
+def refusals(ledger: Path) -> list[tuple[str, str, str]]:
+    """(key, action, why) of each refusal the agent recorded, oldest first."""
+    db = sqlite3.connect(ledger)
+    try:
+        return db.execute("SELECT key, action, why FROM refused ORDER BY id").fetchall()
+    finally:
+        db.close()
+
+
+async def test_a_request_for_another_cluster_or_node_is_refused_recorded_and_runs_nothing(
+    steps: Client, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Anyone who may schedule an activity can put a request on an agent's queue: one for
+    another cluster (the same node id), or another node of its own cluster, fails at once,
+    not retried, naming both; the agent logs and records it and runs no command."""
+    node_id, counter, ledger = node(), tmp_path / "starts", tmp_path / "l.db"
+    async with agent_in_process(steps, counting_config(node_id, counter), ledger):
+        with caplog.at_level(logging.WARNING, logger="replicante.agent"):
+            failures = []
+            for key, asking in (
+                ("wf/x#start", ("rt-b13", node_id)),
+                ("wf/y#start", (CLUSTER, "zk9")),
+            ):
+                with pytest.raises(WorkflowFailureError) as failed:
+                    await step_asking(steps, node_id, key, asking)
+                failures.append(failed.value.cause)
+        served = await step(steps, node_id, ServiceAction.START, "wf/z#start")
+    serves = f"agent {node_id} serves cluster {CLUSTER} node {node_id}"
+    whys = [
+        f"{serves}, not cluster rt-b13 node {node_id}",
+        f"{serves}, not cluster {CLUSTER} node zk9",
+    ]
+    for cause, why in zip(failures, whys, strict=True):
+        assert isinstance(cause, ActivityError) and isinstance(cause.cause, ApplicationError)
+        assert (cause.cause.message, cause.cause.type) == (why, "ServiceRequestRefused")
+        assert cause.cause.non_retryable
+    warned = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "replicante.agent" and r.levelno == logging.WARNING
+    ]
+    assert warned == [
+        f"start (key wf/x#start) refused: {whys[0]}",
+        f"start (key wf/y#start) refused: {whys[1]}",
+    ]
+    assert refusals(ledger) == [("wf/x#start", "start", whys[0]), ("wf/y#start", "start", whys[1])]
+    # Only the request for its own cluster and node ran the command.
+    assert served.ran and len(lines(counter)) == 1
+
+
+def test_the_ledger_keeps_the_latest_refusals_only(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "l.db")
+    try:
+        for i in range(KEPT_REFUSALS + 5):
+            request = ServiceRequest(action="stop", cluster_id="c2", node_id="n", key=f"k{i}")
+            ledger.refuse(request, "not ours")
+    finally:
+        ledger.close()
+    kept = refusals(tmp_path / "l.db")
+    assert len(kept) == KEPT_REFUSALS
+    assert (kept[0][0], kept[-1][0]) == ("k5", f"k{KEPT_REFUSALS + 4}")
+
+
 async def test_a_cancelled_action_kills_its_process_group(steps: Client, tmp_path: Path) -> None:
     node_id, counter = node(), tmp_path / "starts"
     async with agent_in_process(
@@ -216,7 +300,8 @@ async def start_agent(client: Client, agents: Workers, node_id: str) -> int:
     """An agent process for node_id (config at the default place), once it polls."""
     pid = agents.start("--agent", node_id)
     deadline = time.monotonic() + 30
-    while agents.identity(pid) not in (await pollers(client, agent_task_queue(node_id)))[1]:
+    queue = agent_task_queue(CLUSTER, node_id)
+    while agents.identity(pid) not in (await pollers(client, queue))[1]:
         assert agents.procs[pid].poll() is None, f"agent exited\n{agents.tail()}"
         assert time.monotonic() < deadline, f"agent never polled\n{agents.tail()}"
         await asyncio.sleep(0.2)
@@ -261,6 +346,7 @@ def restarting_config(
         f"time.sleep({settle_s})\n"
     )
     config: dict[str, object] = {
+        "cluster_id": CLUSTER,
         "node_id": node_id,
         "actions": {"restart": python(restart), "status": python("pass")},
         "timeout_s": 60,
@@ -325,6 +411,7 @@ def devstack_config(node_id: str, zk: ZooKeeperEnsemble, n: int) -> dict[str, ob
     member = [str(n), "--name", zk.name, "--ips", ",".join(zk.ips)]
     command = [sys.executable, "-m", "devstack", "zookeeper"]
     return {
+        "cluster_id": CLUSTER,
         "node_id": node_id,
         "actions": {action: [*command, action, *member] for action in ("start", "stop", "status")},
         "timeout_s": 90,
@@ -362,7 +449,9 @@ async def test_agent_stops_and_starts_a_real_member(
 
 def test_a_bad_config_is_one_line_naming_the_field_and_exit_2(tmp_path: Path) -> None:
     config = tmp_path / "zk2.yaml"
-    config.write_text("node_id: zk2\nactions:\n  start: [systemctl, start, zk]\ntimeout_s: -1\n")
+    config.write_text(
+        "cluster_id: c1\nnode_id: zk2\nactions:\n  start: [systemctl, start, zk]\ntimeout_s: -1\n"
+    )
     done = subprocess.run(
         [sys.executable, "-m", "worker", "--agent", "zk2", "--config", str(config)],
         cwd=REPO_ROOT,

@@ -217,6 +217,24 @@ async def test_status_of_unknown_cluster(cli: Cli) -> None:
     assert "monitor/nosuch" in run.err
 
 
+async def test_a_spec_whose_nodes_share_an_agent_is_refused_at_apply(
+    cli: Cli, temporal_env: WorkflowEnvironment
+) -> None:
+    """zk1 names zk2's agent: an agent serves one node, so it would refuse one of the two."""
+    spec = yaml.safe_load(cli.spec_file.read_text())
+    spec["nodes"][0]["agent"] = "zk2"
+    cli.spec_file.write_text(yaml.safe_dump(spec))
+    run = await cli("cluster", "apply", "-f", str(cli.spec_file))
+    assert (run.code, run.out) == (2, "")
+    assert run.err == (
+        f"replicante: error: {cli.cluster_id}: nodes: zk1 and zk2 name one agent, zk2:"
+        " an agent serves one node\n"
+    )
+    with pytest.raises(RPCError) as never_started:
+        await temporal_env.client.get_workflow_handle(workflow_id(cli.cluster_id)).describe()
+    assert never_started.value.status == RPCStatusCode.NOT_FOUND
+
+
 async def test_events_and_pause_of_unknown_cluster(cli: Cli) -> None:
     for argv in (["events", "nosuch"], ["pause", "nosuch"], ["resume", "nosuch"]):
         run = await cli(*argv)

@@ -293,14 +293,15 @@ def spec_problems(stack: Stack) -> list[str]:
 
 
 def agent_problems(stack: Stack) -> list[str]:
-    """Every node of every spec has its agent, whose commands act on the container the node
-    runs in; every agent serves a node."""
+    """Every node of every spec has its agent, which serves that cluster and node and whose
+    commands act on the container the node runs in; every agent serves a node."""
     try:
         specs = applied_specs(stack)
     except SpecError as error:
         return [str(error)]
     problems = []
-    containers: dict[str, set[str]] = {}  # agent node id -> the containers it acts on
+    containers: dict[str, set[str]] = {}  # agent id -> the containers it acts on
+    serves: dict[str, tuple[str, str]] = {}  # agent id -> the cluster and node in its config
     for name, service in stack.services.items():
         command = service.get("command") or []
         if command[:1] != ["agent"]:
@@ -315,8 +316,9 @@ def agent_problems(stack: Stack) -> list[str]:
         except SpecError as error:
             problems.append(str(error))
             continue
-        if config.node_id != node_id:
-            problems.append(f"{name}: runs for {node_id}, its config is {config.node_id}'s")
+        if config.agent_id != node_id:
+            problems.append(f"{name}: runs for {node_id}, its config is {config.agent_id}'s")
+        serves[node_id] = (config.cluster_id, config.node_id)
         if missing := set(ServiceAction) - set(config.actions):
             problems.append(f"{name}: no command for {', '.join(sorted(missing))}")
         if node_id in containers:
@@ -325,8 +327,13 @@ def agent_problems(stack: Stack) -> list[str]:
     served = datastores(stack)
     for spec in specs:
         for node in spec.nodes:
-            agent = node.agent or node.node_id
+            agent = node.agent_id
             runs_in = served.get(node.address)
+            wanted = (spec.cluster_id, node.node_id)
+            if agent in serves and serves[agent] != wanted:
+                problems.append(
+                    f"agent {agent} serves {'/'.join(serves[agent])}, not {'/'.join(wanted)}"
+                )
             container = stack.services[runs_in].get("container_name") if runs_in else None
             if agent not in containers:
                 problems.append(f"{spec.cluster_id}: {node.node_id} has no agent {agent}")
@@ -691,6 +698,13 @@ BREAKAGES = [
         "node_id: zk2",
         "node_id: zk4",
         "runs for zk2, its config is zk4's",
+    ),
+    Breakage(
+        agent_problems,
+        "deploy/agents/zk2.yaml",
+        "cluster_id: compose-zookeeper",
+        "cluster_id: compose-kafka",
+        "agent zk2 serves compose-kafka/zk2, not compose-zookeeper/zk2",
     ),
     Breakage(
         agent_problems,

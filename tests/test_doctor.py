@@ -102,12 +102,13 @@ class Stack:
         await self.exits.enter_async_context(core_worker(self.client, self.queue, store, stream))
         return store
 
-    async def agents(self, *agent_ids: str) -> None:
-        """In-process node agents polling `node/<id>`; no actions: doctor only looks."""
-        for agent_id in agent_ids:
-            ledger = Ledger(self.tmp_path / f"{agent_id}.ledger.db")
+    async def agents(self, cluster_id: str, *node_ids: str) -> None:
+        """In-process node agents of `cluster_id`, polling `node/<cluster_id>/<node_id>`; no
+        actions: doctor only looks."""
+        for node_id in node_ids:
+            ledger = Ledger(self.tmp_path / f"{cluster_id}-{node_id}.ledger.db")
             self.exits.callback(ledger.close)
-            config = parse_agent_config({"node_id": agent_id})
+            config = parse_agent_config({"cluster_id": cluster_id, "node_id": node_id})
             await self.exits.enter_async_context(agent_worker(self.client, config, ledger))
 
     async def monitor(self, store: SQLiteEventStore, spec: ClusterSpec) -> Monitor:
@@ -176,7 +177,7 @@ async def test_a_healthy_stack_is_every_line_ok_and_exits_0(
     monkeypatch.setenv("REPLICANTE_EVENTS_TOPIC", stream.topic)
     store = await stack.core_worker(stream)
     await start_event_stream(stack.client, stack.queue)
-    await stack.agents("zk1", "zk2", "zk3")
+    await stack.agents("healthy", "zk1", "zk2", "zk3")
     await stack.monitor(store, with_approve(zk_spec(zk_healthy, "healthy")))
 
     run = await stack.doctor()
@@ -199,7 +200,9 @@ async def test_a_healthy_stack_is_every_line_ok_and_exits_0(
         ]
     )
     assert f"topic {stream.topic} on 3 broker(s)" in by_name(lines)["event stream"].detail
-    assert by_name(lines)["agent healthy/zk2"].detail.startswith("task queue node/zk2 polled by")
+    assert by_name(lines)["agent healthy/zk2"].detail.startswith(
+        "task queue node/healthy/zk2 polled by"
+    )
     assert run.out.splitlines()[-1] == f"0 problem(s), 0 warning(s), {len(lines)} ok"
 
     as_json = json.loads((await stack.doctor("--json")).out)
@@ -234,7 +237,7 @@ async def test_a_remediation_awaiting_approval_warns_with_approve_and_is_the_nod
     stack: Stack, zk_healthy: ZooKeeperEnsemble
 ) -> None:
     store = await stack.core_worker()
-    await stack.agents("zk1", "zk2", "zk3")
+    await stack.agents("approval", "zk1", "zk2", "zk3")
     monitor = await stack.monitor(store, with_approve(zk_spec(zk_healthy, "approval")))
     zk_healthy.kill_member(3)
     await monitor.until("remediation.awaiting_approval")
@@ -340,10 +343,12 @@ async def test_a_monitor_no_worker_runs_fails_instead_of_hanging(
 async def test_a_remediation_policy_with_no_agent_fails_naming_the_queue(
     stack: Stack, zk_healthy: ZooKeeperEnsemble
 ) -> None:
-    """zk3's agent is `host-c` (the spec's `agent`) and nothing polls `node/host-c`; a
-    cluster without a policy needs no agent at all."""
+    """zk3's agent is `host-c` (the spec's `agent`) and nothing polls
+    `node/agentless/host-c`: an agent host-c of another cluster does not count. A cluster
+    without a policy needs no agent at all."""
     store = await stack.core_worker()
-    await stack.agents("zk1", "zk2")
+    await stack.agents("agentless", "zk1", "zk2")
+    await stack.agents("elsewhere", "host-c")
     spec = with_approve(zk_spec(zk_healthy, "agentless"))
     nodes = (*spec.nodes[:2], spec.nodes[2].model_copy(update={"agent": "host-c"}))
     await stack.monitor(store, spec.model_copy(update={"nodes": nodes}))
@@ -358,8 +363,11 @@ async def test_a_remediation_policy_with_no_agent_fails_naming_the_queue(
     assert agents["agent agentless/zk1"].status == "ok"
     missing = agents["agent agentless/zk3"]
     assert missing.status == "FAIL"
-    assert missing.detail.startswith("nothing polls task queue node/host-c:")
-    assert missing.fix == "on zk3's host: `replicante agent --node host-c`"
+    assert missing.detail.startswith("nothing polls task queue node/agentless/host-c:")
+    assert missing.fix == (
+        "on zk3's host: `replicante agent --node host-c`, its config naming cluster_id"
+        " agentless and node_id zk3"
+    )
     assert [line.name for line in lines if line.status == "FAIL"] == ["agent agentless/zk3"]
 
 

@@ -187,21 +187,29 @@ class CallAgent:
     """A remediation's service step, alone: the agent's lines are what is looked at."""
 
     @workflow.run
-    async def run(self, node_id: str) -> ServiceResult:
+    async def run(self, cluster_id: str, node_id: str) -> ServiceResult:
         key = f"{workflow.info().workflow_id}/{workflow.info().run_id}#start-{node_id}"
+        request = ServiceRequest(
+            action=ServiceAction.START,
+            cluster_id=cluster_id,
+            node_id=node_id,
+            key=key,
+            reason="test: start",
+        )
         result: ServiceResult = await workflow.execute_activity(
             SERVICE_ACTIVITY,
-            ServiceRequest(action=ServiceAction.START, key=key, reason="test: start"),
+            request,
             result_type=ServiceResult,
-            task_queue=agent_task_queue(node_id),
+            task_queue=agent_task_queue(cluster_id, node_id),
             start_to_close_timeout=timedelta(seconds=30),
         )
         return result
 
 
-def agent_config(tmp_path: Path, node_id: str) -> Path:
+def agent_config(tmp_path: Path, node_id: str, cluster_id: str = "logs") -> Path:
     config = tmp_path / f"{node_id}.yaml"
-    config.write_text(yaml.safe_dump({"node_id": node_id, "actions": {"start": ["true"]}}))
+    wanted = {"cluster_id": cluster_id, "node_id": node_id, "actions": {"start": ["true"]}}
+    config.write_text(yaml.safe_dump(wanted))
     return config
 
 
@@ -213,14 +221,17 @@ async def test_an_agents_lines_name_its_node_and_the_step(
     out = tmp_path / "worker-0.log"
     env = process_env(temporal_env.client, tmp_path)
     with worker_processes(env, tmp_path) as agents:
-        agents.start("--agent", node, "--config", str(agent_config(tmp_path, node)))
+        agents.start("--agent", node, "--config", str(agent_config(tmp_path, node, cid)))
         async with Worker(
             temporal_env.client,
             task_queue=f"q-{cid}",
             workflows=[CallAgent],
         ):
             handle = await temporal_env.client.start_workflow(
-                CallAgent.run, node, id=f"remediate/{cid}/by-test", task_queue=f"q-{cid}"
+                CallAgent.run,
+                args=[cid, node],
+                id=f"remediate/{cid}/by-test",
+                task_queue=f"q-{cid}",
             )
             assert (await handle.result()).ran
         found = await until_logged(
@@ -236,7 +247,7 @@ async def test_an_agents_lines_name_its_node_and_the_step(
         assert line["cluster_id"] == cid
         assert line["workflow_id"] == handle.id and line["run_id"] == handle.result_run_id
         assert line["activity"] == SERVICE_ACTIVITY
-        assert line["task_queue"] == agent_task_queue(node)
+        assert line["task_queue"] == agent_task_queue(cid, node)
 
 
 # --- the format: a terminal, or not -----------------------------------------------------------

@@ -358,6 +358,7 @@ def test_signature_sees_role_reachability_leader_and_quorum(other: ClusterView) 
 # --- doctests ------------------------------------------------------------------------------
 
 DOCTEST_MODULES = [
+    "models.agent",
     "models.events",
     "models.findings.base",
     "models.playbooks",

@@ -102,6 +102,60 @@ async def test_two_members_killed_come_back_one_remediation_at_a_time(stage: Sta
     await monitor.terminate("test over")
 
 
+async def test_a_node_without_an_agent_ends_no_agent_and_the_next_remediation_starts(
+    stage: Stage,
+) -> None:
+    """One follower's agent never runs: its remediation ends `no_agent` within the spec's
+    bound instead of holding the cluster for good, and the monitor goes on to heal the
+    other follower, killed meanwhile."""
+    absent, other = (n for n in stage.ensemble.members if stage.ensemble.mode(n) == "follower")
+    cid = stage.spec.cluster_id
+    nodes = tuple(
+        node.model_copy(update={"agent": f"{cid}-nobody"})
+        if node.node_id == f"zk{absent}"
+        else node
+        for node in stage.spec.nodes
+    )
+    remediate = stage.spec.remediate.model_copy(update={"agent_wait_s": 5})
+    stage.spec = stage.spec.model_copy(update={"nodes": nodes, "remediate": remediate})
+    monitor = await watch(stage, Policy.AUTO)
+    mark = time.time()
+    stage.ensemble.kill_member(absent)
+    requested = await wait_for_event(
+        stage.store, cid, of_type("remediation.requested"), timeout=30, after=mark
+    )
+    stage.ensemble.kill_member(other)
+    await wait_for_event(
+        stage.store,
+        cid,
+        lambda e: e.type == "remediation.finished" and len(outcomes(stage)) == 2,
+        timeout=90,
+        after=mark,
+    )
+    assert outcomes(stage) == [
+        (f"remediate/{cid}/node_down/zk{absent}", "no_agent"),
+        (f"remediate/{cid}/node_down/zk{other}", "healed"),
+    ]
+    ended = stage.store.query(EventQuery(cluster_id=cid, types=("remediation.finished",)))
+    no_agent = ended[0].event
+    queue = f"node/{cid}/{cid}-nobody"
+    assert no_agent.payload["why"] == f"start-zk{absent} failed: no agent polled {queue} within 5 s"
+    assert (no_agent.at - requested.at).total_seconds() < 20
+    assert stage.start_count() == 1 and stage.ensemble.member_running(other)
+    # Like any other end: the cluster is free again, and zk{absent}'s finding, still open,
+    # is held back for blocking_s (else the monitor would start it again at once).
+    for _ in range(100):
+        if (await monitor.query(ClusterMonitorWorkflow.status)).remediating is None:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("the monitor still holds a remediation as running")
+    requests = stage.store.query(EventQuery(cluster_id=cid, types=("remediation.requested",)))
+    assert len(requests) == 2
+    await monitor.terminate("test over")
+    stage.ensemble.start_member(absent)
+
+
 async def test_under_approve_the_monitors_remediation_waits_for_a_human(stage: Stage) -> None:
     monitor, mark = await awaiting_approval(stage, 3)
     cid = stage.spec.cluster_id

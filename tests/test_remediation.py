@@ -52,6 +52,36 @@ async def test_auto_restarts_a_killed_member_once(stage: Stage) -> None:
     ]
 
 
+async def test_a_spec_of_another_cluster_naming_its_agents_cannot_make_them_act(
+    stage: Stage,
+) -> None:
+    """Issue 12's attack: an unrelated cluster's spec names the stage's agents (the same
+    nodes, the same agent ids). Its step goes to that cluster's queue, which none of them
+    polls: not retried under RETRY_FOREVER, it ends `no_agent` once the spec's bound has
+    passed, and no agent ran anything."""
+    n = 3
+    stage.ensemble.kill_member(n)
+    other = f"rt-{uuid.uuid4().hex[:6]}"
+    remediate = stage.spec.remediate.model_copy(update={"agent_wait_s": 5})
+    spec = stage.spec.model_copy(update={"cluster_id": other, "remediate": remediate})
+    handle = await stage.env.client.start_workflow(
+        RemediationWorkflow.run,
+        RemediationInput(
+            spec=spec, playbook="restart_dead_member", target=f"zk{n}", policy=Policy.AUTO
+        ),
+        id=f"remediate/{other}/restart_dead_member/zk{n}",
+        task_queue=stage.queue,
+    )
+    status = await asyncio.wait_for(handle.result(), 60)
+    agent = spec.node(f"zk{n}").agent_id
+    assert status.outcome is Outcome.NO_AGENT, status
+    assert status.why == f"start-zk{n} failed: no agent polled node/{other}/{agent} within 5 s"
+    start = status.steps[0]
+    assert start.started_at is not None and start.finished_at is not None
+    assert 5 <= (start.finished_at - start.started_at).total_seconds() < 15, start
+    assert stage.start_count() == 0 and not stage.ensemble.member_running(n)
+
+
 async def test_approve_waits_for_a_human_and_refuses_a_second_approval(stage: Stage) -> None:
     stage.ensemble.kill_member(2)
     handle = await stage.start(2, Policy.APPROVE)

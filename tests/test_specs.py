@@ -138,6 +138,12 @@ SHOULD_BE_REFUSED = [
         id="bool-interval",
     ),
     pytest.param(
+        b"cluster_id: c1\nkind: zookeeper\nnodes:\n  - {node_id: zk1, address: 'a:1'}\n"
+        b"remediate: {agent_wait_s: 1}\n",
+        r"remediate\.agent_wait_s: Input should be greater than or equal to 5$",
+        id="agent-wait-below-its-floor",
+    ),
+    pytest.param(
         b"cluster_id: c1\nkind: zookeeper\nnodes:\n  - {node_id: zk1, address: '::::2181'}\n",
         r"nodes\.0\.address",
         id="address-no-host",

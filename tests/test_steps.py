@@ -31,15 +31,34 @@ def test_a_service_step_goes_to_the_nodes_agent_by_name() -> None:
     c = call(step)
     assert entry.activity == SERVICE_ACTIVITY
     assert entry.runs_on is RunsOn.AGENT
-    assert entry.task_queue(c.spec, step) == "node/zk2"
+    assert entry.task_queue(c.spec, step) == f"node/{c.spec.cluster_id}/zk2"
     assert entry.input(c) == ServiceRequest(
-        action=ServiceAction.RESTART, key="k", reason="rolling_restart: restart-zk2"
+        action=ServiceAction.RESTART,
+        cluster_id=c.spec.cluster_id,
+        node_id="zk2",
+        key="k",
+        reason="rolling_restart: restart-zk2",
     )
+    # The spec's `agent` names the agent's queue; the request still names the node.
+    named = c.spec.model_copy(
+        update={
+            "nodes": tuple(
+                n.model_copy(update={"agent": f"host-{n.node_id}"}) for n in c.spec.nodes
+            )
+        }
+    )
+    assert entry.task_queue(named, step) == f"node/{c.spec.cluster_id}/host-zk2"
+    assert entry.input(StepCall(named, "rolling_restart", step, "k")).node_id == "zk2"
     assert (entry.start_to_close, entry.heartbeat_timeout(c.spec)) == (
         timedelta(minutes=10),
         timedelta(seconds=10),
     )
     assert entry.summary(step) == "restart zk2"
+    # No agent taking it within the spec's bound ends the remediation as no_agent.
+    assert entry.schedule_to_start_timeout(c.spec) == timedelta(seconds=60)
+    waits_less = c.spec.remediate.model_copy(update={"agent_wait_s": 5})
+    bounded = c.spec.model_copy(update={"remediate": waits_less})
+    assert entry.schedule_to_start_timeout(bounded) == timedelta(seconds=5)
     now = datetime(2026, 1, 1, tzinfo=UTC)
     result = ServiceResult(
         action=ServiceAction.RESTART,
@@ -69,6 +88,7 @@ def test_core_steps_run_on_the_workflows_queue_and_the_core_worker_registers_the
     entry = STEPS[StepKind.WAIT_SERVING]
     c = call(wait)
     assert entry.task_queue(c.spec, wait) is None
+    assert entry.schedule_to_start_timeout(c.spec) is None
     assert entry.input(c) == NodeRequest(spec=c.spec, node_id="zk2")
     assert c.spec.probe.interval_s == 5
     assert (entry.start_to_close, entry.heartbeat_timeout(c.spec)) == (

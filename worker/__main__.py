@@ -1,5 +1,5 @@
 """`python -m worker`: run the core worker (same as `replicante worker`), or with
-`--agent NODE_ID [--config FILE]` the node agent of one node (`replicante agent`)."""
+`--agent AGENT_ID [--config FILE]` the node agent of one node (`replicante agent`)."""
 
 import argparse
 from pathlib import Path
@@ -7,7 +7,7 @@ from pathlib import Path
 from worker.process import exit_now, serve
 
 parser = argparse.ArgumentParser(prog="python -m worker", description=__doc__)
-parser.add_argument("--agent", metavar="NODE_ID", help="run this node's agent instead")
+parser.add_argument("--agent", metavar="AGENT_ID", help="run this node agent instead")
 parser.add_argument(
     "--config", type=Path, help="the agent's config (default: see `replicante agent -h`)"
 )

@@ -1,5 +1,6 @@
-"""The node agent: a Temporal worker on `node/<node_id>` that runs the host's service
-actions (activities/service.py) with the commands of its own config file."""
+"""The node agent: a Temporal worker on `node/<cluster_id>/<agent_id>` that runs the host's
+service actions (activities/service.py) with the commands of its own config file, for the one
+cluster and node that file names."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ log = logging.getLogger("replicante.agent")
 
 @dataclass(frozen=True)
 class AgentFiles:
-    """Where the agent of one node keeps its things, under $REPLICANTE_HOME/agents/."""
+    """Where one agent keeps its things, under $REPLICANTE_HOME/agents/, by its id."""
 
     config: Path
     ledger: Path
@@ -32,8 +33,8 @@ class AgentFiles:
     log: Path
 
     @classmethod
-    def of(cls, home: Path, node_id: str) -> AgentFiles:
-        base = home / "agents" / node_id
+    def of(cls, home: Path, agent_id: str) -> AgentFiles:
+        base = home / "agents" / agent_id
         return cls(
             config=base.with_suffix(".yaml"),
             ledger=base.with_suffix(".ledger.db"),
@@ -42,21 +43,26 @@ class AgentFiles:
         )
 
 
-def load_config_for(node_id: str, path: Path) -> AgentConfig:
-    """The config at `path`, which must be the one of `node_id`: an agent started with
-    another node's file would act on the wrong host's service."""
+def load_config_for(agent_id: str, path: Path) -> AgentConfig:
+    """The config at `path`, which must be the one of agent `agent_id`: an agent started
+    with another's file would act on the wrong host's service."""
     config = load_agent_config(path)
-    if config.node_id != node_id:
+    if config.agent_id != agent_id:
+        field = "agent" if config.agent else "node_id"
         raise SpecError(
-            f"{path}: node_id: {config.node_id!r}, but this agent was started for {node_id!r}"
+            f"{path}: {field}: {config.agent_id!r}, but this agent was started for {agent_id!r}"
         )
     return config
+
+
+def queue_of(config: AgentConfig) -> str:
+    return agent_task_queue(config.cluster_id, config.agent_id)
 
 
 def agent_worker(client: Client, config: AgentConfig, ledger: Ledger) -> Worker:
     return Worker(
         client,
-        task_queue=agent_task_queue(config.node_id),
+        task_queue=queue_of(config),
         activities=[ServiceActivities(config, ledger).service_action],
         interceptors=[logs.ActivityContext(node=config.node_id)],
         # Status checks beside the one state-changing action the agent runs at a time.
@@ -64,12 +70,12 @@ def agent_worker(client: Client, config: AgentConfig, ledger: Ledger) -> Worker:
     )
 
 
-async def run_agent(settings: Settings, node_id: str, config_path: Path | None = None) -> None:
+async def run_agent(settings: Settings, agent_id: str, config_path: Path | None = None) -> None:
     """Until SIGINT/SIGTERM. Raises SpecError for a bad config before connecting, and
-    LedgerBusyError when another agent of the node runs."""
+    LedgerBusyError when another agent of the same id runs."""
     logs.configure(settings)
-    files = AgentFiles.of(settings.home, node_id)
-    config = load_config_for(node_id, config_path or files.config)
+    files = AgentFiles.of(settings.home, agent_id)
+    config = load_config_for(agent_id, config_path or files.config)
     ledger = Ledger(files.ledger)
     try:
         client = await connect(settings, Role.AGENT)
@@ -78,10 +84,12 @@ async def run_agent(settings: Settings, node_id: str, config_path: Path | None =
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
         log.info(
-            "node agent %s on %s, task queue %s, actions %s, ledger %s",
-            node_id,
+            "node agent %s on %s, serving cluster %s node %s, task queue %s, actions %s, ledger %s",
+            agent_id,
             settings.temporal_address,
-            agent_task_queue(node_id),
+            config.cluster_id,
+            config.node_id,
+            queue_of(config),
             ",".join(config.actions) or "none",
             files.ledger,
         )

@@ -273,7 +273,8 @@ class _BindActivity(ActivityInboundInterceptor):
 def about(args: Sequence[Any]) -> dict[str, str]:
     """The cluster, node and step an activity's input names.
 
-    >>> about([ServiceRequest(action="start", key="remediate/c1/node_down/zk2/r1#start-zk2")])
+    >>> key = "remediate/c1/node_down/zk2/r1#start-zk2"
+    >>> about([ServiceRequest(action="start", cluster_id="c1", node_id="zk2", key=key)])
     {'step': 'start-zk2'}
     """
     found: dict[str, str] = {}

@@ -17,7 +17,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, TimeoutType
+from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from temporalio.contrib.opentelemetry.workflow import completed_span
@@ -117,8 +118,9 @@ class RemediationWorkflow:
                 return await self._finish(Outcome.ABORTED, self._aborted.reason)
             failure = await self._run_step(step)
             if failure is not None:
+                outcome, why = failure
                 return await self._finish(
-                    Outcome.ABORTED if self._aborted is not None else Outcome.FAILED, failure
+                    Outcome.ABORTED if self._aborted is not None else outcome, why
                 )
         return await self._finish(Outcome.HEALED, "every step done and verified")
 
@@ -169,13 +171,13 @@ class RemediationWorkflow:
 
     # --- steps -------------------------------------------------------------------------------
 
-    async def _run_step(self, step: Step) -> str | None:
-        """Run one step; the reason it failed, or None."""
+    async def _run_step(self, step: Step) -> tuple[Outcome, str] | None:
+        """Run one step; None when done, else how the remediation ends and why."""
         if step.stops_service:
             verdict = gate(self._input.spec, await self._probe(), step)
             if not verdict.safe:
                 self._set(step, StepState.SKIPPED, verdict.reason)
-                return f"{step.name} refused: {verdict.reason}"
+                return Outcome.FAILED, f"{step.name} refused: {verdict.reason}"
         self._set(step, StepState.RUNNING)
         # Zero-length, as every workflow span of the TracingInterceptor (an open span would not
         # survive a replay on another worker): the step's activity span has its duration.
@@ -195,6 +197,7 @@ class RemediationWorkflow:
         info = workflow.info()
         # A reference or a name: the SDK takes both, and the entry's result type decodes it.
         activity: Any = entry.activity
+        queue = entry.task_queue(spec, step)
         handle = workflow.start_activity(
             activity,
             entry.input(
@@ -206,7 +209,8 @@ class RemediationWorkflow:
                 )
             ),
             result_type=entry.result_type,
-            task_queue=entry.task_queue(spec, step),
+            task_queue=queue,
+            schedule_to_start_timeout=entry.schedule_to_start_timeout(spec),
             start_to_close_timeout=entry.start_to_close,
             heartbeat_timeout=entry.heartbeat_timeout(spec),
             retry_policy=RETRY_FOREVER,
@@ -218,16 +222,23 @@ class RemediationWorkflow:
             with contextlib.suppress(ActivityError):
                 await handle
             self._set(step, StepState.FAILED, "aborted")
-            return f"aborted during {step.name}"
+            return Outcome.ABORTED, f"aborted during {step.name}"
         try:
             result = handle.result()
         except ActivityError as error:
             cause = error.cause or error
-            self._set(step, StepState.FAILED, str(cause))
+            outcome, why = Outcome.FAILED, str(cause)
+            if (
+                isinstance(cause, ActivityTimeoutError)
+                and cause.type is TimeoutType.SCHEDULE_TO_START
+            ):
+                wait = spec.remediate.agent_wait_s
+                outcome, why = Outcome.NO_AGENT, f"no agent polled {queue} within {wait:g} s"
+            self._set(step, StepState.FAILED, why)
             await self._event(
-                "remediation.step_finished", f"step {step.name} failed: {cause}", step=step.name
+                "remediation.step_finished", f"step {step.name} failed: {why}", step=step.name
             )
-            return f"{step.name} failed: {cause}"
+            return outcome, f"{step.name} failed: {why}"
         detail = entry.detail(result)
         self._set(step, StepState.DONE, detail)
         await self._event(

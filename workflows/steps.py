@@ -73,11 +73,23 @@ class StepActivity:
     it, as it did, so it keeps its history (`in_this_run`)."""
 
     def task_queue(self, spec: ClusterSpec, step: Step) -> str | None:
-        """The node's agent's task queue; None (the workflow's own) for a core step."""
+        """The node's agent's task queue; None (the workflow's own) for a core step.
+
+        No patch guards the cluster in the name: a replay matches a scheduled activity to
+        its history by id and type only, not by queue (tests/histories hold runs that
+        scheduled on `node/<node_id>`, and replay)."""
         if self.runs_on is RunsOn.CORE:
             return None
-        node = spec.node(step.node_id)
-        return agent_task_queue(node.agent or node.node_id)
+        return agent_task_queue(spec.cluster_id, spec.node(step.node_id).agent_id)
+
+    def schedule_to_start_timeout(self, spec: ClusterSpec) -> timedelta | None:
+        """How long an agent step waits for an agent to take it. Temporal retries no
+        schedule-to-start timeout (a retry would only queue it again), whatever the retry
+        policy: the step fails, and the remediation ends `no_agent`. None for a core step:
+        its queue is the one the workflow itself runs on."""
+        if self.runs_on is RunsOn.CORE:
+            return None
+        return timedelta(seconds=spec.remediate.agent_wait_s)
 
     def heartbeat_timeout(self, spec: ClusterSpec) -> timedelta | None:
         return self.heartbeat(spec) if callable(self.heartbeat) else self.heartbeat
@@ -86,7 +98,11 @@ class StepActivity:
 def _service_request(call: StepCall) -> ServiceRequest:
     assert call.step.action is not None
     return ServiceRequest(
-        action=call.step.action, key=call.key, reason=f"{call.playbook}: {call.step.name}"
+        action=call.step.action,
+        cluster_id=call.spec.cluster_id,
+        node_id=call.step.node_id,
+        key=call.key,
+        reason=f"{call.playbook}: {call.step.name}",
     )
 
 
