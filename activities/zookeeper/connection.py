@@ -8,11 +8,18 @@ import logging
 import threading
 import time
 from functools import partial
+from typing import Any
 
 from kazoo.client import KazooClient
-from kazoo.exceptions import AuthFailedError, KazooException, SessionClosedRequireSaslError
+from kazoo.exceptions import (
+    AuthFailedError,
+    ConnectionDropped,
+    KazooException,
+    SessionClosedRequireSaslError,
+)
 from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.protocol.connection import ConnectionHandler
+from kazoo.protocol.serialization import Connect
 from kazoo.protocol.states import KazooState, KeeperState
 from kazoo.retry import KazooRetry
 
@@ -43,14 +50,52 @@ def login_of(spec: ClusterSpec) -> ZooKeeperLogin:
     )
 
 
+MAX_PACKET = 0xFFFFF
+"""The longest reply a link takes: what ZooKeeper's own client takes (jute.maxbuffer); a
+link's replies (its session, pings, a login, `exists`) are a few dozen bytes."""
+
+
 class _Connection(ConnectionHandler):  # type: ignore[misc]
-    """kazoo 2.11 lets a server's refusal of a SASL login (SESSIONCLOSEDREQUIRESASLAUTH,
-    what a ZooKeeper that enforces SASL answers a wrong password with) escape its
-    connection thread, which dies with a traceback while the client still says CONNECTED.
-    As AuthFailedError it ends the session as AUTH_FAILED, as kazoo ends one whose member
-    dropped the SASL exchange: pending requests fail with it, listeners hear LOST."""
+    """kazoo 2.11's connection, bounded against a member that answers what ZooKeeper
+    would not, and with a SASL refusal that ends the session."""
+
+    def _read(self, length: int, timeout: float) -> bytes:
+        """`length` bytes within `timeout` in all. kazoo believes any length a reply
+        announces and reads all of it (a member that answers 100 MB had a link hold 130 MB
+        at each reconnect), and it waits `timeout` per chunk, so a member that trickles a
+        byte a second kept a link connecting for ever, beyond any stop. ZooKeeper has no
+        TLS here (models/spec.py NO_TLS), so kazoo's SSL cases are not needed."""
+        if not 0 <= length <= MAX_PACKET:
+            raise ConnectionDropped(f"a reply of {length} bytes announced: not ZooKeeper's")
+        deadline = time.monotonic() + timeout
+        reply = bytearray()
+        with self._socket_error_handling():
+            while len(reply) < length:
+                wait = deadline - time.monotonic()
+                if wait <= 0 or not self.handler.select([self._socket], [], [], wait)[0]:
+                    raise self.handler.timeout_exception("socket time-out during read")
+                chunk = self._socket.recv(length - len(reply))
+                if not chunk:
+                    raise ConnectionDropped("socket connection broken")
+                reply += chunk
+        return bytes(reply)
+
+    def _invoke(self, timeout: float, request: Any, xid: int | None = None) -> Any:
+        """A session reply without a password is none: kazoo took garbage that decoded
+        for one, and its next connect attempt failed on the missing password, killing
+        the link's thread ("Unhandled exception in connection loop"), silently for good."""
+        answer = super()._invoke(timeout, request, xid)
+        if isinstance(request, Connect) and not isinstance(answer[0].passwd, bytes):
+            raise ConnectionDropped("invalid server response")
+        return answer
 
     def _authenticate_with_sasl(self, host: str, timeout: float) -> None:
+        """kazoo 2.11 lets a server's refusal of a SASL login (SESSIONCLOSEDREQUIRESASLAUTH,
+        what a ZooKeeper that enforces SASL answers a wrong password with) escape its
+        connection thread, which dies with a traceback while the client still says
+        CONNECTED. As AuthFailedError it ends the session as AUTH_FAILED, as kazoo ends one
+        whose member dropped the SASL exchange: pending requests fail with it, listeners
+        hear LOST."""
         try:
             super()._authenticate_with_sasl(host, timeout)
         except SessionClosedRequireSaslError as refused:
@@ -63,13 +108,12 @@ def _kazoo(address: str, timeout: float, login: ZooKeeperLogin, retry: KazooRetr
     client = KazooClient(
         hosts=address, timeout=timeout, connection_retry=retry, logger=_kazoo_log, **options
     )
-    if "sasl_options" in options:
-        client._connection = _Connection(
-            client,
-            client._conn_retry.copy(),
-            logger=_kazoo_log,
-            sasl_options=options["sasl_options"],
-        )
+    client._connection = _Connection(
+        client,
+        client._conn_retry.copy(),
+        logger=_kazoo_log,
+        sasl_options=options.get("sasl_options"),
+    )
     return client
 
 
