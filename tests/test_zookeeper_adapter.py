@@ -21,7 +21,7 @@ from devstack.zookeeper import ZooKeeperEnsemble
 from models import ClusterSpec, Role
 from testkit.fakes import Behaviour, fake_members
 from testkit.specs import spec_of, zk_spec
-from tests.helpers import Changes
+from tests.helpers import Changes, closed_port_address
 
 
 def a_follower(ensemble: ZooKeeperEnsemble) -> int:
@@ -163,12 +163,10 @@ def test_a_link_to_a_member_that_trickles_stops_within_its_timeout(
     assert not stopping.is_alive()
 
 
-def test_a_session_reply_without_a_password_is_no_session(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    """Garbage that decodes as a session without a password: kazoo took it, and its next
-    connect attempt failed on the missing password and killed the link's thread."""
-    session = struct.pack(">iiqi", 0, 1000, 1, -1)  # version, timeout, id, no password
+@contextlib.contextmanager
+def answering(reply: bytes) -> Iterator[str]:
+    """A loopback server that answers every connection's first bytes with `reply`; its
+    address."""
     done = threading.Event()
     with socket.create_server(("127.0.0.1", 0)) as server:
         server.settimeout(0.2)
@@ -179,19 +177,51 @@ def test_a_session_reply_without_a_password_is_no_session(
                     conn, _ = server.accept()
                     with conn:
                         conn.recv(4096)
-                        conn.sendall(struct.pack(">i", len(session)) + session)
+                        conn.sendall(reply)
 
         answering = threading.Thread(target=answer, daemon=True)
         answering.start()
-        caplog.set_level(logging.ERROR, logger=_kazoo_log.name)
-        client = _kazoo(
-            f"127.0.0.1:{server.getsockname()[1]}", 1.0, ZooKeeperLogin(), KazooRetry(-1)
-        )
-        client.start_async()
         try:
-            time.sleep(2)  # a few attempts
+            yield f"127.0.0.1:{server.getsockname()[1]}"
         finally:
-            _stop(client)
             done.set()
             answering.join()
+
+
+def held(address: str, seconds: float) -> None:
+    """A client of `address` retrying for `seconds`, as a held link does."""
+    client = _kazoo(address, 1.0, ZooKeeperLogin(), KazooRetry(-1, delay=0.1, max_delay=1.0))
+    client.start_async()
+    try:
+        time.sleep(seconds)
+    finally:
+        _stop(client)
+
+
+def test_a_session_reply_without_a_password_is_no_session(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Garbage that decodes as a session without a password: kazoo took it, and its next
+    connect attempt failed on the missing password and killed the link's thread."""
+    session = struct.pack(">iiqi", 0, 1000, 1, -1)  # version, timeout, id, no password
+    caplog.set_level(logging.ERROR, logger=_kazoo_log.name)
+    with answering(struct.pack(">i", len(session)) + session) as address:
+        held(address, 2)  # a few attempts
     assert not [r for r in caplog.records if "Unhandled exception" in r.getMessage()]
+
+
+def test_a_link_that_keeps_failing_logs_each_error_once(caplog: pytest.LogCaptureFixture) -> None:
+    """kazoo logs an undecodable session reply at ERROR, with its traceback, at every
+    reconnect attempt: a line a second for as long as the link is held. Once per link
+    until its state changes, naming the member; a member where nothing listens costs
+    no line at all (its reconnects are WARNINGs, and it is a node down in the view)."""
+    caplog.set_level(logging.ERROR, logger=_kazoo_log.name)
+    with answering(struct.pack(">i", 8) + b"garbage!") as garbage:
+        held(garbage, 4)
+    said = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [(r.getMessage().split(":")[0], getattr(r, "address", None)) for r in said] == [
+        ("Exception raised during deserialization of request", garbage)
+    ]
+    caplog.clear()
+    held(closed_port_address(), 4)
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []

@@ -34,6 +34,34 @@ _kazoo_log = logging.getLogger(f"{__name__}.kazoo")
 _kazoo_log.setLevel(logging.ERROR)
 
 
+class _LinkLog(logging.LoggerAdapter[logging.Logger]):
+    """kazoo's log for the client of one member: each of its lines once until the
+    session's state changes, its repeats at DEBUG, each naming the member's address.
+
+    kazoo logs some failures at ERROR at every reconnect attempt, a traceback each: a
+    member that answers garbage had one a second or so, for as long as the link was held.
+    The member is already reported, in the view and its events; the first line says
+    what kazoo saw, and an error kazoo has not logged yet (a bug of its or ours) is
+    new, so nothing goes unsaid."""
+
+    def __init__(self, address: str) -> None:
+        super().__init__(_kazoo_log, {"address": address})
+        self._said: set[object] = set()
+        self._lock = threading.Lock()
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        if level > logging.DEBUG:
+            with self._lock:
+                if msg in self._said:
+                    level = logging.DEBUG
+                self._said.add(msg)
+        super().log(level, msg, *args, **kwargs)
+
+    def state_changed(self, _: KazooState) -> None:
+        with self._lock:
+            self._said.clear()
+
+
 def _stop(client: KazooClient) -> None:
     client.stop()
     client.close()
@@ -105,15 +133,14 @@ class _Connection(ConnectionHandler):  # type: ignore[misc]
 def _kazoo(address: str, timeout: float, login: ZooKeeperLogin, retry: KazooRetry) -> KazooClient:
     """A client pinned to one member, logging in as `login` says."""
     options = login.client_options()
+    log = _LinkLog(address)
     client = KazooClient(
-        hosts=address, timeout=timeout, connection_retry=retry, logger=_kazoo_log, **options
+        hosts=address, timeout=timeout, connection_retry=retry, logger=log, **options
     )
     client._connection = _Connection(
-        client,
-        client._conn_retry.copy(),
-        logger=_kazoo_log,
-        sasl_options=options.get("sasl_options"),
+        client, client._conn_retry.copy(), logger=log, sasl_options=options.get("sasl_options")
     )
+    client.add_listener(log.state_changed)
     return client
 
 
