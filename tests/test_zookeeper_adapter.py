@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import socket
+import struct
+import threading
 import time
+import tracemalloc
 from collections.abc import Iterator
-from contextlib import contextmanager
+
+import pytest
+from kazoo.retry import KazooRetry
 
 from activities.zookeeper.adapter import ZooKeeperAdapter
+from activities.zookeeper.connection import _kazoo, _kazoo_log, _stop
+from config.zookeeper import ZooKeeperLogin
 from devstack.zookeeper import ZooKeeperEnsemble
 from models import ClusterSpec, Role
-from testkit.specs import zk_spec
-from tests.helpers import Changes
+from testkit.fakes import Behaviour, fake_members
+from testkit.specs import spec_of, zk_spec
+from tests.helpers import Changes, closed_port_address
 
 
 def a_follower(ensemble: ZooKeeperEnsemble) -> int:
@@ -18,7 +29,7 @@ def a_follower(ensemble: ZooKeeperEnsemble) -> int:
     return next(n for n in ensemble.members if n != leader)
 
 
-@contextmanager
+@contextlib.contextmanager
 def links(spec: ClusterSpec) -> Iterator[Changes]:
     changes = Changes()
     with ZooKeeperAdapter().hold_links(spec, changes):
@@ -108,3 +119,109 @@ def test_link_to_a_member_down_at_start_reports_when_it_comes_up(
     assert delay is not None
     # The link retries at least once a second, so it connects soon after the member serves.
     assert started_at + delay < serving_at + 1.5
+
+
+@pytest.fixture(scope="module")
+def hostile() -> Iterator[dict[Behaviour, list[str]]]:
+    with fake_members("127.0.0.1", {b: 1 for b in Behaviour}) as fakes:
+        yield fakes
+
+
+def test_links_to_members_that_flood_or_babble_hold_little_and_live_on(
+    hostile: dict[Behaviour, list[str]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """kazoo read whatever length a reply announced (~63 MB from the flood, at each
+    reconnect), and a session reply of garbage that decoded killed the link's thread at
+    the next attempt. Now a reply beyond ZooKeeper's own limit is refused before it is
+    read, a session without a password is none, and the links go on retrying."""
+    addresses = hostile[Behaviour.FLOOD] + hostile[Behaviour.GARBAGE]
+    spec = spec_of("zookeeper", "zk", addresses, "zk-flood", 1.0, {})
+    caplog.set_level(logging.ERROR, logger=_kazoo_log.name)
+    tracemalloc.start()
+    try:
+        with ZooKeeperAdapter().hold_links(spec, Changes()):
+            time.sleep(4)  # a few reconnects each
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, f"{peak / 2**20:.0f} MB"
+    assert not [r for r in caplog.records if "Unhandled exception" in r.getMessage()]
+
+
+def test_a_link_to_a_member_that_trickles_stops_within_its_timeout(
+    hostile: dict[Behaviour, list[str]],
+) -> None:
+    """The member announces a 1 kB reply and sends a byte a second: kazoo waited its
+    timeout per byte, so the link's connect attempt never ended, nor did its stop."""
+    timeout = 2.0
+    client = _kazoo(hostile[Behaviour.TRICKLE][0], timeout, ZooKeeperLogin(), KazooRetry(-1))
+    client.start_async()
+    time.sleep(1.5)  # inside the first attempt, a byte or two in
+    stopping = threading.Thread(target=_stop, args=(client,), daemon=True)
+    stopping.start()
+    stopping.join(timeout + 1.0)
+    assert not stopping.is_alive()
+
+
+@contextlib.contextmanager
+def answering(reply: bytes) -> Iterator[str]:
+    """A loopback server that answers every connection's first bytes with `reply`; its
+    address."""
+    done = threading.Event()
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        server.settimeout(0.2)
+
+        def answer() -> None:
+            while not done.is_set():
+                with contextlib.suppress(TimeoutError):
+                    conn, _ = server.accept()
+                    with conn:
+                        conn.recv(4096)
+                        conn.sendall(reply)
+
+        answering = threading.Thread(target=answer, daemon=True)
+        answering.start()
+        try:
+            yield f"127.0.0.1:{server.getsockname()[1]}"
+        finally:
+            done.set()
+            answering.join()
+
+
+def held(address: str, seconds: float) -> None:
+    """A client of `address` retrying for `seconds`, as a held link does."""
+    client = _kazoo(address, 1.0, ZooKeeperLogin(), KazooRetry(-1, delay=0.1, max_delay=1.0))
+    client.start_async()
+    try:
+        time.sleep(seconds)
+    finally:
+        _stop(client)
+
+
+def test_a_session_reply_without_a_password_is_no_session(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Garbage that decodes as a session without a password: kazoo took it, and its next
+    connect attempt failed on the missing password and killed the link's thread."""
+    session = struct.pack(">iiqi", 0, 1000, 1, -1)  # version, timeout, id, no password
+    caplog.set_level(logging.ERROR, logger=_kazoo_log.name)
+    with answering(struct.pack(">i", len(session)) + session) as address:
+        held(address, 2)  # a few attempts
+    assert not [r for r in caplog.records if "Unhandled exception" in r.getMessage()]
+
+
+def test_a_link_that_keeps_failing_logs_each_error_once(caplog: pytest.LogCaptureFixture) -> None:
+    """kazoo logs an undecodable session reply at ERROR, with its traceback, at every
+    reconnect attempt: a line a second for as long as the link is held. Once per link
+    until its state changes, naming the member; a member where nothing listens costs
+    no line at all (its reconnects are WARNINGs, and it is a node down in the view)."""
+    caplog.set_level(logging.ERROR, logger=_kazoo_log.name)
+    with answering(struct.pack(">i", 8) + b"garbage!") as garbage:
+        held(garbage, 4)
+    said = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [(r.getMessage().split(":")[0], getattr(r, "address", None)) for r in said] == [
+        ("Exception raised during deserialization of request", garbage)
+    ]
+    caplog.clear()
+    held(closed_port_address(), 4)
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
