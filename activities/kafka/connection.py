@@ -34,6 +34,7 @@ from activities.kafka.replies import (
     address,
     broker_versions,
 )
+from activities.lookups import open_connection
 from config.kafka import PLAINTEXT, KafkaLogin
 from config.secrets import read_secrets, readable
 from models import ClusterSpec
@@ -204,7 +205,7 @@ class Link:
             if self._writer is not None:
                 return False
             context = self.login.ssl_context()
-            reader, writer = await asyncio.open_connection(
+            reader, writer = await open_connection(
                 self.host, self.port, ssl=context, server_hostname=self.host if context else None
             )
             self._writer = writer

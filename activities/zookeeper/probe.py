@@ -8,6 +8,7 @@ import time
 from contextlib import suppress
 from dataclasses import dataclass, replace
 
+from activities.lookups import open_connection
 from activities.zookeeper.connection import _check_login
 from activities.zookeeper.replies import (
     UnparseableReply,
@@ -49,7 +50,7 @@ class NoReply(ConnectionError):
 
 async def _ask(node: NodeSpec, word: str) -> str:
     """Each word takes a connection of its own: the server replies, then closes."""
-    reader, writer = await asyncio.open_connection(node.host, node.port)
+    reader, writer = await open_connection(node.host, node.port)
     try:
         writer.write(word.encode())
         reply = bytearray()
