@@ -37,6 +37,8 @@ class Behaviour(StrEnum):
     GARBAGE = "garbage"
     TRICKLE = "trickle"
     FLOOD = "flood"
+    PROMISE = "promise"
+    """Announces a reply as large as FLOOD's, then sends it a byte a second."""
 
 
 FLOOD_BYTES = 100 << 20
@@ -70,8 +72,18 @@ async def _garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -
 
 
 async def _trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await _dribble(writer, TRICKLE_ANNOUNCED, reader)
+
+
+async def _promise(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await _dribble(writer, FLOOD_ANNOUNCED, reader)
+
+
+async def _dribble(
+    writer: asyncio.StreamWriter, announced: bytes, reader: asyncio.StreamReader
+) -> None:
     await _request(reader)
-    writer.write(TRICKLE_ANNOUNCED)
+    writer.write(announced)
     while True:
         await writer.drain()
         await asyncio.sleep(TRICKLE_EVERY_S)
@@ -92,6 +104,7 @@ HANDLERS: dict[Behaviour, Handler] = {
     Behaviour.GARBAGE: _garbage,
     Behaviour.TRICKLE: _trickle,
     Behaviour.FLOOD: _flood,
+    Behaviour.PROMISE: _promise,
 }
 
 

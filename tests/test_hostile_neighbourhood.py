@@ -47,7 +47,7 @@ from workflows.remediation import RemediationWorkflow
 DETECTION_BOUND_S = 0.5
 LONG_ID = 63  # models/spec.py IDENTIFIER
 # The worker's high-water mark: 215-335 MB here, the most when the Kafka probe's links to
-# the flood overlap (it holds the frame a broker announces, up to 64 MB a link:
+# the flood overlap (a frame that does come is read, up to 64 MB a link:
 # activities/kafka/connection.py MAX_FRAME); a ZooKeeper probe that read the flood whole
 # took far more.
 PEAK_RSS_MB = 400

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import tracemalloc
 from collections.abc import Callable
 
 from kafka import KafkaProducer
@@ -13,8 +14,9 @@ from kafka.errors import KafkaError
 from activities.kafka.adapter import KafkaAdapter
 from devstack.kafka import KafkaCluster
 from models import ClusterSpec, ClusterView, NodeStatus, Role, ShardStatus, evaluate
+from testkit.fakes import Behaviour, fake_members
 from testkit.kafka import new_topic
-from testkit.specs import kafka_spec
+from testkit.specs import kafka_spec, spec_of
 from tests.test_kafka_parsing import holding
 
 WAIT_S = 30.0
@@ -174,3 +176,22 @@ def test_links_come_up_for_every_broker(kafka_healthy: KafkaCluster) -> None:
     with holding(*kafka_healthy.addresses) as (holder, changes):
         assert changes.wait_for(3, timeout=10)
         assert [link.state for link in holder.links] == ["up", "up", "up"]
+
+
+async def test_a_member_announcing_a_huge_reply_costs_what_it_sends() -> None:
+    """kafka-python's parser set aside the 63 MB a frame announced as soon as it read its
+    size: a member that announces that and sends a byte a second held 63 MB per link and
+    probe. Now a frame costs what has arrived of it."""
+    with fake_members("127.0.0.1", {Behaviour.PROMISE: 1}) as fakes:
+        spec = spec_of("kafka", "b", fakes[Behaviour.PROMISE], "kafka-promise", 1.0, {})
+        spec = spec.model_copy(
+            update={"probe": spec.probe.model_copy(update={"hold_connections": False})}
+        )
+        tracemalloc.start()
+        try:
+            view = await KafkaAdapter().probe(spec)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert view.nodes[0].error == "timeout after 1.0s", view.nodes[0]
+    assert peak < 8 << 20, f"{peak / 2**20:.0f} MB"

@@ -10,7 +10,7 @@ import collections
 import contextlib
 import struct
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -72,6 +72,9 @@ def describe_error(error: BaseException, timeout: float) -> str:
 
 # The first bytes of a TLS record: an alert or a handshake, TLS 1.x.
 TLS_RECORDS = (b"\x15\x03", b"\x16\x03")
+FRAME_SIZE = struct.Struct(">i")
+HELD_BACK = 1 << 20
+"""How much of a frame must have come before the parser sets all of it aside."""
 
 
 class LinkClosed(ConnectionError):
@@ -283,18 +286,9 @@ class Link:
         error: BaseException
         replies = 0
         try:
-            while data := await reader.read(1 << 16):
-                assert self._parser is not None
-                if not replies and not self.login.tls and data[:2] in TLS_RECORDS:
-                    # 0x1503.. or 0x1603.. as a frame length is ~350 MB: never Kafka's.
-                    raise TlsExpected("answers TLS, not plaintext: it may need spec `tls`")
-                for _, reply in self._parser.receive_bytes(data):
-                    if replies and self._unserved is writer:
-                        self._unserved = None  # it served a request beyond ApiVersions
-                    replies += 1
-                    waiter = self._pending.popleft()
-                    if not waiter.done():
-                        waiter.set_result(reply)
+            while chunks := await self._frame(reader, first=not replies):
+                async for chunk in chunks:
+                    replies = self._receive(chunk, writer, replies)
             error = LinkClosed("closed by the broker")
         except (OSError, kafka_errors.KafkaError) as e:
             error = e
@@ -303,6 +297,58 @@ class Link:
             error = kafka_errors.KafkaProtocolError(f"{type(e).__name__}: {e}")
         if self._writer is writer:
             self._fail(error)
+
+    def _receive(self, data: bytes, writer: asyncio.StreamWriter, replies: int) -> int:
+        """Hand `data` to the parser and each whole reply to its waiter; the count of
+        replies this connection has had, with those."""
+        assert self._parser is not None
+        for _, reply in self._parser.receive_bytes(data):
+            if replies and self._unserved is writer:
+                self._unserved = None  # it served a request beyond ApiVersions
+            replies += 1
+            waiter = self._pending.popleft()
+            if not waiter.done():
+                waiter.set_result(reply)
+        return replies
+
+    async def _frame(
+        self, reader: asyncio.StreamReader, first: bool
+    ) -> AsyncIterator[bytes] | None:
+        """The next reply frame, as the chunks to hand the parser; None when the broker
+        closed between frames.
+
+        kafka-python's parser sets aside the size a frame announces as soon as it reads it:
+        a member announcing 63 MB and sending a byte a second held 63 MB per link. So the
+        parser sees a frame only once its first MB (or all of a smaller one) is here; after
+        that the rest streams in as it comes, set aside once."""
+        try:
+            size = await reader.readexactly(4)
+        except asyncio.IncompleteReadError as closed:
+            if closed.partial:
+                raise LinkClosed("closed by the broker inside a reply") from None
+            return None
+        if first and not self.login.tls and size[:2] in TLS_RECORDS:
+            # 0x1503.. or 0x1603.. as a frame length is ~350 MB: never Kafka's.
+            raise TlsExpected("answers TLS, not plaintext: it may need spec `tls`")
+        (length,) = FRAME_SIZE.unpack(size)
+        if not 0 <= length <= MAX_FRAME:
+            raise kafka_errors.KafkaProtocolError(f"a reply of {length} bytes announced")
+        try:
+            early = await reader.readexactly(min(length, HELD_BACK))
+        except asyncio.IncompleteReadError:
+            raise LinkClosed("closed by the broker inside a reply") from None
+
+        async def chunks() -> AsyncIterator[bytes]:
+            yield size + early
+            left = length - len(early)
+            while left:
+                chunk = await reader.read(min(left, 1 << 16))
+                if not chunk:
+                    raise LinkClosed("closed by the broker inside a reply")
+                left -= len(chunk)
+                yield chunk
+
+        return chunks()
 
     def _fail(self, error: BaseException) -> None:
         writer, self._writer, self._parser = self._writer, None, None
