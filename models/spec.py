@@ -337,12 +337,17 @@ class ClusterSpec(Frozen):
         raise KeyError(node_id)
 
 
+MAX_PROBLEM_LINES = 10
+
+
 class SpecError(ValueError):
     """A spec that cannot be used; the message is one line naming source, field and reason."""
 
 
 def describe_validation_error(source: str, error: ValidationError) -> str:
-    """One line per problem, the first one leading: `source: field.path: reason`.
+    """One line per problem, the first one leading: `source: field.path: reason`; past
+    MAX_PROBLEM_LINES, one line more says how many others there are (a spec of 1,000 bad
+    addresses printed 1,000 lines).
 
     >>> try:
     ...     ClusterSpec.model_validate({"cluster_id": "a", "kind": "redis", "nodes": []})
@@ -360,6 +365,9 @@ def describe_validation_error(source: str, error: ValidationError) -> str:
         where = ".".join(str(part) for part in problem["loc"]) or "(top level)"
         reason = problem["msg"].removeprefix("Value error, ")
         lines.append(f"{source}: {where}: {reason}")
+    if len(lines) > MAX_PROBLEM_LINES:
+        more = len(lines) - MAX_PROBLEM_LINES
+        lines[MAX_PROBLEM_LINES:] = [f"{source}: and {more} more problem(s) of the same file"]
     return "\n".join(lines)
 
 

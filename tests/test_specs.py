@@ -172,6 +172,12 @@ SHOULD_BE_REFUSED = [
         r"nodes\.0\.address: expected HOST:PORT .*\(303 characters\)",
         id="host-longer-than-dns",
     ),
+    pytest.param(
+        b"cluster_id: c1\nkind: zookeeper\nnodes:\n"
+        + b"".join(b"  - {node_id: zk%d, address: 'nohost'}\n" % n for n in range(1000)),
+        r"^(?:[^\n]*nodes\.\d+\.address[^\n]*\n){10}[^\n]*: and 990 more problem\(s\)[^\n]*$",
+        id="1000-bad-addresses-in-11-lines",
+    ),
 ]
 
 
