@@ -156,7 +156,7 @@ SHOULD_BE_REFUSED = [
     ),
     pytest.param(
         b"cluster_id: " + b"[" * 20_000 + b"]" * 20_000 + b"\n",
-        r": \(yaml\): nested too deeply$",
+        r": line 1: exceeded maximum nesting depth$",
         id="20000-deep",
     ),
     pytest.param(
@@ -177,6 +177,24 @@ SHOULD_BE_REFUSED = [
         + b"".join(b"  - {node_id: zk%d, address: 'nohost'}\n" % n for n in range(1000)),
         r"^(?:[^\n]*nodes\.\d+\.address[^\n]*\n){10}[^\n]*: and 990 more problem\(s\)[^\n]*$",
         id="1000-bad-addresses-in-11-lines",
+    ),
+    pytest.param(
+        b"cluster_id: c1\nkind: zookeeper\nnodes:\n  - {node_id: zk1, address: 'a:1'}\n"
+        b"probe: {interval_s: 1.0e-9}\n",
+        r"probe\.interval_s: Input should be greater than or equal to 0\.1$",
+        id="interval-a-nanosecond",
+    ),
+    pytest.param(
+        b"cluster_id: c1\nkind: zookeeper\nnodes:\n  - {node_id: zk1, address: 'a:1'}\n"
+        b"probe: {timeout_s: 1.0e-9}\n",
+        r"probe\.timeout_s: Input should be greater than or equal to 0\.1$",
+        id="timeout-a-nanosecond",
+    ),
+    pytest.param(
+        b"cluster_id: c1\nkind: zookeeper\nnodes:\n"
+        + b"".join(b"  - {node_id: zk%d, address: 'h%d:1'}\n" % (n, n) for n in range(10_000)),
+        r"^[^\n]*: nodes: Tuple should have at most 256 items after validation, not 10000$",
+        id="10000-nodes",
     ),
 ]
 
