@@ -200,7 +200,8 @@ def main(argv: list[str] | None = None) -> None:
         from worker.process import exit_now, serve
 
         if args.service == "up":
-            exit_now(serve(functools.partial(playground.up, engine=args.engine)))
+            start = functools.partial(playground.up, engine=args.engine)
+            exit_now(serve(start, refusals=(playground.AddressTaken,)))
         exit_now(serve(playground.down))
     try:
         args.run(args)

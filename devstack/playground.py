@@ -56,6 +56,10 @@ def _temporal(settings: Settings) -> TemporalDevServer:
     )
 
 
+class AddressTaken(Exception):
+    """The other Temporal of this home (dev server or production engine) runs there."""
+
+
 def _engine(settings: Settings) -> ProductionEngine:
     ip, port = settings.temporal_address.rsplit(":", 1)
     return ProductionEngine(settings.home, ip=ip, port=int(port), namespace=settings.namespace)
@@ -67,7 +71,7 @@ async def _start_temporal(settings: Settings, engine: str) -> str | None:
     dev, production = _temporal(settings), _engine(settings)
     if engine == "production":
         if dev.running():
-            raise RuntimeError(f"the dev server runs at {dev.address}: `scripts/stack down` first")
+            raise AddressTaken(f"the dev server runs at {dev.address}: `scripts/stack down` first")
         print(
             f"temporal server      {production.address} on postgresql"
             f" {production.postgresql.address}  (log {production.server.log_file})",
@@ -76,7 +80,7 @@ async def _start_temporal(settings: Settings, engine: str) -> str | None:
         await asyncio.to_thread(production.up)
         return None
     if production.server.pid() is not None:
-        raise RuntimeError(
+        raise AddressTaken(
             f"the production engine runs at {production.address}: `scripts/stack down` first"
         )
     print(f"temporal dev server  {dev.address}  (log {dev.log_file})", flush=True)

@@ -19,6 +19,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
@@ -26,6 +27,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import SearchAttributeIndexedValueType
 
 from config.settings import REPO_ROOT, Settings
+from devstack import playground
 from devstack.engine import DYNAMIC_CONFIG, VERSION, ProductionEngine, engine_build
 from devstack.zookeeper import ZooKeeperEnsemble
 from models import MonitorInput
@@ -84,6 +86,17 @@ async def test_the_engine_is_the_compose_release_and_a_second_up_changes_nothing
         timeout=30,
     )
     assert validate.stdout.splitlines() == [str(DYNAMIC_CONFIG)], validate.stdout
+
+
+async def test_the_playground_starts_no_dev_server_where_its_engine_runs(
+    production_engine: ProductionEngine,
+) -> None:
+    """`scripts/dev-up` after `scripts/dev-up --engine production`: refused, one line."""
+    home = production_engine.dir.parent
+    settings = Settings(temporal_address=production_engine.address, home=home)
+    with pytest.raises(playground.AddressTaken, match="the production engine runs at"):
+        await playground.up(settings)
+    assert not (home / "temporal").exists()
 
 
 def alternating(events: list[StoredEvent], node_id: str) -> bool:
