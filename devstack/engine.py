@@ -3,9 +3,10 @@ as background processes (`python -m devstack engine up|down|status`).
 
 It is docker-compose.yml's `temporal` service without Docker: the same server release
 (VERSION, which scripts/install.sh builds from the Go module once per machine), configured
-as that image is, by the configuration template the server embeds, filled in from the same
-environment variables (DB, POSTGRES_SEEDS, ..., and DYNAMIC_CONFIG_FILE_PATH naming the same
-file, deploy/temporal/dynamicconfig.yaml). Its schema is made and moved forward by
+as that image is, by the configuration template the server embeds (the image mounts no
+config file: temporalio/temporal#10410), filled in from the same environment variables (DB,
+POSTGRES_SEEDS, ..., and DYNAMIC_CONFIG_FILE_PATH naming the same file,
+deploy/temporal/dynamicconfig.yaml). Its schema is made and moved forward by
 deploy/temporal/setup-schema.sh, its namespace and search attributes registered by
 deploy/temporal/setup-namespace.sh: the scripts compose runs.
 
@@ -101,7 +102,7 @@ class PostgreSQL:
         """The postmaster's pid, from the first line of its postmaster.pid."""
         return processes.read_pid(self.data / "postmaster.pid", str(self.data))
 
-    def _run(self, tool: str, *args: str | Path, timeout: float = 90.0) -> str:
+    def _run(self, tool: str, *args: str | Path, timeout: float = 90.0) -> None:
         owner = self.owner
         done = subprocess.run(
             [str(postgresql_bindir() / tool), *map(str, args)],
@@ -118,7 +119,6 @@ class PostgreSQL:
                 f"{tool} {' '.join(map(str, args))} failed: {done.stderr.strip()}"
                 f" (log {self.log_file})"
             )
-        return done.stdout
 
     def _prepare(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)

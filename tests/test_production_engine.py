@@ -31,7 +31,7 @@ from devstack import playground
 from devstack.engine import DYNAMIC_CONFIG, VERSION, ProductionEngine, engine_build
 from devstack.zookeeper import ZooKeeperEnsemble
 from models import MonitorInput
-from store import EventQuery, StoredEvent
+from store import EventQuery, EventStore, StoredEvent
 from testkit.durability import Moment, Position, Victim, open_stage
 from testkit.events import of_type, wait_for_event
 from tests.test_remediation_durability import judged
@@ -97,6 +97,21 @@ async def test_the_playground_starts_no_dev_server_where_its_engine_runs(
     with pytest.raises(playground.AddressTaken, match="the production engine runs at"):
         await playground.up(settings)
     assert not (home / "temporal").exists()
+
+
+async def watched_up(store: EventStore, cluster_id: str, nodes: list[str]) -> None:
+    """Until no node's last transition the monitor stored is `node.down`."""
+    deadline = time.monotonic() + 30
+    while True:
+        last = {}
+        for stored in store.query(EventQuery(cluster_id=cluster_id)):
+            if stored.event.type in ("node.down", "node.up") and stored.event.node_id:
+                last[stored.event.node_id] = stored.event.type
+        down = [node for node in nodes if last.get(node) == "node.down"]
+        if not down:
+            return
+        assert time.monotonic() < deadline, f"the monitor never saw {down} back up"
+        await asyncio.sleep(0.2)
 
 
 def alternating(events: list[StoredEvent], node_id: str) -> bool:
@@ -166,7 +181,9 @@ async def test_a_rolling_restart_rides_out_its_worker_killed_and_temporal_and_po
         alive = {pid for pid, proc in stage.workers.procs.items() if proc.poll() is None}
         assert alive == set(stage.workers.procs) - {killed_core}
 
-        # The monitor went on: a member killed now is reported once, as the store shows.
+        # The monitor went on: a member killed now is reported once, as the store shows,
+        # once it has reported the last restart's member back.
+        await watched_up(stage.store, cluster_id, [f"zk{m}" for m in zk_healthy.members])
         n = next(m for m in zk_healthy.members if m != zk_healthy.leader())
         fault_at = time.time()
         zk_healthy.kill_member(n)
