@@ -1,7 +1,11 @@
 """`python -m devstack` (or scripts/stack): the local stack, and its servers by hand.
 
-up|down                 the whole playground: Temporal, ZooKeeper, Kafka, worker, agents
+up [--engine production]|down
+                        the whole playground: Temporal, ZooKeeper, Kafka, worker, agents
+                        (--engine production: the real Temporal server on PostgreSQL
+                        instead of the dev server)
 temporal start|stop|status
+engine up|down|status   the real Temporal server on PostgreSQL 15 (devstack/engine.py)
 zookeeper start|stop|status [N]|pid N|kill N|restart N|pause N|resume N [--name playground]
 kafka start|stop|status [N]|pid N|kill N|restart N|pause N|resume N [--name playground]
 
@@ -13,9 +17,12 @@ prints its JVM's pid, or exits 3 when it does not run (the agents' `instance`).
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
+import time
 from collections.abc import Callable
 
+from devstack.engine import ProductionEngine
 from devstack.home import state_home
 from devstack.jvm import JvmCluster
 from devstack.kafka import KafkaCluster
@@ -40,6 +47,19 @@ def temporal(args: argparse.Namespace) -> None:
     else:
         pid = server.pid()
         print("temporal: stopped" if pid is None else f"temporal: running at {where}, pid {pid}")
+
+
+def engine(args: argparse.Namespace) -> None:
+    production = ProductionEngine(state_home(), ip=args.ip, port=args.port)
+    if args.action == "up":
+        started = time.monotonic()
+        production.up()
+        print(f"engine: up in {time.monotonic() - started:.1f} s, at {production.address}")
+    elif args.action == "down":
+        production.down()
+        print("engine: stopped (its workflows stay in PostgreSQL)")
+    for line in production.status():
+        print(f"engine: {line}")
 
 
 def zookeeper(args: argparse.Namespace) -> None:
@@ -149,15 +169,27 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--ui-port", type=int, default=8233)
     t.set_defaults(run=temporal)
 
+    e = services.add_parser("engine", help="the real Temporal server on PostgreSQL 15")
+    e.add_argument("action", choices=("up", "down", "status"))
+    e.add_argument("--ip", default="127.0.0.1")
+    e.add_argument("--port", type=int, default=7233, help="the frontend's; the others follow")
+    e.set_defaults(run=engine)
+
     add_members_parser(
         services, "zookeeper", "3-member ZooKeeper ensemble on 127.0.0.1-3", zookeeper
     )
     add_members_parser(services, "kafka", "3-broker Kafka cluster (KRaft) on 127.0.0.4-6", kafka)
-    for action, what in (
-        ("up", "start everything and watch the playground clusters (scripts/dev-up)"),
-        ("down", "stop everything up started"),
-    ):
-        services.add_parser(action, help=what).set_defaults(run=None)
+    up = services.add_parser(
+        "up", help="start everything and watch the playground clusters (scripts/dev-up)"
+    )
+    up.add_argument(
+        "--engine",
+        choices=("dev", "production"),
+        default="dev",
+        help="Temporal: the dev server (SQLite, with its UI), or the real server on PostgreSQL",
+    )
+    up.set_defaults(run=None)
+    services.add_parser("down", help="stop everything up started").set_defaults(run=None)
 
     args = parser.parse_args(argv)
     if args.run is None:
@@ -167,8 +199,10 @@ def main(argv: list[str] | None = None) -> None:
         from devstack import playground
         from worker.process import exit_now, serve
 
-        run = playground.up if args.service == "up" else playground.down
-        exit_now(serve(run))
+        if args.service == "up":
+            start = functools.partial(playground.up, engine=args.engine)
+            exit_now(serve(start, refusals=(playground.AddressTaken,)))
+        exit_now(serve(playground.down))
     try:
         args.run(args)
     except (OSError, RuntimeError, TimeoutError, ValueError) as e:

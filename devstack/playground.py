@@ -16,6 +16,7 @@ from client import doctor
 from client.api import ReplicanteClient
 from config.settings import REPO_ROOT, Settings
 from devstack import processes
+from devstack.engine import ProductionEngine
 from devstack.kafka import KafkaCluster
 from devstack.temporal import TemporalDevServer
 from devstack.zookeeper import ZooKeeperEnsemble
@@ -54,6 +55,38 @@ def _temporal(settings: Settings) -> TemporalDevServer:
     return TemporalDevServer(
         settings.home, ip=ip, port=int(port), ui_port=int(port) + 1000, extra_args=codec
     )
+
+
+class AddressTaken(Exception):
+    """The other Temporal of this home (dev server or production engine) runs there."""
+
+
+def _engine(settings: Settings) -> ProductionEngine:
+    ip, port = settings.temporal_address.rsplit(":", 1)
+    return ProductionEngine(settings.home, ip=ip, port=int(port), namespace=settings.namespace)
+
+
+async def _start_temporal(settings: Settings, engine: str) -> str | None:
+    """The dev server, or the production-shape engine, at the settings' address; its UI's
+    URL (the engine has none: docker-compose.yml runs temporalio/ui beside its server)."""
+    dev, production = _temporal(settings), _engine(settings)
+    if engine == "production":
+        if dev.running():
+            raise AddressTaken(f"the dev server runs at {dev.address}: `scripts/stack down` first")
+        print(
+            f"temporal server      {production.address} on postgresql"
+            f" {production.postgresql.address}  (log {production.server.log_file})",
+            flush=True,
+        )
+        await asyncio.to_thread(production.up)
+        return None
+    if production.server.pid() is not None:
+        raise AddressTaken(
+            f"the production engine runs at {production.address}: `scripts/stack down` first"
+        )
+    print(f"temporal dev server  {dev.address}  (log {dev.log_file})", flush=True)
+    await asyncio.to_thread(dev.start)
+    return dev.ui_url
 
 
 def _codec_files(settings: Settings) -> tuple[Path, Path, Path]:
@@ -161,11 +194,11 @@ def _spawn_worker(
     )
 
 
-async def up(settings: Settings) -> int:
+async def up(settings: Settings, engine: str = "dev") -> int:
+    """The playground on Temporal's dev server (`engine="dev"`) or on the production-shape
+    engine (`"production"`)."""
     specs = [load_spec(path) for path in PLAYGROUND_SPECS]
-    temporal = _temporal(settings)
-    print(f"temporal dev server  {temporal.address}  (log {temporal.log_file})", flush=True)
-    await asyncio.to_thread(temporal.start)
+    ui_url = await _start_temporal(settings, engine)
     ensemble, kafka = _playground(settings), _kafka_playground(settings)
     print(f"zookeeper playground {', '.join(ensemble.addresses)}", flush=True)
     print(f"kafka playground     {kafka.bootstrap}", flush=True)
@@ -179,8 +212,8 @@ async def up(settings: Settings) -> int:
     pid = _start_worker(settings)
     print(f"core worker          pid {pid}  (log {_worker_files(settings)[1]})", flush=True)
     print(f"event stream         topic {settings.events_topic} at {settings.events_kafka}")
-    if _encrypted(settings) and temporal.ui_url is not None:
-        pid, tokens = _start_codec_server(settings, temporal.ui_url)
+    if _encrypted(settings) and ui_url is not None:
+        pid, tokens = _start_codec_server(settings, ui_url)
         print(f"codec server         http://{CODEC_LISTEN} pid {pid}  (tokens {tokens})")
         print(f"  to decode in the UI open http://{CODEC_LISTEN}/login?token=$(cat {tokens})")
         print(
@@ -210,9 +243,14 @@ async def up(settings: Settings) -> int:
             f" {READY_WITHIN_S:g} s: fix them as above, or `scripts/stack down`"
         )
         return 1
+    ui = (
+        "none on the production engine (`scripts/dev-up` has the dev server's)"
+        if ui_url is None
+        else f"{ui_url}/namespaces/{settings.namespace}/workflows"
+    )
     print(
         f"""
-Temporal UI: {temporal.ui_url}/namespaces/{settings.namespace}/workflows
+Temporal UI: {ui}
 
 Try:
   replicante status playground
@@ -253,4 +291,6 @@ async def down(settings: Settings) -> int:
     print("zookeeper and kafka playgrounds stopped")
     await asyncio.to_thread(_temporal(settings).stop)
     print("temporal dev server stopped (its history stays in the SQLite file)")
+    await asyncio.to_thread(_engine(settings).down)
+    print("production engine stopped (its history stays in PostgreSQL)")
     return 0

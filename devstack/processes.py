@@ -76,13 +76,14 @@ def is_paused(pid: int) -> bool:
 
 
 def read_pid(pid_file: Path, marker: str) -> int | None:
-    """The live pid recorded in pid_file, or None.
+    """The live pid on the first line of pid_file (PostgreSQL's postmaster.pid has more
+    lines), or None.
 
     The process must have `marker` (e.g. its config file path) on its command line: after
     a reboot or a crash the recorded pid may belong to an unrelated process by now.
     """
     try:
-        pid = int(pid_file.read_text().strip())
+        pid = int(pid_file.read_text().partition("\n")[0])
     except (FileNotFoundError, ValueError):
         return None
     if not is_alive(pid):

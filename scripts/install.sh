@@ -2,8 +2,9 @@
 # Sets up a checkout: the venv with the project and its dev tools, and the server jars the
 # local stack runs. Safe to rerun, and quick when pyproject.toml, the locks (requirements/)
 # and the poms are unchanged: each step records a hash of its input in a stamp file and is
-# skipped while it matches. FerretDB, which the suite runs as a MongoDB-protocol server, is
-# built from its Go module once per machine, into a cache outside the checkout.
+# skipped while it matches. FerretDB, which the suite runs as a MongoDB-protocol server, and
+# the Temporal server of the production-shape engine (devstack/engine.py) are built from their
+# Go modules once per machine, into a cache outside the checkout.
 set -euo pipefail
 cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
 
@@ -12,6 +13,10 @@ state_home=${REPLICANTE_HOME:-$PWD/.replicante}
 jars_root=${REPLICANTE_JARS:-$state_home/jars}
 builds_root=${REPLICANTE_BUILDS:-${XDG_CACHE_HOME:-$HOME/.cache}/replicante/builds}
 ferretdb_version=v1.24.2
+# devstack/engine.py's VERSION and docker-compose.yml's image tags name the same release.
+temporal_version=v1.32.2
+# The module needs a newer Go than Debian's or ours: the go command fetches this toolchain.
+temporal_toolchain=go1.27.3
 
 digest() { sha256sum "$@" | sha256sum | cut -c1-16; }
 fresh() { [[ -f $1 && $(<"$1") == "$2" ]]; }
@@ -42,6 +47,21 @@ if ! command -v chromium >/dev/null; then
         echo "installed chromium from Debian's packages"
     else
         echo "install.sh: no chromium for the browser test; e.g. apt-get install chromium" >&2
+    fi
+fi
+
+# The production-shape engine runs PostgreSQL 15 from Debian's packages (initdb and pg_ctl
+# are in `pg_config --bindir`, not on PATH). Only it needs them, so without root this warns.
+if [[ ! -x $(pg_config --bindir 2>/dev/null)/initdb ]]; then
+    if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+        if ! out=$(apt-get update -qq 2>&1 &&
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 2>&1); then
+            echo "$out" >&2
+            exit 1
+        fi
+        echo "installed postgresql-15 from Debian's packages"
+    else
+        echo "install.sh: no PostgreSQL 15 for the production-shape engine; e.g. apt-get install postgresql-15" >&2
     fi
 fi
 
@@ -160,5 +180,49 @@ build_ferretdb() {
     exec {lock}>&-
 }
 build_ferretdb
+
+# Builds the Temporal server and temporal-sql-tool from the module go.temporal.io/server into
+# $builds_root/temporal, where devstack.engine finds them, with the module's PostgreSQL
+# schemas beside them: update-schema reads its versioned directories, and the binaries do
+# not carry them. About 5 minutes on 2 cores the first time.
+build_temporal() {
+    local target=$builds_root/temporal stamp="$temporal_version $temporal_toolchain"
+    local go src work out lock started
+    fresh "$target/.installed" "$stamp" && return
+    go=$(command -v go || echo /usr/local/go/bin/go)
+    [[ -x $go ]] || { echo "install.sh: the Temporal server needs Go on PATH" >&2; exit 1; }
+    mkdir -p "$builds_root"
+    exec {lock}>"$builds_root/temporal.lock"
+    flock "$lock"
+    if ! fresh "$target/.installed" "$stamp"; then
+        echo "building the Temporal server $temporal_version from its Go module (minutes)"
+        started=$SECONDS
+        work=$(mktemp -d "$builds_root/temporal.XXXXXX")
+        if ! out=$(GOTOOLCHAIN=$temporal_toolchain GOBIN=$work/out "$go" install \
+            "go.temporal.io/server/cmd/server@$temporal_version" \
+            "go.temporal.io/server/cmd/tools/sql@$temporal_version" 2>&1); then
+            echo "$out" >&2
+            rm -rf "$work"
+            exit 1
+        fi
+        mv "$work/out/server" "$work/out/temporal-server"
+        mv "$work/out/sql" "$work/out/temporal-sql-tool"
+        src=$(GOTOOLCHAIN=$temporal_toolchain "$go" mod download -json \
+            "go.temporal.io/server@$temporal_version" |
+            .venv/bin/python -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')
+        [[ -d $src/schema/postgresql/v12 ]] ||
+            { echo "install.sh: no PostgreSQL schema in '$src'" >&2; rm -rf "$work"; exit 1; }
+        mkdir -p "$work/out/schema"
+        cp -r "$src/schema/postgresql" "$work/out/schema/"
+        chmod -R u+w "$work/out/schema"
+        echo "$stamp" >"$work/out/.installed"
+        rm -rf "$target"
+        mv "$work/out" "$target"
+        rm -rf "$work"
+        echo "built the Temporal server $temporal_version into $target in $((SECONDS - started)) s"
+    fi
+    exec {lock}>&-
+}
+build_temporal
 
 echo "install.sh: up to date"

@@ -1,17 +1,21 @@
-"""A harness that kills the processes a remediation runs on, at chosen moments, on the real
-Temporal server and the real ZooKeeper ensemble; tests/test_remediation_durability.py and
-bench/remediation.py use it.
+"""A harness that kills the processes a remediation runs on, at chosen moments, on a real
+Temporal server (the dev server, or the production-shape engine on PostgreSQL) and the real
+ZooKeeper ensemble; tests/test_remediation_durability.py, tests/test_production_engine.py
+and bench/remediation.py use it.
 
-A `Stage` runs one core worker and one node agent per member, each a `python -m worker`
-process of its own. Each agent's commands act on its real ensemble member and append one
-line per effect to a counter file (which member's JVM was stopped or started, by which
-command), so "exactly once" is read off the file, not inferred. A restart stops the member,
-waits GAP_S (the middle of the step), then starts it; `Stage.drain` makes one member's
-restart first drain for a while, as a broker's controlled shutdown does.
+A `Stage` runs one core worker (or more, on one task queue) and one node agent per member,
+each a `python -m worker` process of its own. Each agent's commands act on its real
+ensemble member and append one line per effect to a counter file (which member's JVM was
+stopped or started, by which command), so "exactly once" is read off the file, not
+inferred. A restart stops the member, waits GAP_S (the middle of the step), then starts
+it; `Stage.drain` makes one member's restart first drain for a while, as a broker's
+controlled shutdown does.
 
 `Stage.rolling_restart(positions)` runs one `rolling_restart` under policy auto and, at each
-position in turn, SIGKILLs the core worker or an agent and starts it again at once; the
-remediation has to finish by itself.
+position in turn, SIGKILLs the core worker or an agent and starts it again at once (or
+stops the Temporal server, or restarts its PostgreSQL); the remediation has to finish by
+itself. With more than one core worker, the one at work on the
+remediation is the one killed, and it is not replaced: another has to take over.
 """
 
 from __future__ import annotations
@@ -30,13 +34,14 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
+from typing import Protocol
 
 import yaml
 from temporalio.api.enums.v1 import EventType, PendingActivityState
 from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 
 from config.settings import REPO_ROOT
-from devstack.temporal import TemporalDevServer
+from devstack.engine import PostgreSQL
 from devstack.zookeeper import ZooKeeperEnsemble
 from models import ClusterSpec, NodeSpec, Policy, agent_task_queue
 from models.monitor import Outcome
@@ -119,14 +124,28 @@ class Effect:
         return cls(kind, int(member), int(member_pid), int(command_pid), float(at))
 
 
+class Server(Protocol):
+    """A Temporal server the stage may stop and start again on its database: the dev
+    server (devstack.temporal) or the production-shape engine's (devstack.engine)."""
+
+    def pid(self) -> int | None: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
 class Victim(StrEnum):
     CORE = "core worker"
     AGENT = "agent"
     """The agent of the step's node; its running command survives (a session of its own)."""
     AGENT_AND_COMMAND = "agent and its command"
     """As when a host's supervisor kills the agent's whole cgroup."""
-    TEMPORAL = "Temporal dev server"
-    """Stopped, and started again on the same database file DOWNTIME_S later."""
+    TEMPORAL = "Temporal server"
+    """Stopped, and started again on the same database DOWNTIME_S later."""
+    POSTGRESQL = "PostgreSQL"
+    """The production-shape engine's, restarted by `pg_ctl restart -m fast`: every session
+    of the Temporal server cut off at once."""
 
 
 class Moment(StrEnum):
@@ -296,9 +315,13 @@ class Stage:
     store: SQLiteEventStore
     home: Path
     workers: Workers
-    server: TemporalDevServer | None = None
+    server: Server | None = None
     """The server `client` talks to, when the stage may stop it."""
-    core_pid: int = 0
+    database: PostgreSQL | None = None
+    """That server's PostgreSQL, when the stage may restart it."""
+    cores: int = 1
+    core_pids: list[int] = field(default_factory=list)
+    """The core workers running now."""
     agent_pids: dict[int, int] = field(default_factory=dict)
     """Member -> the pid of its agent."""
 
@@ -326,8 +349,9 @@ class Stage:
     # --- processes ---------------------------------------------------------------------------
 
     def start_core(self) -> int:
-        self.core_pid = self.workers.start()
-        return self.core_pid
+        pid = self.workers.start()
+        self.core_pids.append(pid)
+        return pid
 
     def start_agent(self, n: int) -> int:
         self.agent_pids[n] = self.workers.start("--agent", self.agent_node(n))
@@ -335,7 +359,9 @@ class Stage:
 
     async def start_all(self) -> None:
         """Start every process and wait until each polls its task queue."""
-        waits = [self._polling(self.start_core(), self.queue, workflows=True)]
+        waits = [
+            self._polling(self.start_core(), self.queue, workflows=True) for _ in range(self.cores)
+        ]
         for n in self.ensemble.members:
             queue = agent_task_queue(self.spec.cluster_id, self.agent_node(n))
             waits.append(self._polling(self.start_agent(n), queue))
@@ -354,17 +380,29 @@ class Stage:
             assert time.monotonic() < deadline, f"never polled {queue}\n{self.workers.tail()}"
             await asyncio.sleep(0.1)
 
-    async def kill(self, victim: Victim, n: int) -> tuple[int, ...]:
-        """SIGKILL the victim (for agents, member n's; the server is stopped); the pids
-        killed."""
+    async def kill(
+        self,
+        victim: Victim,
+        n: int,
+        handle: WorkflowHandle[RemediationWorkflow, RemediationStatus],
+    ) -> tuple[int, ...]:
+        """SIGKILL the victim (for agents, member n's; for the core, the one at work on the
+        remediation; the server is stopped, PostgreSQL restarted); the pids killed."""
         if victim is Victim.TEMPORAL:
             assert self.server is not None, "a stage of its own server can stop it"
             pid = self.server.pid()
             await asyncio.to_thread(self.server.stop)
             return () if pid is None else (pid,)
+        if victim is Victim.POSTGRESQL:
+            assert self.database is not None, "a stage of the engine can restart its database"
+            pid = self.database.pid()
+            await asyncio.to_thread(self.database.restart)
+            return () if pid is None else (pid,)
         if victim is Victim.CORE:
-            self.workers.kill(self.core_pid)
-            return (self.core_pid,)
+            core = await self._core_at_work(handle)
+            self.workers.kill(core)
+            self.core_pids.remove(core)
+            return (core,)
         agent = self.agent_pids[n]
         self.workers.kill(agent)
         if victim is Victim.AGENT:
@@ -373,16 +411,42 @@ class Stage:
         os.killpg(command, signal.SIGKILL)
         return (agent, command)
 
+    async def _core_at_work(
+        self, handle: WorkflowHandle[RemediationWorkflow, RemediationStatus]
+    ) -> int:
+        """The core worker running the remediation's activity, else the one that completed
+        its last workflow task (whose cache holds it, so its next task goes there first)."""
+        if len(self.core_pids) == 1:
+            return self.core_pids[0]
+        pending = (await handle.describe()).raw_description.pending_activities
+        running = [
+            a.last_worker_identity
+            for a in pending
+            if a.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+        ]
+        identities = (
+            running
+            or [
+                e.workflow_task_completed_event_attributes.identity
+                for e in (await handle.fetch_history()).events
+                if e.HasField("workflow_task_completed_event_attributes")
+            ][-1:]
+        )
+        cores = {self.workers.identity(pid): pid for pid in self.core_pids}
+        assert identities and identities[-1] in cores, f"{identities} not among {cores}"
+        return cores[identities[-1]]
+
     async def revive(self, victim: Victim, n: int) -> None:
         """Start the victim again; a process without waiting for it, since whatever comes
-        next needs its work."""
+        next needs its work. A core worker with another still running is not replaced."""
         if victim is Victim.TEMPORAL:
             assert self.server is not None
             await asyncio.sleep(DOWNTIME_S)
             await asyncio.to_thread(self.server.start)
         elif victim is Victim.CORE:
-            self.start_core()
-        else:
+            if not self.core_pids:
+                self.start_core()
+        elif victim is not Victim.POSTGRESQL:
             self.start_agent(n)
 
     # --- what happened -----------------------------------------------------------------------
@@ -437,7 +501,7 @@ class Stage:
         hits = []
         for position in positions:
             n = await self._reach(handle, position, effects_before)
-            killed = await self.kill(position.victim, n)
+            killed = await self.kill(position.victim, n, handle)
             hits.append(Hit(position, killed, self._landed(handle.id, n, effects_before)))
             await self.revive(position.victim, n)
         status = await asyncio.wait_for(handle.result(), REMEDIATION_TIMEOUT_S)
@@ -554,11 +618,13 @@ async def open_stage(
     home: Path,
     queue: str | None = None,
     interval_s: float = 0.5,
-    server: TemporalDevServer | None = None,
+    server: Server | None = None,
+    database: PostgreSQL | None = None,
+    cores: int = 1,
 ) -> AsyncIterator[Stage]:
-    """A cluster of `ensemble` with a core worker on `queue` (default: its own) and an agent
-    per member, all processes of their own with their state in `home`, stopped at the
-    end. The store is `home`/events.db."""
+    """A cluster of `ensemble` with `cores` core workers on `queue` (default: its own) and
+    an agent per member, all processes of their own with their state in `home`, stopped at
+    the end. The store is `home`/events.db."""
     cluster_id = f"dur-{uuid.uuid4().hex[:6]}"
     spec = own_agents(zk_spec(ensemble, cluster_id, interval_s=interval_s))
     home.mkdir(parents=True, exist_ok=True)
@@ -578,7 +644,7 @@ async def open_stage(
     store = SQLiteEventStore(home / "events.db")
     workers = Workers(env, home)
     try:
-        stage = Stage(client, ensemble, spec, store, home, workers, server)
+        stage = Stage(client, ensemble, spec, store, home, workers, server, database, cores)
         await stage.start_all()
         yield stage
     finally:

@@ -1,5 +1,6 @@
-"""Session-wide servers for the tests: a Temporal dev server, a ZooKeeper ensemble, a
-Kafka cluster and FerretDB (a MongoDB wire-protocol server, not MongoDB).
+"""Session-wide servers for the tests: a Temporal dev server, the production-shape engine (the
+real Temporal server on PostgreSQL), a ZooKeeper ensemble, a Kafka cluster and FerretDB (a
+MongoDB wire-protocol server, not MongoDB).
 
 All are real processes; a missing prerequisite fails the tests that need it with a message
 saying how to fix it, rather than skipping them, so a green run always means they ran.
@@ -8,7 +9,9 @@ saying how to fix it, rather than skipping them, so a green run always means the
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -22,6 +25,7 @@ from temporalio.testing import WorkflowEnvironment
 from config.secret_scope import DIRS_ENV
 from config.temporal import dev_server_flags
 from devstack import processes
+from devstack.engine import ProductionEngine, claim_engine
 from devstack.ferretdb import FerretDB, claim_ferretdb
 from devstack.jvm import JvmCluster
 from devstack.kafka import KafkaCluster, claim_kafka, claim_sasl_kafka
@@ -94,6 +98,31 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
         yield env
     finally:
         await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+def production_engine() -> Iterator[ProductionEngine]:
+    """The real Temporal server (the release docker-compose.yml runs, built by
+    scripts/install.sh) on PostgreSQL 15, with the namespace and our search attributes,
+    started once per session (~15 s from nothing).
+
+    It runs on 127.0.1.1, or 127.0.1.2 (and so on) for a second session. Its home is a
+    directory of its own under /tmp, not in pytest's: under root PostgreSQL runs as the user
+    postgres, who may not enter pytest's base temp dir (mode 0700).
+    """
+    home = Path(tempfile.mkdtemp(prefix="replicante-engine-"))
+    home.chmod(0o755)
+    engine, slot = claim_engine(home)
+    try:
+        try:
+            engine.up()
+        except FileNotFoundError as e:
+            pytest.fail(f"{e} ({INSTALL_HINT})")
+        yield engine
+    finally:
+        engine.down()
+        slot.release()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def serve(cluster: C, slot: Slot, timeout: float) -> Iterator[C]:

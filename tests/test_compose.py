@@ -34,6 +34,7 @@ from temporalio.common import SearchAttributeIndexedValueType
 from temporalio.testing import WorkflowEnvironment
 
 from config.settings import REPO_ROOT, Settings
+from devstack import engine
 from devstack.temporal import temporal_binary
 from models import (
     ClusterSpec,
@@ -48,6 +49,14 @@ SCHEMA = Path(__file__).parent / "compose_spec" / "compose-spec.json"
 
 # Settings the worker and agent read outside `Settings` (issue 6: metrics and logging).
 AGREED_VARIABLES = frozenset({"REPLICANTE_METRICS_ADDRESS", "REPLICANTE_LOG_FORMAT"})
+
+INSTALL = "scripts/install.sh"
+
+# The images of the server's release: its server, and its temporal-sql-tool and CLI.
+TEMPORAL_IMAGES = ("temporalio/server:", "temporalio/admin-tools:")
+
+# Set for the temporal service only: the engine has no Prometheus to scrape its metrics.
+DOCKER_ONLY = frozenset({"PROMETHEUS_ENDPOINT"})
 
 # What the ZooKeeper probe sends (activities/zookeeper/probe.py) and the healthcheck's srvr.
 ZOOKEEPER_WORDS = frozenset({"srvr", "mntr", "conf"})
@@ -438,11 +447,58 @@ def temporal_problems(stack: Stack) -> list[str]:
         database["POSTGRES_PASSWORD"],
     ):
         problems.append("the server does not log in to the postgresql service")
-    if env(services["temporal-schema"])["SQL_PASSWORD"] != database["POSTGRES_PASSWORD"]:
+    schema = env(services["temporal-schema"])
+    login = (schema["SQL_PLUGIN"], schema["SQL_HOST"], schema["SQL_USER"], schema["SQL_PASSWORD"])
+    if login != (
+        server["DB"],
+        "postgresql",
+        database["POSTGRES_USER"],
+        database["POSTGRES_PASSWORD"],
+    ):
         problems.append("temporal-schema does not log in to the postgresql service")
     dynamic = stack.mounted("temporal", server["DYNAMIC_CONFIG_FILE_PATH"])
     if dynamic is None or not isinstance(yaml.safe_load(dynamic.read_text()), dict):
         problems.append("DYNAMIC_CONFIG_FILE_PATH is no mounted YAML mapping: the server refuses")
+    return problems
+
+
+def engine_problems(stack: Stack) -> list[str]:
+    """What Docker users run is what the tests run on the production-shape engine: the
+    server release scripts/install.sh builds, the same configuration variables (the engine
+    adds only the ports compose leaves at their defaults), the same dynamic config file
+    and the same setup scripts."""
+    services = stack.services
+    release = engine.VERSION.removeprefix("v")
+    problems = [
+        f"{name} runs {image}, the engine {engine.VERSION}"
+        for name, service in services.items()
+        if (image := str(service.get("image"))).startswith(TEMPORAL_IMAGES)
+        and image.partition(":")[2] != release
+    ]
+    built = re.search(r"^temporal_version=(\S+)$", (stack.root / INSTALL).read_text(), re.M)
+    if built is None or built.group(1) != engine.VERSION:
+        problems.append(
+            f"{INSTALL} builds {built and built.group(1)}, the engine runs {engine.VERSION}"
+        )
+    server = env(services["temporal"])
+    ours = engine.ProductionEngine(stack.root).server.environment()
+    for key in sorted(server.keys() - ours.keys() - DOCKER_ONLY):
+        problems.append(f"the temporal service sets {key}, the engine does not")
+    if server["DB"] != ours["DB"]:
+        problems.append(f"the temporal service's DB is {server['DB']}, the engine's {ours['DB']}")
+    mounted = stack.mounted("temporal", server["DYNAMIC_CONFIG_FILE_PATH"])
+    wanted = stack.root / engine.DYNAMIC_CONFIG.relative_to(REPO_ROOT)
+    if mounted != wanted:
+        problems.append(
+            f"the temporal service's dynamic config is {mounted}, the engine's {wanted}"
+        )
+    for name, ours_too in (
+        ("temporal-schema", engine.SETUP_SCHEMA),
+        ("temporal-setup", engine.SETUP_NAMESPACE),
+    ):
+        script = stack.mounted(name, services[name]["entrypoint"][1])
+        if script != stack.root / ours_too.relative_to(REPO_ROOT):
+            problems.append(f"{name} runs {script}, the engine {ours_too.name}")
     return problems
 
 
@@ -535,6 +591,7 @@ CHECKS: list[Callable[[Stack], list[str]]] = [
     kafka_problems,
     mongodb_problems,
     temporal_problems,
+    engine_problems,
     collector_problems,
     dockerfile_problems,
 ]
@@ -770,11 +827,123 @@ BREAKAGES = [
         "the server does not log in",
     ),
     Breakage(
+        temporal_problems,
+        COMPOSE,
+        "SQL_HOST: postgresql",
+        "SQL_HOST: temporal",
+        "temporal-schema does not log in",
+    ),
+    Breakage(
+        engine_problems,
+        COMPOSE,
+        "image: temporalio/server:1.32.2",
+        "image: temporalio/server:1.32.0",
+        "temporal runs temporalio/server:1.32.0, the engine v1.32.2",
+    ),
+    Breakage(
+        engine_problems,
+        COMPOSE,
+        "image: temporalio/admin-tools:1.32.2\n    environment:\n      SQL_PLUGIN",
+        "image: temporalio/admin-tools:1.31.0\n    environment:\n      SQL_PLUGIN",
+        "temporal-schema runs temporalio/admin-tools:1.31.0",
+    ),
+    Breakage(
+        engine_problems,
+        INSTALL,
+        "temporal_version=v1.32.2",
+        "temporal_version=v1.33.0",
+        "scripts/install.sh builds v1.33.0",
+    ),
+    Breakage(
+        engine_problems,
+        COMPOSE,
+        "BIND_ON_IP: 0.0.0.0",
+        'BIND_ON_IP: 0.0.0.0\n      NUM_HISTORY_SHARDS: "512"',
+        "sets NUM_HISTORY_SHARDS, the engine does not",
+    ),
+    Breakage(
+        engine_problems,
+        COMPOSE,
+        "DB: postgres12\n",
+        "DB: postgres12_pgx\n",
+        "DB is postgres12_pgx",
+    ),
+    Breakage(
+        engine_problems,
+        COMPOSE,
+        "./deploy/temporal/dynamicconfig.yaml:",
+        "./deploy/prometheus/prometheus.yml:",
+        "the temporal service's dynamic config is",
+    ),
+    Breakage(
+        engine_problems,
+        COMPOSE,
+        "./deploy/temporal/setup-namespace.sh:",
+        "./deploy/apply-clusters.sh:",
+        "temporal-setup runs",
+    ),
+    Breakage(
         collector_problems,
         "deploy/otel-collector/config.yaml",
         "endpoint: 0.0.0.0:4318",
         "endpoint: 0.0.0.0:4319",
         "where the collector does not listen",
+    ),
+    Breakage(
+        temporal_problems,
+        COMPOSE,
+        "SQL_HOST: postgresql",
+        "SQL_HOST: temporal",
+        "temporal-schema does not log in",
+    ),
+    Breakage(
+        engine_problems,
+        COMPOSE,
+        "image: temporalio/server:1.32.2",
+        "image: temporalio/server:1.32.0",
+        "temporal runs temporalio/server:1.32.0, the engine v1.32.2",
+    ),
+    Breakage(
+        engine_problems,
+        COMPOSE,
+        "image: temporalio/admin-tools:1.32.2\n    environment:\n      SQL_PLUGIN",
+        "image: temporalio/admin-tools:1.31.0\n    environment:\n      SQL_PLUGIN",
+        "temporal-schema runs temporalio/admin-tools:1.31.0",
+    ),
+    Breakage(
+        engine_problems,
+        INSTALL,
+        "temporal_version=v1.32.2",
+        "temporal_version=v1.33.0",
+        "scripts/install.sh builds v1.33.0",
+    ),
+    Breakage(
+        engine_problems,
+        COMPOSE,
+        "BIND_ON_IP: 0.0.0.0",
+        'BIND_ON_IP: 0.0.0.0\n      NUM_HISTORY_SHARDS: "512"',
+        "sets NUM_HISTORY_SHARDS, the engine does not",
+    ),
+    Breakage(
+        engine_problems,
+        COMPOSE,
+        "DB: postgres12\n",
+        "DB: postgres12_pgx\n",
+        "DB is postgres12_pgx",
+    ),
+    Breakage(
+        engine_problems,
+        COMPOSE,
+        "./deploy/temporal/dynamicconfig.yaml:",
+        "./deploy/prometheus/prometheus.yml:",
+        "the temporal service's dynamic config is",
+    ),
+    Breakage(
+        engine_problems,
+        COMPOSE,
+        "./deploy/temporal/setup-namespace.sh:",
+        "./deploy/apply-clusters.sh:",
+        "temporal-setup runs",
     ),
     Breakage(
         collector_problems,
@@ -925,6 +1094,62 @@ BREAKAGES = [
         "DYNAMIC_CONFIG_FILE_PATH is no mounted YAML mapping",
     ),
     Breakage(
+        temporal_problems,
+        COMPOSE,
+        "SQL_HOST: postgresql",
+        "SQL_HOST: temporal",
+        "temporal-schema does not log in",
+    ),
+    Breakage(
+        engine_problems,
+        COMPOSE,
+        "image: temporalio/server:1.32.2",
+        "image: temporalio/server:1.32.0",
+        "temporal runs temporalio/server:1.32.0, the engine v1.32.2",
+    ),
+    Breakage(
+        engine_problems,
+        COMPOSE,
+        "image: temporalio/admin-tools:1.32.2\n    environment:\n      SQL_PLUGIN",
+        "image: temporalio/admin-tools:1.31.0\n    environment:\n      SQL_PLUGIN",
+        "temporal-schema runs temporalio/admin-tools:1.31.0",
+    ),
+    Breakage(
+        engine_problems,
+        INSTALL,
+        "temporal_version=v1.32.2",
+        "temporal_version=v1.33.0",
+        "scripts/install.sh builds v1.33.0",
+    ),
+    Breakage(
+        engine_problems,
+        COMPOSE,
+        "BIND_ON_IP: 0.0.0.0",
+        'BIND_ON_IP: 0.0.0.0\n      NUM_HISTORY_SHARDS: "512"',
+        "sets NUM_HISTORY_SHARDS, the engine does not",
+    ),
+    Breakage(
+        engine_problems,
+        COMPOSE,
+        "DB: postgres12\n",
+        "DB: postgres12_pgx\n",
+        "DB is postgres12_pgx",
+    ),
+    Breakage(
+        engine_problems,
+        COMPOSE,
+        "./deploy/temporal/dynamicconfig.yaml:",
+        "./deploy/prometheus/prometheus.yml:",
+        "the temporal service's dynamic config is",
+    ),
+    Breakage(
+        engine_problems,
+        COMPOSE,
+        "./deploy/temporal/setup-namespace.sh:",
+        "./deploy/apply-clusters.sh:",
+        "temporal-setup runs",
+    ),
+    Breakage(
         collector_problems,
         "deploy/otel-collector/config.yaml",
         "endpoint: jaeger:4317",
@@ -937,7 +1162,8 @@ BREAKAGES = [
 @pytest.fixture
 def stack_copy(tmp_path: Path) -> Path:
     """A copy of the files the checks read, to break."""
-    for name in (COMPOSE, "Dockerfile", "pyproject.toml"):
+    for name in (COMPOSE, "Dockerfile", "pyproject.toml", INSTALL):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
         shutil.copy(REPO_ROOT / name, tmp_path / name)
     for directory in ("deploy", "examples"):
         shutil.copytree(REPO_ROOT / directory, tmp_path / directory)
@@ -1036,7 +1262,7 @@ case "$3" in
   update-schema) [ -f "{tmp_path}/$2" ] ;;
 esac""",
     )
-    login = "temporal-sql-tool --plugin postgres12 --ep postgresql -p 5432 -u temporal --db "
+    login = "temporal-sql-tool --db "
     versioned = "/etc/temporal/schema/postgresql/v12"
     code, calls = run_with_stand_ins(tmp_path, ["sh", str(script)])
     assert code == 0
