@@ -416,11 +416,18 @@ class Fleet:
         leader = ensemble.leader()
         return next(n for n in ensemble.members if n != leader)
 
-    async def recover(self, ensemble: ZooKeeperEnsemble, member: int, since: float) -> None:
-        """Wait until every spec on the ensemble has its `node.up` of `member` stored."""
+    async def recover(
+        self,
+        ensemble: ZooKeeperEnsemble,
+        member: int,
+        since: float,
+        saw_down: Sequence[ClusterSpec],
+    ) -> None:
+        """Wait until every spec that stored `member`'s `node.down` has its `node.up` too: one
+        that never saw it down has nothing to tell."""
         await asyncio.to_thread(ensemble.wait_ready, RECOVER_TIMEOUT_S)
         _, missing = await fanout(
-            self.store, self.on(ensemble), "node.up", f"zk{member}", since, RECOVER_TIMEOUT_S
+            self.store, saw_down, "node.up", f"zk{member}", since, RECOVER_TIMEOUT_S
         )
         if missing:
             raise RuntimeError(f"{len(missing)} specs never saw zk{member} up again")
@@ -533,7 +540,9 @@ async def fault(
         f"{name}: zk{member} seen by {len(delays)} of {len(targets)} specs, p50"
         f" {p50(delays):.3f} s, p95 {p95(delays):.3f} s; load {fault_load}"
     )
-    await fleet.recover(ensemble, member, injected_at)
+    await fleet.recover(
+        ensemble, member, injected_at, [s for s in targets if s.cluster_id not in missing]
+    )
     return {
         f"{name}_fanout_p50_s": round(p50(delays), 3),
         f"{name}_fanout_p95_s": round(p95(delays), 3),
