@@ -3,8 +3,8 @@ moments and timed to their stored event, and where that time went.
 
 A fault's latency runs from the signal to the `stored_at` of its `node.down` event. It is
 split, with the timestamps of the monitor's history, into: waiting for the probe that saw
-it (`observed_at`), that probe plus the end of the watch activity, the workflow task that
-turns the view into events, and the activity that stores them.
+it (`observed_at`), that probe plus the end of the watch activity, the wait for the
+workflow task that turns the view into events, and that task with the write that stores them.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ DETECT_TIMEOUT_S = 30.0
 RECOVER_TIMEOUT_S = 90.0
 WORKER_STOP_S = 10.0
 
-STAGES = ("wait for probe", "probe + watch end", "workflow task", "event activity")
+STAGES = ("wait for probe", "probe + watch end", "to workflow task", "task + event write")
 
 
 def log(message: str) -> None:
@@ -405,14 +405,15 @@ async def history(client: Client, handle: WorkflowHandle[Any, Any]) -> list[list
 
 def stages(samples: list[Sample], runs: list[list[HistoryEvent]]) -> dict[str, list[float]]:
     """Each sample's latency, split at the server's timestamps of the watch that returned
-    the fault's view and of the record_events activity scheduled after it."""
+    the fault's view and of the workflow task that started after it (which writes the events
+    as a local activity, or schedules the activity that does)."""
 
     def at(e: HistoryEvent) -> float:
         return e.event_time.ToMicroseconds() / 1e6
 
     # (server time, run, event id): event ids restart with each run of a chain.
     watch_done: list[tuple[float, int, int]] = []
-    record_scheduled: list[tuple[float, int, int]] = []
+    task_started: list[tuple[float, int, int]] = []
     for r, events in enumerate(runs):
         activity = {
             e.event_id: e.activity_task_scheduled_event_attributes.activity_type.name
@@ -425,17 +426,17 @@ def stages(samples: list[Sample], runs: list[list[HistoryEvent]]) -> dict[str, l
                     "watch_cluster"
                 ):
                     watch_done.append((at(e), r, e.event_id))
-            elif activity.get(e.event_id) == "record_events":
-                record_scheduled.append((at(e), r, e.event_id))
+            elif e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED:
+                task_started.append((at(e), r, e.event_id))
     split: dict[str, list[float]] = {stage: [] for stage in STAGES}
     for s in samples:
         done = next((w for w in watch_done if w[0] >= s.observed_at), None)
         if done is None:
             continue
-        scheduled = next((x for x in record_scheduled if x[1:] > done[1:]), None)
-        if scheduled is None:
+        started = next((x for x in task_started if x[1:] > done[1:]), None)
+        if started is None:
             continue
-        points = (s.injected_at, s.observed_at, done[0], scheduled[0], s.stored_at)
+        points = (s.injected_at, s.observed_at, done[0], started[0], s.stored_at)
         for stage, start, end in zip(STAGES, points, points[1:], strict=False):
             split[stage].append(end - start)
     return split

@@ -18,8 +18,8 @@ whole and the monitor's view says so:
 
 A fault's latency runs from the signal to the `stored_at` of its `node.down` event. It is
 split, with the timestamps of the monitor's history, into: waiting for the probe that saw
-it (`observed_at`), that probe plus the end of the watch activity, the workflow task that
-turns the view into events, and the activity that stores them.
+it (`observed_at`), that probe plus the end of the watch activity, the wait for the
+workflow task that turns the view into events, and that task with the write that stores them.
 
 The idle cluster's history is counted over the whole run, at least --min-window seconds
 (default 660, just over one watch_max_s): the real monitor's one-off start-up events are

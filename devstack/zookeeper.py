@@ -131,6 +131,9 @@ class ZooKeeperEnsemble(JvmCluster):
             f"4lw.commands.whitelist={FOUR_LETTER_WORDS}",
             # The AdminServer would bind 8080 on all addresses, once per member.
             "admin.enableServer=false",
+            # Every client here comes from one loopback address: a fleet of specs over one
+            # ensemble (bench/fleet.py, the suite's) holds more than the default 60 each.
+            "maxClientCnxns=0",
         ]
         if self.sasl_users:
             lines += self._write_jaas(n)

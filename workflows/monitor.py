@@ -50,6 +50,7 @@ REMEDIATIONS = "remediations"
 TELL_CLEARED = "tell-cleared"
 FINISHED_IS_FINISHED = "finished-is-finished"
 UNCHANGED_SPEC = "unchanged-spec"
+LOCAL_EVENT_WRITES = "local-event-writes"
 
 
 def workflow_id(cluster_id: str) -> str:
@@ -158,13 +159,27 @@ class ClusterMonitorWorkflow:
         if not self._queued:
             return
         batch, self._queued = self._queued, []
+        summary = ", ".join(sorted({e.type for e in batch}))
+        # A local activity: the write runs inside the workflow task that turned the view into
+        # events, with no activity task to dispatch and no second workflow task after it. A
+        # member's crash seen by 100 specs at once was 100 activity tasks queued behind 100
+        # workflow tasks; a change now costs 7 history events instead of 13.
+        if workflow.patched(LOCAL_EVENT_WRITES):
+            await workflow.execute_local_activity_method(
+                EventActivities.record_events,
+                EventBatch(events=batch),
+                start_to_close_timeout=EVENT_WRITE_TIMEOUT,
+                retry_policy=RETRY_FOREVER,
+                summary=summary,
+            )
+            return
         await workflow.execute_activity_method(
             EventActivities.record_events,
             EventBatch(events=batch),
             start_to_close_timeout=EVENT_WRITE_TIMEOUT,
             heartbeat_timeout=EVENT_WRITE_HEARTBEAT,
             retry_policy=RETRY_FOREVER,
-            summary=", ".join(sorted({e.type for e in batch})),
+            summary=summary,
         )
 
     async def _remediate(self) -> None:

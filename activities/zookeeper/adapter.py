@@ -9,12 +9,10 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import ClassVar
 
-from kazoo.retry import KazooRetry
-
 from activities.adapter import Adapter
-from activities.links import stop_all
 from activities.telemetry import probe_node, traced_probe
-from activities.zookeeper.connection import _kazoo, _stop, login_of
+from activities.zookeeper.connection import login_of
+from activities.zookeeper.links import hold
 from activities.zookeeper.probe import _read_member, _Reading, describe_error
 from activities.zookeeper.replies import SERVING, zxid_lag
 from config.secret_scope import SecretUnavailable
@@ -22,9 +20,6 @@ from config.zookeeper import ZooKeeperLogin
 from models import ClusterSpec, ClusterView, Kind, Role, ShardStatus
 
 SHARD_ID = "zk"
-# Closing a healthy link takes 15-35 ms, one to a hung member up to its session timeout;
-# the watch hands its view over only after closing, so it waits for the healthy ones only.
-LINK_STOP_WAIT_S = 0.5
 
 
 def _error(reading: _Reading) -> str | None:
@@ -93,31 +88,13 @@ class ZooKeeperAdapter(Adapter[ZooKeeperLogin]):
         if login is None:
             yield
             return
-
-        def listener(state: str) -> None:
-            on_change()
-
-        # One client per member, pinned to it: a multi-host client would fail over and hide
+        # One session per member, pinned to it: a multi-host client would fail over and hide
         # the very crash we hold the link to see. The session timeout also bounds how long a
-        # hung (SIGSTOPped) member goes unnoticed: kazoo drops a link after 2/3 of it
-        # without a ping reply.
-        clients = [
-            _kazoo(
-                node.address,
-                spec.probe.timeout_s,
-                login,
-                KazooRetry(max_tries=-1, delay=0.1, max_delay=1.0),
-            )
-            for node in spec.nodes
-        ]
-        for client in clients:
-            client.add_listener(listener)
-            client.start_async()
+        # hung (SIGSTOPped) member goes unnoticed: a link is lost after 2/3 of it without a
+        # ping reply.
+        held = [hold(node, spec.probe.timeout_s, login, on_change) for node in spec.nodes]
         try:
             yield
         finally:
-            for client in clients:
-                client.remove_listener(listener)
-            # stop() waits for the member to confirm the close; a hung member never does, and
-            # kazoo gives up only at its read timeout.
-            stop_all([partial(_stop, c) for c in clients], LINK_STOP_WAIT_S)
+            for link in held:
+                link.cancel()
