@@ -37,6 +37,8 @@ from temporalio.worker import Worker
 
 from activities.adapter import Adapter
 from config.temporal import dev_server_flags
+from devstack.engine import VERSION as ENGINE_VERSION
+from devstack.engine import claim_engine
 from devstack.jvm import JvmCluster
 from devstack.temporal import temporal_binary
 from models import ClusterSpec, ClusterView, MonitorInput
@@ -169,6 +171,29 @@ def stdout_to_stderr() -> Iterator[None]:
     finally:
         os.dup2(saved, 1)
         os.close(saved)
+
+
+async def temporal_engine(
+    stack: contextlib.AsyncExitStack, engine: str, home: Path
+) -> tuple[Client, str]:
+    """A client of a Temporal server with our search attributes, and the server's release:
+    the dev server (`dev`), or the production-shape engine (`production`: the real server on
+    PostgreSQL, devstack/engine.py) on a test slot of its own. The stack stops it."""
+    if engine == "dev":
+        env = await temporal(stack)
+        return env.client, temporal_server_version()
+    # PostgreSQL runs as the user postgres under root: its home must be one it may enter.
+    engine_home = Path(tempfile.mkdtemp(prefix="replicante-engine-"))
+    engine_home.chmod(0o755)
+    stack.callback(shutil.rmtree, engine_home, ignore_errors=True)
+    production, slot = claim_engine(engine_home)
+    stack.callback(slot.release)
+    stack.push_async_callback(asyncio.to_thread, production.down)
+    await asyncio.to_thread(production.up)
+    client = await Client.connect(
+        production.address, namespace=production.namespace, data_converter=pydantic_data_converter
+    )
+    return client, ENGINE_VERSION.removeprefix("v")
 
 
 async def temporal(stack: contextlib.AsyncExitStack) -> WorkflowEnvironment:

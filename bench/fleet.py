@@ -6,10 +6,9 @@
 Starts everything it needs and stops it all at the end, also on failure, Ctrl-C or SIGTERM:
 a Temporal server, E real 3-member ZooKeeper ensembles (`maxClientCnxns=0`: every
 connection here comes from one loopback address), and W core workers as `python -m worker`
-processes, whose CPU, memory and threads are read from /proc. `--engine dev` (the default
-for now) is the Temporal dev server; `--engine production` is the real server on
-PostgreSQL, which the prod-engine branch brings (issue 14, item 1): until it lands, the
-flag fails saying so.
+processes, whose CPU, memory and threads are read from /proc. `--engine production` (the
+default) is the real Temporal server on PostgreSQL (devstack/engine.py, on a slot of its
+own, 127.0.1.x); `--engine dev` the Temporal dev server.
 
 Spec i names the members of ensemble i mod E, as `replicante apply` would apply it: many
 specs over few ensembles only because we lack machines. Each spec holds its own links and
@@ -73,7 +72,7 @@ from temporalio.api.enums.v1 import EventType, PendingActivityState
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 
-from bench.common import log, p50, p95, stdout_to_stderr, temporal, temporal_server_version
+from bench.common import log, p50, p95, stdout_to_stderr, temporal_engine
 from client.api import ReplicanteClient
 from config.settings import Settings
 from devstack.home import jars_dir
@@ -86,7 +85,7 @@ from workflows.monitor import ClusterMonitorWorkflow, workflow_id
 
 QUEUE = "fleet"
 ENGINES = ("dev", "production")
-DEFAULT_ENGINE = "dev"
+DEFAULT_ENGINE = "production"
 SWEEP = (100, 300, 1000)
 INTERVAL_S = 5.0
 TIMEOUT_S = 2.0
@@ -647,8 +646,7 @@ async def start_ensembles(
 async def bench(args: argparse.Namespace, clusters: int, home: Path) -> Report:
     began = time.monotonic()
     async with contextlib.AsyncExitStack() as stack:
-        env = await temporal(stack)
-        client = env.client
+        client, server_version = await temporal_engine(stack, args.engine, home)
         ensembles = await start_ensembles(stack, home, args.ensembles)
         store_path = home / "events.db"
         settings = dataclasses.replace(
@@ -729,7 +727,7 @@ async def bench(args: argparse.Namespace, clusters: int, home: Path) -> Report:
         goals=goals_met(figures),
         elapsed_s=round(time.monotonic() - began, 1),
         temporalio_version=importlib.metadata.version("temporalio"),
-        temporal_server_version=temporal_server_version(),
+        temporal_server_version=server_version,
     )
 
 
@@ -745,8 +743,7 @@ def main(argv: list[str] | None = None) -> None:
         "--engine",
         choices=ENGINES,
         default=DEFAULT_ENGINE,
-        help=f"Temporal to run on (default {DEFAULT_ENGINE}: the production engine is not"
-        " here yet)",
+        help=f"Temporal to run on (default {DEFAULT_ENGINE})",
     )
     parser.add_argument("--ensembles", type=int, default=1, metavar="E")
     parser.add_argument("--idle-s", type=float, default=60.0, metavar="S")
@@ -754,13 +751,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sweep", action="store_true", help=f"N = {SWEEP}, one run each")
     parser.add_argument("--json", action="store_true", help="end with one JSON line")
     args = parser.parse_args(argv)
-    if args.engine == "production":
-        parser.exit(
-            2,
-            "bench/fleet.py: --engine production needs the Temporal server on PostgreSQL"
-            " (issue 14, item 1), which is not on this branch yet; use --engine dev\n",
-        )
-    log(f"engine: {args.engine} (the Temporal dev server; the default until production lands)")
+    log(f"engine: {args.engine}")
 
     async def main_async() -> list[Report]:
         task = asyncio.current_task()
