@@ -41,6 +41,7 @@ from devstack.engine import VERSION as ENGINE_VERSION
 from devstack.engine import claim_engine
 from devstack.jvm import JvmCluster
 from devstack.temporal import temporal_binary
+from devstack.zookeeper import ZooKeeperEnsemble, claim_ensemble
 from models import ClusterSpec, ClusterView, MonitorInput
 from store import EventQuery, SQLiteEventStore
 from testkit.events import of_type, wait_for_event
@@ -171,6 +172,27 @@ def stdout_to_stderr() -> Iterator[None]:
     finally:
         os.dup2(saved, 1)
         os.close(saved)
+
+
+ENSEMBLE_START_S = 120.0
+
+
+async def start_ensembles(
+    stack: contextlib.AsyncExitStack, home: Path, names: Sequence[str]
+) -> list[ZooKeeperEnsemble]:
+    """One real 3-member ensemble per name, on machine-wide slots, started together; the
+    stack stops them and frees their slots."""
+    started: list[ZooKeeperEnsemble] = []
+    for name in names:
+        ensemble, slot = await asyncio.to_thread(claim_ensemble, home, name, "zk-test")
+        stack.callback(slot.release)
+        stack.push_async_callback(asyncio.to_thread, ensemble.stop)
+        ensemble.start()
+        started.append(ensemble)
+    for ensemble in started:
+        took = await asyncio.to_thread(ensemble.wait_ready, ENSEMBLE_START_S)
+        log(f"ensemble {ensemble.name} ready in {took:.1f} s on {ensemble.connect_string}")
+    return started
 
 
 async def temporal_engine(

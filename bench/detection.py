@@ -63,6 +63,7 @@ from bench.common import (
     render,
     run_faults,
     running,
+    start_ensembles,
     start_monitor,
     stop_monitor,
     temporal,
@@ -72,7 +73,6 @@ from bench.common import (
     main as bench_main,
 )
 from bench.naive_monitor import NaiveMonitorWorkflow, naive_workflow_id
-from devstack.zookeeper import ZooKeeperEnsemble, claim_ensemble
 from models import ClusterSpec, ClusterView, Role
 from store import SQLiteEventStore
 from testkit.specs import zk_spec
@@ -81,7 +81,6 @@ from worker.core import core_worker
 NAIVE_QUEUE = "bench-naive"
 CPU_PROBES = 60
 # Six JVMs starting at once on two cores elect their leaders slowly.
-START_TIMEOUT_S = 120.0
 
 GOAL_DETECTION_P95_S = 1.5
 GOAL_CRASH_P95_S = 0.5
@@ -89,23 +88,6 @@ GOAL_RATIO = 200.0
 GOAL_WATCH_PER_HOUR = 200.0
 
 # --- setup -----------------------------------------------------------------------------------
-
-
-async def start_ensembles(
-    stack: contextlib.AsyncExitStack, home: Path
-) -> tuple[ZooKeeperEnsemble, ZooKeeperEnsemble]:
-    """Two ensembles on two machine-wide slots, started together; the stack stops them."""
-    started: list[ZooKeeperEnsemble] = []
-    for name in ("a", "b"):
-        ensemble, slot = await asyncio.to_thread(claim_ensemble, home, name, "zk-test")
-        stack.callback(slot.release)
-        stack.push_async_callback(asyncio.to_thread, ensemble.stop)
-        ensemble.start()
-        started.append(ensemble)
-    for ensemble in started:
-        took = await asyncio.to_thread(ensemble.wait_ready, START_TIMEOUT_S)
-        log(f"ensemble {ensemble.name} ready in {took:.1f} s on {ensemble.connect_string}")
-    return started[0], started[1]
 
 
 async def probe_cpu_ms_per_node(spec: ClusterSpec) -> tuple[float, str]:
@@ -254,7 +236,7 @@ async def bench(args: argparse.Namespace, home: Path) -> Report:
     started = time.monotonic()
     async with contextlib.AsyncExitStack() as stack:
         env = await temporal(stack)
-        a, b = await start_ensembles(stack, home)
+        a, b = await start_ensembles(stack, home, ("a", "b"))
         store = SQLiteEventStore(home / "events.db")
         stack.callback(store.close)
         client, rng = env.client, random.Random(args.seed)

@@ -72,11 +72,11 @@ from temporalio.api.enums.v1 import EventType, PendingActivityState
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 
-from bench.common import log, p50, p95, stdout_to_stderr, temporal_engine
+from bench.common import log, p50, p95, start_ensembles, stdout_to_stderr, temporal_engine
 from client.api import ReplicanteClient
 from config.settings import Settings
 from devstack.home import jars_dir
-from devstack.zookeeper import ZooKeeperEnsemble, claim_ensemble
+from devstack.zookeeper import ZooKeeperEnsemble
 from models import ClusterSpec
 from store import EventQuery, SQLiteEventStore
 from testkit.specs import zk_spec
@@ -627,27 +627,11 @@ async def takeover(fleet: Fleet) -> dict[str, Any]:
 # --- main --------------------------------------------------------------------------------------
 
 
-async def start_ensembles(
-    stack: contextlib.AsyncExitStack, home: Path, count: int
-) -> list[ZooKeeperEnsemble]:
-    started: list[ZooKeeperEnsemble] = []
-    for i in range(count):
-        ensemble, slot = await asyncio.to_thread(claim_ensemble, home, f"fleet{i}", "zk-test")
-        stack.callback(slot.release)
-        stack.push_async_callback(asyncio.to_thread, ensemble.stop)
-        ensemble.start()
-        started.append(ensemble)
-    for ensemble in started:
-        took = await asyncio.to_thread(ensemble.wait_ready, START_TIMEOUT_S)
-        log(f"ensemble {ensemble.name} ready in {took:.1f} s on {ensemble.connect_string}")
-    return started
-
-
 async def bench(args: argparse.Namespace, clusters: int, home: Path) -> Report:
     began = time.monotonic()
     async with contextlib.AsyncExitStack() as stack:
         client, server_version = await temporal_engine(stack, args.engine, home)
-        ensembles = await start_ensembles(stack, home, args.ensembles)
+        ensembles = await start_ensembles(stack, home, [f"fleet{i}" for i in range(args.ensembles)])
         store_path = home / "events.db"
         settings = dataclasses.replace(
             Settings.from_env(),
