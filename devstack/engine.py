@@ -28,7 +28,6 @@ import os
 import pwd
 import shlex
 import subprocess
-import time
 from pathlib import Path
 
 from devstack import processes
@@ -252,17 +251,11 @@ class TemporalServer:
 
     def _wait_healthy(self, pid: int, timeout: float) -> None:
         # The frontend's port opens before history and matching have joined the ring.
-        deadline = time.monotonic() + timeout
         argv = [str(temporal_binary()), "operator", "cluster", "health", "--address", self.address]
-        while True:
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=10)
-            if done.returncode == 0:
-                return
-            if not processes.is_alive(pid):
-                raise RuntimeError("server exited")
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"not healthy within {timeout:.0f} s: {done.stderr.strip()}")
-            time.sleep(0.5)
+        try:
+            processes.wait_until_answered(argv, pid, timeout, every=0.5)
+        except TimeoutError as e:
+            raise TimeoutError(f"not healthy within {timeout:.0f} s: {e}") from None
 
     def stop(self, grace: float = 20.0) -> None:
         """Stop the server if it runs; the workflows stay in PostgreSQL."""

@@ -174,3 +174,19 @@ def wait_for_port(
         if time.monotonic() >= deadline:
             raise TimeoutError(f"{host}:{port} did not accept connections in {timeout:.0f} s")
         time.sleep(0.1)
+
+
+def wait_until_answered(argv: list[str], pid: int, timeout: float, every: float) -> None:
+    """Run `argv` every `every` s until it exits 0: RuntimeError if process `pid` exits
+    first, TimeoutError with the last attempt's stderr after `timeout` s. For servers whose
+    port opens before they serve, asked as a client would ask."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        if done.returncode == 0:
+            return
+        if not is_alive(pid):
+            raise RuntimeError("server exited")
+        if time.monotonic() >= deadline:
+            raise TimeoutError(done.stderr.strip())
+        time.sleep(every)

@@ -6,9 +6,7 @@ It registers the search attributes the monitor keeps (config/temporal.py).
 from __future__ import annotations
 
 import shutil
-import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -110,20 +108,12 @@ class TemporalDevServer:
 
     def _wait_namespace(self, pid: int) -> None:
         # The gRPC port opens before the frontend serves namespaces; ask like a client would.
-        deadline = time.monotonic() + self.startup_timeout
         argv = [str(temporal_binary()), "operator", "namespace", "describe"]
         argv += ["--namespace", self.namespace, "--address", self.address]
-        while True:
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=10)
-            if done.returncode == 0:
-                return
-            if not processes.is_alive(pid):
-                raise RuntimeError("server exited")
-            if time.monotonic() >= deadline:
-                raise TimeoutError(
-                    f"namespace {self.namespace!r} not served: {done.stderr.strip()}"
-                )
-            time.sleep(0.2)
+        try:
+            processes.wait_until_answered(argv, pid, self.startup_timeout, every=0.2)
+        except TimeoutError as e:
+            raise TimeoutError(f"namespace {self.namespace!r} not served: {e}") from None
 
     def stop(self, grace: float = 10.0) -> None:
         """Stop the server if it runs; its db keeps the workflows for the next start."""
