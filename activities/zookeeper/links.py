@@ -11,7 +11,8 @@ loop that drives them is shared.
 
 A link tells `on_change` when its session is established, and when it is lost: the
 connection closed or reset (a SIGKILLed member's sockets are closed by the kernel at once),
-or no reply to a ping within 2/3 of the session timeout (a hung member), as kazoo counts.
+or no reply to a ping within 2/3 of the session timeout (a hung member), as kazoo counts;
+the adapter asks for a session as long as the spec's hang bound, so pings stay rare.
 A lost link is retried every 0.1 s, doubling to 1 s; a refused login ends it, as kazoo's
 AUTH_FAILED does (the probe then reports the refusal every round).
 """
