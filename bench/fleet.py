@@ -29,7 +29,9 @@ Phases, one after the other:
   activities scheduled, markers, signals, timers, upserts, starts, and heartbeats
   (`temporal_actions_per_cluster_hour`).
 - crash: SIGKILL a follower of ensemble 0; for every spec naming it, the time until its
-  `node.down` is stored (`crash_fanout_*`; missed: none within 45 s).
+  `node.down` is stored (`crash_fanout_*`; missed: none within 45 s), and the time until the
+  view that told it was taken (`crash_detected_*`): the rest is the view's way through
+  Temporal to the store.
 - hang: the same for a SIGSTOPped follower (`hang_fanout_p95_s`).
 - takeover (W >= 2): SIGKILL the worker that watches most; the time until every cluster it
   watched has a watch running elsewhere and a view newer than the kill (`takeover_p95_s`);
@@ -61,7 +63,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 if __package__ in (None, ""):
     # Run as a script: sys.path[0] is bench/, where bench/kafka.py would stand in for
@@ -204,16 +206,28 @@ def calibration_specs(ensemble: ZooKeeperEnsemble) -> list[ClusterSpec]:
     ]
 
 
+class Seen(NamedTuple):
+    event_id: str
+    stored_at: float
+    observed_at: float
+    """When the watch took the view the event came from: the part of a delay that is
+    detection; the rest is the view's way through Temporal to the store."""
+
+
 def stored_since(
     store: SQLiteEventStore, type_: str, since: float, node_id: str | None = None
-) -> dict[str, list[tuple[str, float]]]:
-    """Per cluster, the (event id, stored_at) of each `type_` event stored since `since`."""
-    found: dict[str, list[tuple[str, float]]] = {}
+) -> dict[str, list[Seen]]:
+    """Per cluster, each `type_` event stored since `since`."""
+    found: dict[str, list[Seen]] = {}
     query = EventQuery(types=(type_,), since=datetime.fromtimestamp(since, UTC), limit=1_000_000)
     for stored in store.query(query):
         if node_id is None or stored.event.node_id == node_id:
             found.setdefault(stored.event.cluster_id, []).append(
-                (stored.event.event_id, stored.stored_at.timestamp())
+                Seen(
+                    stored.event.event_id,
+                    stored.stored_at.timestamp(),
+                    stored.event.at.timestamp(),
+                )
             )
     return found
 
@@ -225,20 +239,20 @@ async def fanout(
     node_id: str,
     since: float,
     timeout: float,
-) -> tuple[list[float], list[str]]:
-    """Seconds from `since` to each spec's first `type_` of `node_id`; the specs without one
+) -> tuple[list[Seen], list[str]]:
+    """Each spec's first `type_` of `node_id` stored since `since`; the specs without one
     within `timeout`."""
     deadline = time.monotonic() + timeout
     while True:
         seen = stored_since(store, type_, since, node_id)
         missing = [s.cluster_id for s in specs if s.cluster_id not in seen]
         if not missing or time.monotonic() > deadline:
-            delays = [
-                min(at for _, at in seen[s.cluster_id]) - since
+            firsts = [
+                min(seen[s.cluster_id], key=lambda e: e.stored_at)
                 for s in specs
                 if s.cluster_id in seen
             ]
-            return delays, missing
+            return firsts, missing
         await asyncio.sleep(0.2)
 
 
@@ -311,10 +325,14 @@ class Report:
     crash_fanout_p95_s: float
     crash_fanout_max_s: float
     crash_fanout_missed: int
+    crash_detected_p50_s: float
+    crash_detected_p95_s: float
     crash_load: str
     hang_fanout_p50_s: float
     hang_fanout_p95_s: float
     hang_fanout_missed: int
+    hang_detected_p50_s: float
+    hang_detected_p95_s: float
     takeover_p95_s: float | None
     takeover_lost_events: int | None
     takeover_duplicate_events: int | None
@@ -457,7 +475,7 @@ async def first_views(
         seen = stored_since(store, "cluster.health_changed", since)
         done = [c for c in applied if c in seen]
         if len(done) == len(applied) or time.monotonic() > deadline:
-            delays = [min(at for _, at in seen[c]) - applied[c] for c in done]
+            delays = [min(e.stored_at for e in seen[c]) - applied[c] for c in done]
             return delays, len(applied) - len(done)
         await asyncio.sleep(0.5)
 
@@ -529,15 +547,18 @@ async def fault(
     injected_at = time.time()
     await asyncio.to_thread(inject, member)
     try:
-        delays, missing = await fanout(
+        firsts, missing = await fanout(
             fleet.store, targets, "node.down", f"zk{member}", injected_at, FANOUT_TIMEOUT_S
         )
         fault_load = load()
     finally:
         await asyncio.to_thread(recover, member)
+    delays = [e.stored_at - injected_at for e in firsts]
+    detected = [e.observed_at - injected_at for e in firsts]
     log(
         f"{name}: zk{member} seen by {len(delays)} of {len(targets)} specs, p50"
-        f" {p50(delays):.3f} s, p95 {p95(delays):.3f} s; load {fault_load}"
+        f" {p50(delays):.3f} s, p95 {p95(delays):.3f} s (in the view: p50 {p50(detected):.3f} s,"
+        f" p95 {p95(detected):.3f} s); load {fault_load}"
     )
     await fleet.recover(
         ensemble, member, injected_at, [s for s in targets if s.cluster_id not in missing]
@@ -547,6 +568,9 @@ async def fault(
         f"{name}_fanout_p95_s": round(p95(delays), 3),
         f"{name}_fanout_max_s": round(max(delays, default=float("nan")), 3),
         f"{name}_fanout_missed": len(missing),
+        # How much of the delay is the watch's, and how much the view's way to the store.
+        f"{name}_detected_p50_s": round(p50(detected), 3),
+        f"{name}_detected_p95_s": round(p95(detected), 3),
         f"{name}_load": fault_load,
     }
 
@@ -607,9 +631,7 @@ async def takeover(fleet: Fleet) -> dict[str, Any]:
     downs = stored_since(fleet.store, "node.down", member_killed_at, f"zk{member}")
     lost = sum(1 for s in targets if s.cluster_id not in downs)
     duplicated = sum(
-        len({event_id for event_id, _ in downs[s.cluster_id]}) - 1
-        for s in targets
-        if s.cluster_id in downs
+        len({e.event_id for e in downs[s.cluster_id]}) - 1 for s in targets if s.cluster_id in downs
     )
     await asyncio.to_thread(ensemble.start_member, member)
     times = list(taken.values())

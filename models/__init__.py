@@ -11,7 +11,15 @@ from models.agent import (
     parse_agent_config,
 )
 from models.base import Kind, ServiceAction
-from models.events import EVENT_SCHEMA_VERSION, Event, EventDraft, changes
+from models.events import (
+    EVENT_SCHEMA_VERSION,
+    VIEW_EVENTS,
+    Event,
+    EventDraft,
+    change_event_id,
+    changes,
+    view_changes,
+)
 from models.findings import Finding, Severity, evaluate, health_of
 from models.monitor import (
     EventBatch,
@@ -44,6 +52,7 @@ from models.view import ClusterView, Health, NodeStatus, Role, ShardStatus
 __all__ = [
     "EVENT_SCHEMA_VERSION",
     "SERVICE_ACTIVITY",
+    "VIEW_EVENTS",
     "ActionCommand",
     "AgentConfig",
     "AuthMechanism",
@@ -79,6 +88,7 @@ __all__ = [
     "TlsSettings",
     "WatchRequest",
     "agent_task_queue",
+    "change_event_id",
     "changes",
     "evaluate",
     "health_of",
@@ -87,5 +97,6 @@ __all__ = [
     "monitor_workflow_id",
     "parse_agent_config",
     "parse_spec",
+    "view_changes",
     "watch_key",
 ]

@@ -7,6 +7,7 @@ workflow runs it deterministically and the watch activity uses the same notion o
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from typing import Any
 
@@ -49,6 +50,66 @@ class Event(BaseModel):
     schema_version: int = EVENT_SCHEMA_VERSION
 
 
+VIEW_EVENTS = frozenset(
+    {
+        "node.down",
+        "node.up",
+        "node.role_changed",
+        "cluster.leader_lost",
+        "cluster.leader_changed",
+        "cluster.quorum_lost",
+        "cluster.quorum_regained",
+    }
+)
+"""What `view_changes` emits: events about the views alone, whatever the spec says."""
+
+
+def change_event_id(change: str, draft: EventDraft) -> str:
+    """The id of a `VIEW_EVENTS` draft among the events of one change of the view, `change`
+    naming that change. Made from what the event is about, not its place in the list: the
+    watch that saw the change and the workflow each turn it into events, and the store
+    keeps the first write of each id, so each is stored once whoever writes first. Within
+    one change no two such drafts share a type and node (`view_changes` emits at most one of
+    each)."""
+    about = repr((draft.type, draft.node_id))
+    return f"{change}/{hashlib.sha256(about.encode()).hexdigest()[:16]}"
+
+
+def view_changes(
+    before: ClusterView, after: ClusterView, last_leader: str | None = None
+) -> list[EventDraft]:
+    """The events of `changes` that the views alone make (`VIEW_EVENTS`): nodes, leader and
+    quorum. Findings and health depend on the spec too, which a watch may hold an old
+    generation of: those only the workflow tells."""
+    drafts = _node_changes(before, after, last_leader)
+    if before.quorum is not False and after.quorum is False:
+        drafts.append(
+            EventDraft(
+                type="cluster.quorum_lost",
+                severity=Severity.CRITICAL,
+                message=f"quorum lost: {after.voting_alive} of {after.voting_configured} "
+                "voting members alive",
+                payload={
+                    "voting_alive": after.voting_alive,
+                    "voting_configured": after.voting_configured,
+                },
+            )
+        )
+    elif before.quorum is False and after.quorum:
+        drafts.append(
+            EventDraft(
+                type="cluster.quorum_regained",
+                message=f"quorum regained: {after.voting_alive} of "
+                f"{after.voting_configured} voting members alive",
+                payload={
+                    "voting_alive": after.voting_alive,
+                    "voting_configured": after.voting_configured,
+                },
+            )
+        )
+    return drafts
+
+
 def changes(
     before: ClusterView | None,
     after: ClusterView,
@@ -69,34 +130,7 @@ def changes(
     The first view of a cluster emits only `cluster.health_changed` (from unknown),
     not a `node.up` per node: nothing came up, we merely started looking.
     """
-    drafts: list[EventDraft] = []
-    if before is not None:
-        drafts.extend(_node_changes(before, after, last_leader))
-        if before.quorum is not False and after.quorum is False:
-            drafts.append(
-                EventDraft(
-                    type="cluster.quorum_lost",
-                    severity=Severity.CRITICAL,
-                    message=f"quorum lost: {after.voting_alive} of {after.voting_configured} "
-                    "voting members alive",
-                    payload={
-                        "voting_alive": after.voting_alive,
-                        "voting_configured": after.voting_configured,
-                    },
-                )
-            )
-        elif before.quorum is False and after.quorum:
-            drafts.append(
-                EventDraft(
-                    type="cluster.quorum_regained",
-                    message=f"quorum regained: {after.voting_alive} of "
-                    f"{after.voting_configured} voting members alive",
-                    payload={
-                        "voting_alive": after.voting_alive,
-                        "voting_configured": after.voting_configured,
-                    },
-                )
-            )
+    drafts = view_changes(before, after, last_leader) if before is not None else []
     if finding_events:
         drafts.extend(_finding_changes(after.cluster_id, findings_before, findings_after))
     old_health = health_of(before, findings_before)

@@ -36,7 +36,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 
 from activities.events import EventActivities
-from activities.monitor import watch_cluster
+from activities.monitor import WatchActivities
 from config.logs import LogFormat
 from config.masking import known
 from config.secrets import read_secrets
@@ -393,7 +393,7 @@ async def test_a_live_monitor_without_a_cache_logs_each_event_once(
             temporal_env.client,
             task_queue=f"q-{cid}",
             workflows=[ClusterMonitorWorkflow],
-            activities=[watch_cluster, EventActivities(store).record_events],
+            activities=[WatchActivities(store).watch_cluster, EventActivities(store).record_events],
             max_cached_workflows=0,
         ):
             handle = await temporal_env.client.start_workflow(

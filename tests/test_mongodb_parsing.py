@@ -37,7 +37,7 @@ from activities.mongodb.replies import (
     shard_routes,
 )
 from activities.mongodb.view import cluster_view
-from activities.monitor import watch_cluster
+from activities.monitor import WatchActivities
 from models import (
     ClusterSpec,
     ClusterView,
@@ -47,6 +47,7 @@ from models import (
     parse_spec,
     watch_key,
 )
+from store import SQLiteEventStore
 from tests.mongodb_wire import ReplayServer, replaying
 
 REPLIES = Path(__file__).parent / "replies" / "mongodb"
@@ -813,13 +814,14 @@ async def test_held_links_see_a_crash_at_once_and_close_within_the_bound() -> No
             assert time.monotonic() - started < LINK_STOP_WAIT_S + 0.2
 
 
-async def test_watch_returns_at_once_when_a_held_link_sees_a_member_die() -> None:
+async def test_watch_returns_at_once_when_a_held_link_sees_a_member_die(tmp_path: Path) -> None:
     """The watch activity (outside Temporal) on stand-ins: with a 60 s interval, only the held
     link's callback can make it probe again within the second."""
     with servers(PSS80) as running:
         spec = probe_spec({n: s.address for n, s in running.items()})
         spec = spec.model_copy(update={"probe": spec.probe.model_copy(update={"interval_s": 60.0})})
         env = ActivityEnvironment()
+        watch_cluster = WatchActivities(SQLiteEventStore(tmp_path / "events.db")).watch_cluster
         first = await env.run(watch_cluster, WatchRequest(spec=spec))
         assert first.leader == "m1"
         watching = asyncio.ensure_future(

@@ -65,6 +65,7 @@ class GatedStore(EventStore):
         self.inner = inner
         self._armed: str | None = None
         self.held = threading.Event()
+        self.held_ids: list[str] = []
         self._release = threading.Event()
 
     def arm(self, type_: str) -> None:
@@ -78,6 +79,7 @@ class GatedStore(EventStore):
 
     def append(self, events: Sequence[Event]) -> int:
         if self._armed is not None and any(e.type == self._armed for e in events):
+            self.held_ids = [e.event_id for e in events]
             self.held.set()
             self._release.wait(20)
         return self.inner.append(events)
@@ -319,12 +321,13 @@ async def test_continue_as_new_keeps_view_pause_and_generation(
     assert await m.run_id() == first_run  # a spec update is not a change of the cluster
 
     # Change 2 (node.down) makes the run continue as new. Hold its events in the store
-    # while the pause signal arrives, so the run carries `paused` over.
+    # while the pause signal arrives, so the run carries `paused` over: the workflow's
+    # write, which has the findings (the watch stores view events only).
     n = follower_of(zk_healthy)
-    m.store.arm("node.down")
+    m.store.arm("finding.opened")
     m.set_mark()
     zk_healthy.kill_member(n)
-    assert await asyncio.to_thread(m.store.held.wait, 30), "node.down never reached the store"
+    assert await asyncio.to_thread(m.store.held.wait, 30), "the workflow never wrote node.down"
     await m.handle.signal(ClusterMonitorWorkflow.pause, "maintenance")
     await m.wait_status("paused", lambda s: s.paused)
     m.store.release()
@@ -395,7 +398,8 @@ async def test_continue_as_new_keeps_view_pause_and_generation(
     assert types.count("monitor.paused") == 1
     assert types.count("monitor.resumed") == 1
     assert types.count("cluster.spec_replaced") == 1
-    assert [e.node_id for e in events if e.type == "node.down"] == [f"zk{n}", f"zk{n}"]
+    shown = "\n".join(f"{e.event_id} {e.type} {e.node_id}" for e in events)
+    assert [e.node_id for e in events if e.type == "node.down"] == [f"zk{n}", f"zk{n}"], shown
     # The view crossed each boundary: no later run started again from "unknown".
     health = [
         (e.payload["from"], e.payload["to"]) for e in events if e.type == "cluster.health_changed"

@@ -15,7 +15,7 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.worker import Worker
 
 from activities.events import EventActivities
-from activities.monitor import probe_cluster, watch_cluster
+from activities.monitor import WatchActivities, probe_cluster
 from activities.stream import StreamActivities
 from config.settings import Settings
 from config.stream import StreamSettings
@@ -41,7 +41,7 @@ def core_worker(
     events = EventActivities(store)
     workflows: list[type] = [ClusterMonitorWorkflow, RemediationWorkflow]
     activities: list[Callable[..., Any]] = [
-        watch_cluster,
+        WatchActivities(store).watch_cluster,
         probe_cluster,
         # The steps' activities, from the registry the workflow runs them by.
         *core_step_activities(),

@@ -17,8 +17,9 @@ from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.events import EventActivities
-    from activities.monitor import watch_cluster
+    from activities.monitor import WatchActivities
     from models import (
+        VIEW_EVENTS,
         ClusterSpec,
         ClusterView,
         Event,
@@ -30,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
         Policy,
         RemediationFinished,
         WatchRequest,
+        change_event_id,
         changes,
         evaluate,
         health_of,
@@ -51,6 +53,8 @@ TELL_CLEARED = "tell-cleared"
 FINISHED_IS_FINISHED = "finished-is-finished"
 UNCHANGED_SPEC = "unchanged-spec"
 LOCAL_EVENT_WRITES = "local-event-writes"
+WATCH_WRITES = "watch-writes-events"
+FLUSH_WHILE_WATCHING = "flush-while-watching"
 
 
 def workflow_id(cluster_id: str) -> str:
@@ -74,6 +78,11 @@ class ClusterMonitorWorkflow:
         # start would save that event, but monitors started before would then replay
         # without it: a nondeterminism error (seen on a CLI-started monitor).
         self._indexed: tuple[object, ...] = ()
+        self._change: str | None = None
+        """The name of the next change of the view, which watches store its view events
+        under (`WatchRequest.change`): the same for every watch until one returns a view,
+        so a watch cancelled (a pause, a new spec) after it stored them and the one after it
+        store them under the same ids."""
         self._told_cleared: str | None = None
         self._finished: str | None = None
         """The last remediation that told this run it finished: it may still be closing."""
@@ -87,9 +96,12 @@ class ClusterMonitorWorkflow:
             if self._state.paused:
                 await workflow.wait_condition(lambda: not self._state.paused or bool(self._queued))
                 continue
-            view = await self._watch()
+            if self._change is None and workflow.patched(WATCH_WRITES):
+                self._change = f"{self._spec.cluster_id}/{workflow.uuid4()}"
+            view = await self._watch(self._change)
             if view is not None:
-                self._observe(view)
+                self._observe(view, self._change)
+                self._change = None
             await self._flush()
             await self._tell_cleared()
             await self._remediate()
@@ -105,15 +117,18 @@ class ClusterMonitorWorkflow:
                     )
                 )
 
-    async def _watch(self) -> ClusterView | None:
-        """Run one watch; None if a pause or a new spec interrupted it."""
+    async def _watch(self, change: str | None) -> ClusterView | None:
+        """Run one watch; None if a pause or a new spec interrupted it. `change`: the name
+        of the change it may see, which the watch stores itself (`WatchRequest.change`)."""
         probe, view = self._spec.probe, self._state.view
         self._interrupted = False
-        handle = workflow.start_activity(
-            watch_cluster,
+        handle = workflow.start_activity_method(
+            WatchActivities.watch_cluster,
             WatchRequest(
                 spec=self._spec,
                 last_key=None if view is None else watch_key(self._spec, view),
+                change=change,
+                last_leader=self._state.last_leader if change is not None else None,
             ),
             start_to_close_timeout=timedelta(seconds=probe.watch_max_s + 4 * probe.timeout_s + 60),
             # A dead worker is noticed after this long, and the watch resumes elsewhere.
@@ -121,7 +136,20 @@ class ClusterMonitorWorkflow:
             retry_policy=RETRY_FOREVER,
             summary=f"watch {self._spec.cluster_id}",
         )
-        await workflow.wait_condition(lambda: handle.done() or self._interrupted)
+        while True:
+            await workflow.wait_condition(
+                lambda: handle.done() or self._interrupted or bool(self._queued)
+            )
+            if handle.done() or self._interrupted:
+                break
+            # A handler's event (a remediation requested when the one before it finished)
+            # goes out now, not when the watch next returns: the store would show a
+            # remediation finished before it was requested. Monitors that ran before replay
+            # without these writes.
+            if not workflow.patched(FLUSH_WHILE_WATCHING):
+                await workflow.wait_condition(lambda: handle.done() or self._interrupted)
+                break
+            await self._flush()
         if handle.done():
             return handle.result()
         handle.cancel()
@@ -129,7 +157,7 @@ class ClusterMonitorWorkflow:
             await handle
         return None
 
-    def _observe(self, view: ClusterView) -> None:
+    def _observe(self, view: ClusterView, change: str | None) -> None:
         findings = evaluate(self._spec, view)
         drafts = changes(
             self._state.view,
@@ -145,15 +173,22 @@ class ClusterMonitorWorkflow:
         if drafts:
             self._changes += 1
             self._last_change_at = view.observed_at
-            self._queue(drafts, at=view.observed_at)
+            self._queue(drafts, at=view.observed_at, change=change)
 
-    def _queue(self, drafts: list[EventDraft], at: datetime) -> None:
+    def _queue(self, drafts: list[EventDraft], at: datetime, change: str | None = None) -> None:
+        """`change`: the watch's, which may have stored the view events already, under the
+        same ids."""
         for draft in drafts:
             # The SDK's logger: it skips the lines a replay would log again.
             workflow.logger.info("%s: %s", draft.type, draft.message, extra={"node": draft.node_id})
             # The id is deterministic on replay, and the same on a retried write.
             cluster_id = self._spec.cluster_id
-            self._queued.append(draft.event(cluster_id, f"{cluster_id}/{workflow.uuid4()}", at))
+            event_id = (
+                f"{cluster_id}/{workflow.uuid4()}"
+                if change is None or draft.type not in VIEW_EVENTS
+                else change_event_id(change, draft)
+            )
+            self._queued.append(draft.event(cluster_id, event_id, at))
 
     async def _flush(self) -> None:
         if not self._queued:
