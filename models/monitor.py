@@ -85,8 +85,9 @@ class WatchRequest(Message):
     another. A digest rather than the view: a Kafka cluster's view lists every partition,
     and history would carry it twice per change."""
     change: str | None = None
-    """Set, the watch stores the events of the change it returns itself, with ids made from
-    this (`change_event_id`), as the workflow then does: the store keeps the first. A
+    """Set, the watch stores the view events (`view_changes`) of the change it returns
+    itself, with ids made from this (`change_event_id`), as the workflow then does: the
+    store keeps the first. A
     member's crash seen by 1,000 specs at once is then stored as it is seen, not after
     1,000 trips through Temporal. Unset (monitors started before), only the workflow
     writes."""

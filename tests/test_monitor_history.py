@@ -65,7 +65,6 @@ class GatedStore(EventStore):
         self.inner = inner
         self._armed: str | None = None
         self.held = threading.Event()
-        self.held_ids: list[str] = []
         self._release = threading.Event()
 
     def arm(self, type_: str) -> None:
@@ -79,7 +78,6 @@ class GatedStore(EventStore):
 
     def append(self, events: Sequence[Event]) -> int:
         if self._armed is not None and any(e.type == self._armed for e in events):
-            self.held_ids = [e.event_id for e in events]
             self.held.set()
             self._release.wait(20)
         return self.inner.append(events)

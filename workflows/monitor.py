@@ -128,7 +128,7 @@ class ClusterMonitorWorkflow:
                 spec=self._spec,
                 last_key=None if view is None else watch_key(self._spec, view),
                 change=change,
-                last_leader=self._state.last_leader if change is not None else None,
+                last_leader=self._state.last_leader,
             ),
             start_to_close_timeout=timedelta(seconds=probe.watch_max_s + 4 * probe.timeout_s + 60),
             # A dead worker is noticed after this long, and the watch resumes elsewhere.
