@@ -45,6 +45,7 @@ from devstack.zookeeper import ZooKeeperEnsemble, claim_ensemble
 from models import ClusterSpec, ClusterView, MonitorInput
 from store import EventQuery, SQLiteEventStore
 from testkit.events import of_type, wait_for_event
+from worker.core import CoreWorker
 from workflows import search_attributes
 from workflows.monitor import ClusterMonitorWorkflow, workflow_id
 
@@ -230,7 +231,7 @@ async def temporal(stack: contextlib.AsyncExitStack) -> WorkflowEnvironment:
 
 
 @contextlib.asynccontextmanager
-async def running(worker: Worker) -> AsyncIterator[None]:
+async def running(worker: Worker | CoreWorker) -> AsyncIterator[None]:
     """`async with worker`, but its shutdown may take at most WORKER_STOP_S: with the dev
     server gone (a ^C in the terminal reaches it too) the SDK retries its calls for long."""
     await worker.__aenter__()

@@ -82,7 +82,7 @@ from devstack.zookeeper import ZooKeeperEnsemble
 from models import ClusterSpec
 from store import EventQuery, SQLiteEventStore
 from testkit.specs import zk_spec
-from testkit.workers import Workers, pollers
+from testkit.workers import Workers, core_pollers
 from workflows.monitor import ClusterMonitorWorkflow, workflow_id
 
 QUEUE = "fleet"
@@ -171,7 +171,7 @@ def proc_sample(pid: int) -> ProcSample:
 async def wait_for_workers(client: Client, workers: Workers) -> None:
     want = {workers.identity(pid) for pid in workers.procs}
     deadline = time.monotonic() + START_TIMEOUT_S
-    while not all(want <= seen for seen in await pollers(client, QUEUE)):
+    while not all(want <= seen for seen in await core_pollers(client, QUEUE)):
         dead = [pid for pid, proc in workers.procs.items() if proc.poll() is not None]
         if dead or time.monotonic() > deadline:
             raise RuntimeError(f"workers did not start polling {QUEUE}\n{workers.tail()}")

@@ -48,6 +48,7 @@ from models import (
     Policy,
     agent_task_queue,
     monitor_workflow_id,
+    watch_task_queue,
 )
 from models import remediation as rem
 from models.playbooks import PLAYBOOKS
@@ -226,14 +227,28 @@ async def pollers(api: ReplicanteClient, queue: str, kind: TaskQueueType.ValueTy
 
 async def core_worker(api: ReplicanteClient) -> list[Check]:
     queue = api.settings.task_queue
-    workflows, activities = await asyncio.gather(
+    watches = watch_task_queue(queue)
+    workflows, activities, watchers = await asyncio.gather(
         pollers(api, queue, TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW),
         pollers(api, queue, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY),
+        pollers(api, watches, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY),
     )
-    # A core worker polls both: monitors are workflow tasks, their probes activity tasks.
-    if workflows and activities:
-        workers = sorted(set(workflows) | set(activities))
+    # A core worker polls all three: monitors are workflow tasks, their steps activity
+    # tasks, their watches activity tasks of the watch queue.
+    if workflows and activities and watchers:
+        workers = sorted(set(workflows) | set(activities) | set(watchers))
         return [ok("core worker", f"task queue {queue} polled by {', '.join(workers)}")]
+    if workflows and activities:
+        # A worker whose watch slots are all taken stops polling for more.
+        return [
+            fail(
+                "core worker",
+                f"nothing polls the watch queue {watches}: a cluster applied now is not"
+                " watched until a core worker has a free watch slot",
+                "start another `replicante worker` on this task queue, or raise"
+                " REPLICANTE_MAX_WATCHES (each watched cluster holds one slot)",
+            )
+        ]
     missing = " and ".join(
         kind for kind, seen in (("workflow", workflows), ("activity", activities)) if not seen
     )

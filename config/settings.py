@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -11,6 +12,7 @@ from config.codec import TOKENS_ENV
 from config.secret_scope import SecretScope
 from config.stream import StreamSettings, login_from_env
 from config.temporal import TemporalTls
+from models import SpecError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,6 +24,9 @@ class Settings:
     temporal_tls: TemporalTls | None = None
     """TLS (and mTLS) to Temporal, from REPLICANTE_TEMPORAL_TLS*; None: plaintext."""
     task_queue: str = "replicante-core"
+    max_watches: int = 1000
+    """How many clusters one core worker watches at once: each watch holds one slot of the
+    worker's watch queue (`models.watch_task_queue`) for as long as it runs."""
     home: Path = REPO_ROOT / ".replicante"
     store_path: Path = REPO_ROOT / ".replicante" / "events.db"
     # Out of repr: a connection string may hold a password.
@@ -73,6 +78,7 @@ class Settings:
     @classmethod
     def from_env(cls) -> Settings:
         """REPLICANTE_TEMPORAL_ADDRESS, REPLICANTE_NAMESPACE, REPLICANTE_TASK_QUEUE,
+        REPLICANTE_MAX_WATCHES (clusters one core worker watches at once),
         REPLICANTE_HOME (state dir), REPLICANTE_STORE (SQLite file) and
         REPLICANTE_STORE_MONGODB_URI (MongoDB instead of the file), REPLICANTE_EVENTS_KAFKA
         and REPLICANTE_EVENTS_TOPIC (the event stream), REPLICANTE_METRICS_ADDRESS,
@@ -87,6 +93,7 @@ class Settings:
             namespace=env.get("REPLICANTE_NAMESPACE", cls.namespace),
             temporal_tls=TemporalTls.from_env(env),
             task_queue=env.get("REPLICANTE_TASK_QUEUE", cls.task_queue),
+            max_watches=whole_number(env, "REPLICANTE_MAX_WATCHES", cls.max_watches),
             home=home,
             store_path=Path(env.get("REPLICANTE_STORE", home / "events.db")),
             # Empty counts as unset, so `REPLICANTE_STORE_MONGODB_URI=` in a compose file
@@ -100,3 +107,20 @@ class Settings:
             codec_server_tokens=env.get(TOKENS_ENV) or None,
             secret_scope=SecretScope.from_env(env, home),
         )
+
+
+def whole_number(env: Mapping[str, str], name: str, default: int, most: int = 100_000) -> int:
+    """`name`'s value, a whole number from 1 to `most`; SpecError naming it otherwise.
+
+    >>> whole_number({"N": "0"}, "N", 5)
+    Traceback (most recent call last):
+    models.spec.SpecError: N: a whole number from 1 to 100000, not '0'
+    """
+    raw = env.get(name) or None
+    if raw is None:
+        return default
+    # A length bound before int(): a thousand digits would cost a big-number parse.
+    value = int(raw) if len(raw) <= 12 and raw.strip().isdigit() else 0
+    if not 1 <= value <= most:
+        raise SpecError(f"{name}: a whole number from 1 to {most}, not {raw[:40]!r}")
+    return value

@@ -30,6 +30,7 @@ from models.monitor import (
     WatchRequest,
     monitor_workflow_id,
     watch_key,
+    watch_task_queue,
 )
 from models.spec import (
     AuthMechanism,
@@ -99,4 +100,5 @@ __all__ = [
     "parse_spec",
     "view_changes",
     "watch_key",
+    "watch_task_queue",
 ]

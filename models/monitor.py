@@ -28,6 +28,18 @@ def monitor_workflow_id(cluster_id: str) -> str:
     return f"monitor/{cluster_id}"
 
 
+def watch_task_queue(core_queue: str) -> str:
+    """The queue of the watches of monitors on `core_queue`: a queue of their own, so a
+    worker's watch slots (one per watched cluster, REPLICANTE_MAX_WATCHES) are counted apart
+    from the slots its remediation steps and event writes take, and a worker whose watch
+    slots are full leaves the next watch on this queue for a worker with room.
+
+    >>> watch_task_queue("replicante-core")
+    'replicante-core/watches'
+    """
+    return f"{core_queue}/watches"
+
+
 class MonitorState(BaseModel):
     """What one run of a `ClusterMonitorWorkflow` hands the next at continue-as-new, beside
     its spec: the workflow keeps it as one object that its loop and handlers change in

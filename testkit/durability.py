@@ -48,7 +48,7 @@ from models.monitor import Outcome
 from models.remediation import RemediationInput, RemediationStatus
 from store import EventQuery, SQLiteEventStore, StoredEvent
 from testkit.specs import own_agents, zk_spec
-from testkit.workers import Workers, pollers
+from testkit.workers import Workers, core_pollers, pollers
 from worker.agent import AgentFiles
 from workflows.remediation import RemediationWorkflow
 
@@ -359,22 +359,24 @@ class Stage:
 
     async def start_all(self) -> None:
         """Start every process and wait until each polls its task queue."""
-        waits = [
-            self._polling(self.start_core(), self.queue, workflows=True) for _ in range(self.cores)
-        ]
+        waits = [self._polling(self.start_core(), self.queue, core=True) for _ in range(self.cores)]
         for n in self.ensemble.members:
             queue = agent_task_queue(self.spec.cluster_id, self.agent_node(n))
             waits.append(self._polling(self.start_agent(n), queue))
         await asyncio.gather(*waits)
 
-    async def _polling(self, pid: int, queue: str, workflows: bool = False) -> None:
-        """Once the server lists the process among the pollers of `queue`. The list lags
+    async def _polling(self, pid: int, queue: str, core: bool = False) -> None:
+        """Once the server lists the process among the pollers of `queue` (`core`: and of its
+        workflow tasks and watch queue). The list lags
         behind a process that already works by seconds: revived ones are not waited for."""
         identity = self.workers.identity(pid)
         deadline = time.monotonic() + STARTUP_S
         while True:
-            workflow_pollers, activity_pollers = await pollers(self.client, queue)
-            if identity in activity_pollers and (identity in workflow_pollers or not workflows):
+            if core:
+                polled = await core_pollers(self.client, queue)
+            else:
+                polled = (await pollers(self.client, queue))[1:]
+            if all(identity in seen for seen in polled):
                 return
             assert self.workers.procs[pid].poll() is None, f"exited\n{self.workers.tail()}"
             assert time.monotonic() < deadline, f"never polled {queue}\n{self.workers.tail()}"

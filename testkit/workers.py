@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import socket
 import subprocess
@@ -16,6 +17,7 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 
 from config.settings import REPO_ROOT
+from models import watch_task_queue
 
 
 class Workers:
@@ -97,3 +99,12 @@ async def pollers(client: Client, queue: str) -> list[set[str]]:
             if kind in info.types_info:
                 found[i] |= {p.identity for p in info.types_info[kind].pollers}
     return found
+
+
+async def core_pollers(client: Client, queue: str) -> list[set[str]]:
+    """Identities polling the core `queue` for workflow and activity tasks, and its watch
+    queue for watches: a core worker polls all three."""
+    core, (_, watches) = await asyncio.gather(
+        pollers(client, queue), pollers(client, watch_task_queue(queue))
+    )
+    return [*core, watches]

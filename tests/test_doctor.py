@@ -292,6 +292,25 @@ async def test_no_core_worker_polling_fails_with_replicante_worker(stack: Stack)
     assert "`replicante worker`" in worker.fix
 
 
+async def test_no_worker_with_a_free_watch_slot_fails_with_max_watches(stack: Stack) -> None:
+    """The core queue polled, the watch queue not: what a fleet whose workers all hold
+    REPLICANTE_MAX_WATCHES watches shows, a minute and a half after the last one filled."""
+    store = SQLiteEventStore(stack.store_path)
+    stack.exits.callback(store.close)
+    await stack.exits.enter_async_context(core_worker(stack.client, stack.queue, store).core)
+    deadline = time.monotonic() + 30
+    while True:
+        worker = by_name(parse((run := await stack.doctor()).out))["core worker"]
+        if "for workflow" not in worker.detail or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
+
+    assert run.code == 1, run.out
+    assert worker.status == "FAIL"
+    assert worker.detail.startswith(f"nothing polls the watch queue {stack.queue}/watches")
+    assert "REPLICANTE_MAX_WATCHES" in worker.fix
+
+
 async def test_dev_up_waits_for_what_is_still_starting_and_gives_up_with_what_is_left(
     stack: Stack,
 ) -> None:

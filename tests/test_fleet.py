@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from temporalio.api.enums.v1 import PendingActivityState
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from devstack.zookeeper import ZooKeeperEnsemble
@@ -131,3 +131,67 @@ async def test_a_members_crash_reaches_every_spec_of_a_fleet_within_2_s(
     finally:
         store.close()
         zk_healthy.start_member(victim)
+
+
+async def test_a_worker_with_no_free_watch_slot_leaves_the_next_watch_to_one_with_room(
+    temporal_env: WorkflowEnvironment, zk_healthy: ZooKeeperEnsemble, tmp_path: Path
+) -> None:
+    """REPLICANTE_MAX_WATCHES=1: the second cluster's watch waits on the watch queue, not in
+    the full worker, and a second worker started later takes it."""
+    tag = uuid.uuid4().hex[:6]
+    specs = [zk_spec(zk_healthy, f"full-{tag}-{i}", interval_s=1.0) for i in range(2)]
+    queue = f"q-full-{tag}"
+    target = temporal_env.client.service_client.config.target_host
+
+    async def client_of(identity: str) -> Client:
+        return await Client.connect(
+            target,
+            namespace=temporal_env.client.namespace,
+            data_converter=temporal_env.client.data_converter,
+            identity=identity,
+        )
+
+    first_worker, second_worker = await client_of("first"), await client_of("second")
+    store = SQLiteEventStore(tmp_path / "events.db")
+    try:
+        async with core_worker(first_worker, queue, store, max_watches=1):
+            handles = [
+                await temporal_env.client.start_workflow(
+                    ClusterMonitorWorkflow.run,
+                    MonitorInput(spec=spec),
+                    id=workflow_id(spec.cluster_id),
+                    task_queue=queue,
+                )
+                for spec in specs
+            ]
+            try:
+                seen = await until_all(store, specs[:1], "cluster.health_changed", 0, START_S)
+                assert specs[0].cluster_id in seen, "the first cluster was never watched"
+                # The slot passes between the two while each first watch returns its first
+                # view; after that one cluster holds it and the other's watch waits.
+                await asyncio.sleep(3.0)
+                watched = await asyncio.gather(*(watch_worker_of(h) for h in handles))
+                assert sorted(w or "" for w in watched) == ["", "first"], watched
+                async with core_worker(second_worker, queue, store, max_watches=1):
+                    deadline = time.monotonic() + START_S
+                    while sorted(w or "" for w in watched) != ["first", "second"]:
+                        assert time.monotonic() < deadline, f"one watch still waits: {watched}"
+                        await asyncio.sleep(0.2)
+                        watched = await asyncio.gather(*(watch_worker_of(h) for h in handles))
+                    both = await until_all(store, specs, "cluster.health_changed", 0, START_S)
+                    assert len(both) == 2, f"a cluster was watched but never seen: {both}"
+            finally:
+                await asyncio.gather(*(h.terminate("test over") for h in handles))
+    finally:
+        store.close()
+
+
+async def watch_worker_of(handle: WorkflowHandle[ClusterMonitorWorkflow, None]) -> str | None:
+    """The identity of the worker running the monitor's watch; None while none runs."""
+    for pending in (await handle.describe()).raw_description.pending_activities:
+        if (
+            pending.activity_type.name == "watch_cluster"
+            and pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+        ):
+            return str(pending.last_worker_identity)
+    return None

@@ -50,6 +50,7 @@ from models import (
     ServiceRequest,
     ServiceResult,
     agent_task_queue,
+    watch_task_queue,
 )
 from store import SQLiteEventStore
 from testkit.events import of_type, wait_for_event
@@ -171,7 +172,7 @@ async def test_a_core_worker_writes_json_lines_that_say_what_each_is_about(
     probe = found["zk1"]
     assert probe["level"] == "debug"
     assert re.fullmatch(r"zk1: ok in \d+\.\d ms", probe["message"]), probe
-    assert probe["activity"] == "watch_cluster" and probe["task_queue"] == queue
+    assert probe["activity"] == "watch_cluster" and probe["task_queue"] == watch_task_queue(queue)
     line = found["workflow"]
     assert line["logger"] == "temporalio.workflow" and line["level"] == "info"
     assert line["workflow"] == "ClusterMonitorWorkflow" and line["task_queue"] == queue
@@ -389,12 +390,19 @@ async def test_a_live_monitor_without_a_cache_logs_each_event_once(
     cid = f"logs-{uuid.uuid4().hex[:6]}"
     store = SQLiteEventStore(tmp_path / "events.db")
     try:
-        async with Worker(
-            temporal_env.client,
-            task_queue=f"q-{cid}",
-            workflows=[ClusterMonitorWorkflow],
-            activities=[WatchActivities(store).watch_cluster, EventActivities(store).record_events],
-            max_cached_workflows=0,
+        async with (
+            Worker(
+                temporal_env.client,
+                task_queue=f"q-{cid}",
+                workflows=[ClusterMonitorWorkflow],
+                activities=[EventActivities(store).record_events],
+                max_cached_workflows=0,
+            ),
+            Worker(
+                temporal_env.client,
+                task_queue=watch_task_queue(f"q-{cid}"),
+                activities=[WatchActivities(store).watch_cluster],
+            ),
         ):
             handle = await temporal_env.client.start_workflow(
                 ClusterMonitorWorkflow.run,

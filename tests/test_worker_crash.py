@@ -36,7 +36,7 @@ from models import MonitorInput
 from store import EventQuery, SQLiteEventStore
 from testkit.events import of_type, wait_for_event
 from testkit.specs import zk_spec
-from testkit.workers import Workers, pollers, worker_processes
+from testkit.workers import Workers, core_pollers, worker_processes
 from tests.helpers import watch_worker
 from workflows.monitor import ClusterMonitorWorkflow, workflow_id
 
@@ -53,7 +53,7 @@ async def wait_for_pollers(client: Client, queue: str, workers: Workers) -> None
     want = {workers.identity(pid) for pid in workers.procs}
     deadline = time.monotonic() + 30
     while True:
-        seen_now = await pollers(client, queue)
+        seen_now = await core_pollers(client, queue)
         if all(want <= seen for seen in seen_now):
             return
         dead = [pid for pid, proc in workers.procs.items() if proc.poll() is not None]

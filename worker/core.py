@@ -19,7 +19,7 @@ from activities.monitor import WatchActivities, probe_cluster
 from activities.stream import StreamActivities
 from config.settings import Settings
 from config.stream import StreamSettings
-from models import RelayRequest
+from models import RelayRequest, watch_task_queue
 from store import EventStore, open_store
 from worker import logs
 from worker.connection import connect
@@ -34,14 +34,47 @@ from workflows.stream import EventStreamWorkflow
 log = logging.getLogger("replicante.worker")
 
 
+class CoreWorker:
+    """Two workers on one client: monitors, remediations and their steps on the core task
+    queue, and the watches on the watch queue (`models.watch_task_queue`) with
+    `max_watches` slots, so a full worker takes no further watch and the queue hands it to
+    a worker with room, while its steps and event writes keep slots of their own."""
+
+    def __init__(self, core: Worker, watches: Worker) -> None:
+        self.core, self.watches = core, watches
+
+    @property
+    def task_queue(self) -> str:
+        return self.core.task_queue
+
+    async def __aenter__(self) -> CoreWorker:
+        await self.watches.__aenter__()
+        try:
+            await self.core.__aenter__()
+        except BaseException:
+            await self.watches.__aexit__(None, None, None)
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        # Both stop together: a watch waits for its cancel while the core worker drains.
+        await asyncio.gather(
+            self.core.__aexit__(None, None, None), self.watches.__aexit__(None, None, None)
+        )
+
+
 def core_worker(
-    client: Client, task_queue: str, store: EventStore, stream: StreamSettings | None = None
-) -> Worker:
-    """Monitors, remediations, and the event stream relay when a stream is configured."""
+    client: Client,
+    task_queue: str,
+    store: EventStore,
+    stream: StreamSettings | None = None,
+    max_watches: int = Settings.max_watches,
+) -> CoreWorker:
+    """Monitors, remediations, and the event stream relay when a stream is configured;
+    at most `max_watches` clusters watched at once."""
     events = EventActivities(store)
     workflows: list[type] = [ClusterMonitorWorkflow, RemediationWorkflow]
     activities: list[Callable[..., Any]] = [
-        WatchActivities(store).watch_cluster,
         probe_cluster,
         # The steps' activities, from the registry the workflow runs them by.
         *core_step_activities(),
@@ -50,18 +83,26 @@ def core_worker(
     if stream is not None:
         workflows.append(EventStreamWorkflow)
         activities.append(StreamActivities(store, stream).relay_events)
-    return Worker(
+    interceptors = [logs.ActivityContext(), SignalGuard()]
+    core = Worker(
         client,
         task_queue=task_queue,
         workflows=workflows,
         activities=activities,
-        interceptors=[logs.ActivityContext(), SignalGuard()],
-        # Each watched cluster holds one activity slot for as long as it is watched.
-        max_concurrent_activities=1000,
+        interceptors=interceptors,
         # A monitor's workflow task waits this long on the sticky queue of a worker that
         # died before it moves on; the SDK's 10 s default doubled failover detection.
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=2),
     )
+    watches = Worker(
+        client,
+        task_queue=watch_task_queue(task_queue),
+        activities=[WatchActivities(store).watch_cluster],
+        interceptors=interceptors,
+        # Each watched cluster holds one slot for as long as it is watched.
+        max_concurrent_activities=max_watches,
+    )
+    return CoreWorker(core, watches)
 
 
 async def start_event_stream(
@@ -81,15 +122,18 @@ async def run_core_worker(settings: Settings) -> None:
     logs.configure(settings)
     client = await connect(settings, Role.WORKER)
     store = open_store(settings)
-    worker = core_worker(client, settings.task_queue, store, settings.stream)
+    worker = core_worker(
+        client, settings.task_queue, store, settings.stream, max_watches=settings.max_watches
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     log.info(
-        "core worker on %s, task queue %s, store %s",
+        "core worker on %s, task queue %s, up to %d watches, store %s",
         settings.temporal_address,
         settings.task_queue,
+        settings.max_watches,
         store,  # its str names hosts and files, never a connection string's password
     )
     async with worker:

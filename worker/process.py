@@ -51,8 +51,12 @@ def serve(
     """Run `main` with the environment's settings until it returns or is interrupted; its
     exit code (None is 0). Bad input (a SpecError, or one of `bad_input`) exits 2, a refusal
     (one of `refusals`, Temporal's, a connection that failed) 1, each as one line."""
-    settings = Settings.from_env()
     bad_input, refusals = (SpecError, *bad_input), (LedgerBusyError, *refusals)
+    try:
+        settings = Settings.from_env()
+    except SpecError as error:
+        fail(str(error))
+        return 2
     try:
         logs.configure(settings)
         return asyncio.run(main(settings)) or 0

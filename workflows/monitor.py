@@ -37,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
         health_of,
         monitor_workflow_id,
         watch_key,
+        watch_task_queue,
     )
     from models.playbooks import PLAYBOOKS
     from models.remediation import RemediationInput, RemediationRequest, check
@@ -130,6 +131,9 @@ class ClusterMonitorWorkflow:
                 change=change,
                 last_leader=self._state.last_leader,
             ),
+            # No patch: on replay the SDK matches a scheduled activity by its id and type, not
+            # its task queue, so watches scheduled on the monitor's own queue replay as well.
+            task_queue=watch_task_queue(workflow.info().task_queue),
             start_to_close_timeout=timedelta(seconds=probe.watch_max_s + 4 * probe.timeout_s + 60),
             # A dead worker is noticed after this long, and the watch resumes elsewhere.
             heartbeat_timeout=timedelta(seconds=max(5.0, 2 * probe.interval_s + probe.timeout_s)),
