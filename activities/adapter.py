@@ -8,8 +8,9 @@ adapter for `spec.kind`.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
+from functools import partial
 from typing import ClassVar, Generic, TypeVar
 
 from config.secret_scope import SecretUnavailable
@@ -29,6 +30,12 @@ class Adapter(abc.ABC, Generic[LoginT]):
         Never raises for a node that is down, slow or answering garbage: that node is
         reported unreachable with the reason in `NodeStatus.error`.
         """
+
+    def prober(self, spec: ClusterSpec) -> Callable[[], Awaitable[ClusterView]]:
+        """The probe of one watch's rounds, which may keep what a round read for the next
+        (this watch's alone: never shared with another watch or spec); by default each
+        round is a whole `probe`."""
+        return partial(self.probe, spec)
 
     @abc.abstractmethod
     def hold_links(

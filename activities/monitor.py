@@ -57,6 +57,7 @@ class WatchActivities:
     async def watch_cluster(self, request: WatchRequest) -> ClusterView:
         spec = request.spec
         adapter = adapter_for(spec.kind)
+        probe = adapter.prober(spec)
         loop = asyncio.get_running_loop()
         wake = asyncio.Event()
 
@@ -80,7 +81,7 @@ class WatchActivities:
         try:
             while True:
                 wake.clear()
-                view = await adapter.probe(spec)
+                view = await probe()
                 findings = evaluate(spec, view)
                 gauge_findings(spec, findings)
                 if watch_key(spec, view, findings) != last:

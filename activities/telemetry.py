@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import structlog
 from opentelemetry import trace
@@ -34,7 +34,8 @@ log = logging.getLogger("replicante.probe")
 
 A = TypeVar("A")
 R = TypeVar("R")
-Probe = Callable[[A, ClusterSpec], Coroutine[Any, Any, ClusterView]]
+P = ParamSpec("P")
+Probe = Callable[Concatenate[A, ClusterSpec, P], Coroutine[Any, Any, ClusterView]]
 
 
 def span_attributes(spec: ClusterSpec, node: str | None = None) -> dict[str, str]:
@@ -44,13 +45,15 @@ def span_attributes(spec: ClusterSpec, node: str | None = None) -> dict[str, str
     return attributes
 
 
-def traced_probe(probe: Probe[A]) -> Probe[A]:
+def traced_probe(probe: Probe[A, P]) -> Probe[A, P]:
     """An adapter's `probe` as one `Probe` span, the parent of its `ProbeNode` spans."""
 
     @functools.wraps(probe)
-    async def traced(adapter: A, spec: ClusterSpec) -> ClusterView:
+    async def traced(
+        adapter: A, spec: ClusterSpec, /, *args: P.args, **kwargs: P.kwargs
+    ) -> ClusterView:
         with tracer.start_as_current_span("Probe", attributes=span_attributes(spec)):
-            return await probe(adapter, spec)
+            return await probe(adapter, spec, *args, **kwargs)
 
     return traced
 

@@ -14,11 +14,12 @@ from collections.abc import Iterator
 import pytest
 from kazoo.retry import KazooRetry
 
+from activities.zookeeper import probe as probe_module
 from activities.zookeeper.adapter import ZooKeeperAdapter
 from activities.zookeeper.connection import _kazoo, _kazoo_log, _stop
 from config.zookeeper import ZooKeeperLogin
 from devstack.zookeeper import ZooKeeperEnsemble
-from models import ClusterSpec, Role
+from models import ClusterSpec, NodeSpec, Role
 from testkit.fakes import Behaviour, fake_members
 from testkit.specs import spec_of, zk_spec
 from tests.helpers import Changes, closed_port_address
@@ -225,3 +226,38 @@ def test_a_link_that_keeps_failing_logs_each_error_once(caplog: pytest.LogCaptur
     caplog.clear()
     held(closed_port_address(), 4)
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+async def test_a_watchs_rounds_ask_mntr_and_conf_again_only_when_they_are_old(
+    zk_healthy: ZooKeeperEnsemble, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[str] = []
+    real_ask = probe_module._ask
+
+    async def counting(node: NodeSpec, word: str) -> str:
+        asked.append(word)
+        return await real_ask(node, word)
+
+    monkeypatch.setattr(probe_module, "_ask", counting)
+    spec = zk_spec(zk_healthy, "zk-prober")
+    probe = ZooKeeperAdapter().prober(spec)
+    first = await probe()
+    assert sorted(asked) == ["conf"] * 3 + ["mntr"] * 3 + ["srvr"] * 3
+    asked.clear()
+    second = await probe()
+    assert asked == ["srvr"] * 3
+    # What the details said is kept: the same view but for the counters srvr moves.
+    assert second.voting_configured == 3 and second.leader == first.leader
+    for before, now in zip(first.nodes, second.nodes, strict=True):
+        assert now.facts["server_id"] == before.facts["server_id"]
+        assert now.uptime_s is not None and before.uptime_s is not None
+        assert now.uptime_s >= before.uptime_s
+    asked.clear()
+    monkeypatch.setattr(probe_module, "DETAILS_MAX_AGE_S", 0.0)
+    await probe()
+    assert sorted(asked) == ["conf"] * 3 + ["mntr"] * 3 + ["srvr"] * 3
+    # A whole probe (status, doctor, remediations) asks everything every time.
+    monkeypatch.setattr(probe_module, "DETAILS_MAX_AGE_S", 30.0)
+    asked.clear()
+    await ZooKeeperAdapter().probe(spec)
+    assert len(asked) == 9

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import partial
@@ -13,7 +13,7 @@ from activities.adapter import Adapter
 from activities.telemetry import probe_node, traced_probe
 from activities.zookeeper.connection import login_of
 from activities.zookeeper.links import hold
-from activities.zookeeper.probe import _read_member, _Reading, describe_error
+from activities.zookeeper.probe import Details, _read_member, _Reading, describe_error
 from activities.zookeeper.replies import SERVING, zxid_lag
 from config.secret_scope import SecretUnavailable
 from config.zookeeper import ZooKeeperLogin
@@ -22,8 +22,8 @@ from models import ClusterSpec, ClusterView, Kind, Role, ShardStatus
 SHARD_ID = "zk"
 
 
-def _error(reading: _Reading) -> str | None:
-    return reading.status.error
+def _error(read: tuple[_Reading, Details | None]) -> str | None:
+    return read[0].status.error
 
 
 class ZooKeeperAdapter(Adapter[ZooKeeperLogin]):
@@ -31,8 +31,20 @@ class ZooKeeperAdapter(Adapter[ZooKeeperLogin]):
     login_of = staticmethod(login_of)
     describe_error = staticmethod(describe_error)
 
-    @traced_probe
     async def probe(self, spec: ClusterSpec) -> ClusterView:
+        return await self._probe(spec, {})
+
+    def prober(self, spec: ClusterSpec) -> Callable[[], Awaitable[ClusterView]]:
+        """Rounds that ask each member srvr, and mntr and conf again only when its mode
+        changed, it was unreachable, or they are older than DETAILS_MAX_AGE_S: one
+        connection per member and round instead of three. What they said is this watch's
+        alone, keyed by node id, never by address."""
+        known: dict[str, Details] = {}
+        return partial(self._probe, spec, known)
+
+    @traced_probe
+    async def _probe(self, spec: ClusterSpec, known: dict[str, Details]) -> ClusterView:
+        """`known`: each node's last details, which this round may use and updates."""
         observed_at = datetime.now(UTC)
         login: ZooKeeperLogin | SecretUnavailable | None = None
         if spec.auth is not None:
@@ -40,21 +52,30 @@ class ZooKeeperAdapter(Adapter[ZooKeeperLogin]):
                 login = login_of(spec)
             except SecretUnavailable as error:
                 login = error
-        readings = await asyncio.gather(
+        read = await asyncio.gather(
             *(
                 probe_node(
-                    spec, n.node_id, partial(_read_member, n, spec.probe.timeout_s, login), _error
+                    spec,
+                    n.node_id,
+                    partial(_read_member, n, spec.probe.timeout_s, login, known.get(n.node_id)),
+                    _error,
                 )
                 for n in spec.nodes
             )
         )
+        for n, (_, details) in zip(spec.nodes, read, strict=True):
+            if details is None:
+                known.pop(n.node_id, None)
+            else:
+                known[n.node_id] = details
+        readings = [reading for reading, _ in read]
         nodes = tuple(r.status for r in readings)
         leaders = [r for r in readings if r.status.role in (Role.LEADER, Role.STANDALONE)]
         leader = leaders[0] if len(leaders) == 1 else None
         # The ensemble's own membership, the leader's first, beats counting the spec's nodes.
-        known = [r.voting_members for r in [*leaders, *readings] if r.voting_members]
+        memberships = [r.voting_members for r in [*leaders, *readings] if r.voting_members]
         voting_configured = (
-            known[0] if known else sum(1 for n in nodes if n.role is not Role.OBSERVER)
+            memberships[0] if memberships else sum(1 for n in nodes if n.role is not Role.OBSERVER)
         )
         # Alive, not necessarily serving: members electing a leader still make up a quorum,
         # so a leader failover reads as `no_leader` for a moment, not as quorum lost.

@@ -97,7 +97,50 @@ def describe_error(error: BaseException, timeout: float) -> str:
     return str(error) or type(error).__name__
 
 
-async def _read_node(node: NodeSpec, timeout: float) -> _Reading:
+DETAILS_MAX_AGE_S = 30.0
+"""How long a watch reuses a member's mntr and conf (`Details`) while its srvr says the
+same mode: what they add (latency, connections, file descriptors, membership) moves slowly,
+and asking them every round tripled the connections a probe opens."""
+
+
+@dataclass(frozen=True)
+class Details:
+    """What a member's mntr and conf said, and when (monotonic s)."""
+
+    role: Role
+    facts: dict[str, FactValue]
+    uptime_ms: int | None
+    voting_members: int | None
+    taken: float
+
+    def fresh_for(self, role: Role, now: float) -> bool:
+        return role is self.role and now - self.taken < DETAILS_MAX_AGE_S
+
+
+async def _read_details(node: NodeSpec, role: Role) -> Details:
+    mntr_reply, conf_reply = await asyncio.gather(
+        _ask_extra(node, "mntr"), _ask_extra(node, "conf")
+    )
+    mntr, conf = parse_mntr(mntr_reply), parse_conf(conf_reply)
+    facts: dict[str, FactValue] = {}
+    if conf.get("serverId", "").isdigit():
+        facts["server_id"] = int(conf["serverId"])
+    facts |= {key.removeprefix("zk_"): _fact(mntr[key]) for key in MNTR_FACTS if key in mntr}
+    uptime_ms = _fact(mntr.get("zk_uptime", ""))
+    return Details(
+        role=role,
+        facts=facts,
+        uptime_ms=uptime_ms if isinstance(uptime_ms, int) else None,
+        voting_members=voting_members(conf),
+        taken=time.monotonic(),
+    )
+
+
+async def _read_node(
+    node: NodeSpec, timeout: float, known: Details | None = None
+) -> tuple[_Reading, Details | None]:
+    """The member's srvr, and its mntr and conf unless `known` still holds for the mode srvr
+    gives (`Details.fresh_for`); the reading and the details it used (None: unreachable)."""
     try:
         async with asyncio.timeout(timeout):
             started = time.perf_counter()
@@ -105,64 +148,72 @@ async def _read_node(node: NodeSpec, timeout: float) -> _Reading:
             latency_ms = round((time.perf_counter() - started) * 1000, 3)
             srvr = parse_srvr(srvr_reply)
             if srvr is None:
-                return _Reading(
-                    NodeStatus(
-                        node_id=node.node_id,
-                        address=node.address,
-                        reachable=True,
-                        role=Role.LOOKING,
-                        latency_ms=latency_ms,
-                    )
+                status = NodeStatus(
+                    node_id=node.node_id,
+                    address=node.address,
+                    reachable=True,
+                    role=Role.LOOKING,
+                    latency_ms=latency_ms,
                 )
-            mntr_reply, conf_reply = await asyncio.gather(
-                _ask_extra(node, "mntr"), _ask_extra(node, "conf")
+                return _Reading(status), None
+            now = time.monotonic()
+            details = (
+                known
+                if known is not None and known.fresh_for(srvr.role, now)
+                else await _read_details(node, srvr.role)
             )
     except (OSError, UnparseableReply) as e:
         error = describe_error(e, timeout)
     else:
-        mntr, conf = parse_mntr(mntr_reply), parse_conf(conf_reply)
         facts: dict[str, FactValue] = {
             "zxid": srvr.zxid,
             "outstanding_requests": srvr.outstanding,
             "znode_count": srvr.node_count,
+            **details.facts,
         }
-        if conf.get("serverId", "").isdigit():
-            facts["server_id"] = int(conf["serverId"])
-        facts |= {key.removeprefix("zk_"): _fact(mntr[key]) for key in MNTR_FACTS if key in mntr}
-        uptime_ms = _fact(mntr.get("zk_uptime", ""))
-        return _Reading(
+        uptime_ms = details.uptime_ms
+        if uptime_ms is not None:
+            uptime_ms += round((now - details.taken) * 1000)
+        reading = _Reading(
             NodeStatus(
                 node_id=node.node_id,
                 address=node.address,
                 reachable=True,
                 version=srvr.version,
                 role=srvr.role,
-                uptime_s=uptime_ms / 1000 if isinstance(uptime_ms, int) else None,
+                uptime_s=uptime_ms / 1000 if uptime_ms is not None else None,
                 latency_ms=latency_ms,
                 facts=facts,
             ),
             zxid=srvr.zxid,
-            voting_members=voting_members(conf),
+            voting_members=details.voting_members,
         )
-    return _Reading(
-        NodeStatus(node_id=node.node_id, address=node.address, reachable=False, error=error)
-    )
+        return reading, details
+    status = NodeStatus(node_id=node.node_id, address=node.address, reachable=False, error=error)
+    return _Reading(status), None
 
 
 async def _read_member(
-    node: NodeSpec, timeout: float, login: ZooKeeperLogin | SecretUnavailable | None
-) -> _Reading:
-    """The member's four-letter words, and with a login whether it takes it: what a
-    member that refuses the login says is kept, its error says why."""
+    node: NodeSpec,
+    timeout: float,
+    login: ZooKeeperLogin | SecretUnavailable | None,
+    known: Details | None = None,
+) -> tuple[_Reading, Details | None]:
+    """The member's four-letter words (`_read_node`), and with a login whether it takes it:
+    what a member that refuses the login says is kept, its error says why."""
     refused: str | None = None
     if login is None:
-        reading = await _read_node(node, timeout)
+        reading, details = await _read_node(node, timeout, known)
     elif isinstance(login, SecretUnavailable):
-        reading, refused = await _read_node(node, timeout), f"authentication failed: {login}"
+        (reading, details), refused = (
+            await _read_node(node, timeout, known),
+            f"authentication failed: {login}",
+        )
     else:
-        reading, refused = await asyncio.gather(
-            _read_node(node, timeout), _check_login(node.address, timeout, login)
+        (reading, details), refused = await asyncio.gather(
+            _read_node(node, timeout, known), _check_login(node.address, timeout, login)
         )
     if not reading.status.reachable or refused is None:
-        return reading
-    return replace(reading, status=reading.status.model_copy(update={"error": refused}))
+        return reading, details
+    status = reading.status.model_copy(update={"error": refused})
+    return replace(reading, status=status), details
