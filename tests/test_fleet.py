@@ -73,6 +73,22 @@ async def watching_since(client: Client, spec: ClusterSpec) -> float | None:
     return None
 
 
+async def start_monitors(
+    client: Client, specs: Sequence[ClusterSpec], queue: str
+) -> list[WorkflowHandle[ClusterMonitorWorkflow, None]]:
+    return await asyncio.gather(
+        *(
+            client.start_workflow(
+                ClusterMonitorWorkflow.run,
+                MonitorInput(spec=spec),
+                id=workflow_id(spec.cluster_id),
+                task_queue=queue,
+            )
+            for spec in specs
+        )
+    )
+
+
 async def test_a_members_crash_reaches_every_spec_of_a_fleet_within_2_s(
     temporal_env: WorkflowEnvironment, zk_healthy: ZooKeeperEnsemble, tmp_path: Path
 ) -> None:
@@ -86,17 +102,7 @@ async def test_a_members_crash_reaches_every_spec_of_a_fleet_within_2_s(
     try:
         async with core_worker(client, queue, store):
             started = time.time()
-            handles = await asyncio.gather(
-                *(
-                    client.start_workflow(
-                        ClusterMonitorWorkflow.run,
-                        MonitorInput(spec=spec),
-                        id=workflow_id(spec.cluster_id),
-                        task_queue=queue,
-                    )
-                    for spec in specs
-                )
-            )
+            handles = await start_monitors(client, specs, queue)
             try:
                 first = await until_all(store, specs, "cluster.health_changed", started, START_S)
                 assert len(first) == FLEET, f"{FLEET - len(first)} specs saw no first view"
@@ -155,15 +161,7 @@ async def test_a_worker_with_no_free_watch_slot_leaves_the_next_watch_to_one_wit
     store = SQLiteEventStore(tmp_path / "events.db")
     try:
         async with core_worker(first_worker, queue, store, max_watches=1):
-            handles = [
-                await temporal_env.client.start_workflow(
-                    ClusterMonitorWorkflow.run,
-                    MonitorInput(spec=spec),
-                    id=workflow_id(spec.cluster_id),
-                    task_queue=queue,
-                )
-                for spec in specs
-            ]
+            handles = await start_monitors(temporal_env.client, specs, queue)
             try:
                 seen = await until_all(store, specs[:1], "cluster.health_changed", 0, START_S)
                 assert specs[0].cluster_id in seen, "the first cluster was never watched"
