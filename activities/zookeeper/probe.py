@@ -140,7 +140,8 @@ async def _read_node(
     node: NodeSpec, timeout: float, known: Details | None = None
 ) -> tuple[_Reading, Details | None]:
     """The member's srvr, and its mntr and conf unless `known` still holds for the mode srvr
-    gives (`Details.fresh_for`); the reading and the details it used (None: unreachable)."""
+    gives (`Details.fresh_for`); the reading and the details it used (None: unreachable, or
+    not serving)."""
     try:
         async with asyncio.timeout(timeout):
             started = time.perf_counter()
@@ -205,10 +206,8 @@ async def _read_member(
     if login is None:
         reading, details = await _read_node(node, timeout, known)
     elif isinstance(login, SecretUnavailable):
-        (reading, details), refused = (
-            await _read_node(node, timeout, known),
-            f"authentication failed: {login}",
-        )
+        reading, details = await _read_node(node, timeout, known)
+        refused = f"authentication failed: {login}"
     else:
         (reading, details), refused = await asyncio.gather(
             _read_node(node, timeout, known), _check_login(node.address, timeout, login)
