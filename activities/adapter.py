@@ -13,6 +13,7 @@ from contextlib import AbstractContextManager
 from functools import partial
 from typing import ClassVar, Generic, TypeVar
 
+from activities.links import LinkStates
 from config.secret_scope import SecretUnavailable
 from models import ClusterSpec, ClusterView, Kind
 
@@ -31,17 +32,18 @@ class Adapter(abc.ABC, Generic[LoginT]):
         reported unreachable with the reason in `NodeStatus.error`.
         """
 
-    def prober(self, spec: ClusterSpec) -> Callable[[], Awaitable[ClusterView]]:
+    def prober(self, spec: ClusterSpec, links: LinkStates) -> Callable[[], Awaitable[ClusterView]]:
         """The probe of one watch's rounds, which may keep what a round read for the next
-        (this watch's alone: never shared with another watch or spec); by default each
-        round is a whole `probe`."""
+        while `links` (the watch's own held links) say it still holds: this watch's alone,
+        never shared with another watch or spec. By default each round is a whole `probe`."""
         return partial(self.probe, spec)
 
     @abc.abstractmethod
     def hold_links(
         self, spec: ClusterSpec, on_change: Callable[[], None]
-    ) -> AbstractContextManager[None]:
-        """Hold one live connection per node while the context is open.
+    ) -> AbstractContextManager[LinkStates]:
+        """Hold one live connection per node while the context is open; what they say of
+        each node (`NO_LINKS` if they do not tell).
 
         `on_change` is called, from any thread, whenever a link's state changes (a
         member's process died, or came back), so the watch probes at once instead of

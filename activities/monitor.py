@@ -26,6 +26,7 @@ from temporalio.api.enums.v1 import PendingActivityState
 
 from activities.events import GroupedWrites
 from activities.kinds import adapter_for
+from activities.links import NO_LINKS, LinkStates
 from activities.telemetry import gauge_findings
 from activities.waits import woken
 from models import (
@@ -57,17 +58,16 @@ class WatchActivities:
     async def watch_cluster(self, request: WatchRequest) -> ClusterView:
         spec = request.spec
         adapter = adapter_for(spec.kind)
-        probe = adapter.prober(spec)
         loop = asyncio.get_running_loop()
         wake = asyncio.Event()
 
         def on_link_change() -> None:
             loop.call_soon_threadsafe(wake.set)
 
-        links: AbstractContextManager[None] = (
+        links: AbstractContextManager[LinkStates] = (
             adapter.hold_links(spec, on_link_change)
             if spec.probe.hold_connections
-            else nullcontext()
+            else nullcontext(NO_LINKS)
         )
         deadline = loop.time() + spec.probe.watch_max_s
         last = request.last_key
@@ -77,7 +77,7 @@ class WatchActivities:
         """A view of this watch with the workflow's key: what the change, if this watch
         sees one, is a change from."""
         # Opening and closing links may block on client threads: keep that off the loop.
-        await asyncio.to_thread(links.__enter__)
+        probe = adapter.prober(spec, await asyncio.to_thread(links.__enter__))
         try:
             while True:
                 wake.clear()

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 from kazoo.retry import KazooRetry
 
+from activities.links import NO_LINKS, LinkStates
 from activities.zookeeper import probe as probe_module
 from activities.zookeeper.adapter import ZooKeeperAdapter
 from activities.zookeeper.connection import _kazoo, _kazoo_log, _stop
@@ -240,7 +241,7 @@ async def test_a_watchs_rounds_ask_mntr_and_conf_again_only_when_they_are_old(
 
     monkeypatch.setattr(probe_module, "_ask", counting)
     spec = zk_spec(zk_healthy, "zk-prober")
-    probe = ZooKeeperAdapter().prober(spec)
+    probe = ZooKeeperAdapter().prober(spec, NO_LINKS)
     first = await probe()
     assert sorted(asked) == ["conf"] * 3 + ["mntr"] * 3 + ["srvr"] * 3
     asked.clear()
@@ -261,3 +262,63 @@ async def test_a_watchs_rounds_ask_mntr_and_conf_again_only_when_they_are_old(
     asked.clear()
     await ZooKeeperAdapter().probe(spec)
     assert len(asked) == 9
+
+
+def serving(states: LinkStates, spec: ClusterSpec, within: float) -> set[str]:
+    """The nodes whose links serve once `within` s have passed or all of them serve."""
+    deadline = time.monotonic() + within
+    while True:
+        now = {n.node_id for n in spec.nodes if states.serving(n.node_id) is not None}
+        if len(now) == len(spec.nodes) or time.monotonic() >= deadline:
+            return now
+        time.sleep(0.05)
+
+
+async def test_a_watchs_rounds_ask_nothing_of_a_member_its_link_answers_for(
+    zk_healthy: ZooKeeperEnsemble, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[tuple[str, str]] = []
+    real_ask = probe_module._ask
+
+    async def counting(node: NodeSpec, word: str) -> str:
+        asked.append((node.node_id, word))
+        return await real_ask(node, word)
+
+    monkeypatch.setattr(probe_module, "_ask", counting)
+    spec = zk_spec(zk_healthy, "zk-link-rounds")
+    victim, paused = (f"zk{n}" for n in zk_healthy.members if n != zk_healthy.leader())
+    adapter = ZooKeeperAdapter()
+    with adapter.hold_links(spec, Changes()) as states:
+        assert serving(states, spec, within=10) == {n.node_id for n in spec.nodes}
+        probe = adapter.prober(spec, states)
+        first = await probe()
+        assert sorted(word for _, word in asked) == ["conf"] * 3 + ["mntr"] * 3 + ["srvr"] * 3
+        asked.clear()
+        assert (await probe()).nodes == first.nodes
+        assert asked == []
+        # A spec that bounds lag watches zxids: srvr every round, links or not.
+        bounded = spec.model_copy(update={"expect": spec.expect.model_copy(update={"max_lag": 9})})
+        lagging = adapter.prober(bounded, states)
+        await lagging()
+        asked.clear()
+        await lagging()
+        assert sorted(asked) == [(n.node_id, "srvr") for n in spec.nodes]
+        asked.clear()
+
+        zk_healthy.kill_member(int(victim.removeprefix("zk")))
+        assert victim not in serving(states, spec, within=5)
+        view = await probe()
+        assert asked == [(victim, "srvr")]
+        down = view.node(victim)
+        assert down is not None and (down.reachable, down.error) == (False, "connection refused")
+        asked.clear()
+
+        # A hung member: its link misses a ping's answer within the interval and timeout.
+        zk_healthy.pause_member(int(paused.removeprefix("zk")))
+        try:
+            stopped = time.monotonic()
+            while paused in serving(states, spec, within=0):
+                assert time.monotonic() - stopped < 2 * spec.probe.interval_s + 1, "still serving"
+                time.sleep(0.05)
+        finally:
+            zk_healthy.resume_member(int(paused.removeprefix("zk")))

@@ -16,6 +16,7 @@ from activities.kafka.connection import client_for, describe_error, login_of
 from activities.kafka.links import LinkHolder
 from activities.kafka.probe import check_answers, check_node, first_to_describe
 from activities.kafka.replies import NodeReading, address, assemble
+from activities.links import NO_LINKS, LinkStates
 from activities.telemetry import probe_node, traced_probe
 from config.kafka import KafkaLogin
 from config.secret_scope import SecretUnavailable
@@ -88,17 +89,17 @@ class KafkaAdapter(Adapter[KafkaLogin]):
         return assemble(spec, observed_at, readings, None, {})
 
     @contextlib.contextmanager
-    def hold_links(self, spec: ClusterSpec, on_change: Callable[[], None]) -> Iterator[None]:
+    def hold_links(self, spec: ClusterSpec, on_change: Callable[[], None]) -> Iterator[LinkStates]:
         try:
             tls = login_of(spec, sasl=False).ssl_context()
         except (SecretUnavailable, OSError, ssl.SSLError) as error:
             # The probe says so each round; crashes are then seen by the probe alone.
             log.info("no held links for %s: %s", spec.cluster_id, error)
-            yield
+            yield NO_LINKS
             return
         holder = LinkHolder(spec.nodes, on_change, connect_timeout=spec.probe.timeout_s, tls=tls)
         holder.start()
         try:
-            yield
+            yield NO_LINKS
         finally:
             holder.stop()

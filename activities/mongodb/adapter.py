@@ -14,7 +14,7 @@ from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
 from activities.adapter import Adapter
-from activities.links import stop_all
+from activities.links import NO_LINKS, LinkStates, stop_all
 from activities.mongodb.connection import (
     PROBE_HEARTBEAT_MS,
     describe_error,
@@ -117,10 +117,10 @@ class MongoDBAdapter(Adapter[MongoDBLogin]):
                 stop_all([client.close], 0.0)
 
     @contextmanager
-    def hold_links(self, spec: ClusterSpec, on_change: Callable[[], None]) -> Iterator[None]:
+    def hold_links(self, spec: ClusterSpec, on_change: Callable[[], None]) -> Iterator[LinkStates]:
         login = self.login_for_links(spec)
         if login is None:
-            yield
+            yield NO_LINKS
             return
         watches = {node.address: LinkWatch(on_change) for node in spec.nodes}
         clients = {
@@ -130,7 +130,7 @@ class MongoDBAdapter(Adapter[MongoDBLogin]):
         with self._lock:
             self._clients = dict(clients)
         try:
-            yield
+            yield NO_LINKS
         finally:
             for watch in watches.values():
                 watch.closing = True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -10,14 +11,15 @@ from functools import partial
 from typing import ClassVar
 
 from activities.adapter import Adapter
+from activities.links import NO_LINKS, LinkStates
 from activities.telemetry import probe_node, traced_probe
 from activities.zookeeper.connection import login_of
 from activities.zookeeper.links import hold
-from activities.zookeeper.probe import Details, _read_member, _Reading, describe_error
+from activities.zookeeper.probe import Details, Kept, _read_member, _Reading, describe_error
 from activities.zookeeper.replies import SERVING, zxid_lag
 from config.secret_scope import SecretUnavailable
 from config.zookeeper import ZooKeeperLogin
-from models import ClusterSpec, ClusterView, Kind, Role, ShardStatus
+from models import ClusterSpec, ClusterView, Kind, NodeSpec, Role, ShardStatus
 
 SHARD_ID = "zk"
 
@@ -31,20 +33,28 @@ class ZooKeeperAdapter(Adapter[ZooKeeperLogin]):
     login_of = staticmethod(login_of)
     describe_error = staticmethod(describe_error)
 
-    async def probe(self, spec: ClusterSpec) -> ClusterView:
-        return await self._probe(spec, {})
+    def prober(self, spec: ClusterSpec, links: LinkStates) -> Callable[[], Awaitable[ClusterView]]:
+        """Rounds that ask a member nothing while its reading holds (`Kept.holds`: its held
+        link has served without a break since, for less than READING_MAX_AGE_S), and
+        otherwise srvr, with mntr and conf again only when its mode changed, it was
+        unreachable, or they are older than DETAILS_MAX_AGE_S. A healthy member then costs
+        a ping per interval on its link, and three connections every 30 s, instead of
+        three connections a round. A spec that bounds lag (`expect.max_lag`) has srvr
+        asked every round: its zxids are what it watches. What the rounds keep is this
+        watch's alone, keyed by node id, never by address."""
+        kept: dict[str, Kept] = {}
+        if spec.expect.max_lag is not None:
+            links = NO_LINKS
+        return partial(self._probe, spec, kept, links)
 
-    def prober(self, spec: ClusterSpec) -> Callable[[], Awaitable[ClusterView]]:
-        """Rounds that ask each member srvr, and mntr and conf again only when its mode
-        changed, it was unreachable, or they are older than DETAILS_MAX_AGE_S: one
-        connection per member and round instead of three. What they said is this watch's
-        alone, keyed by node id, never by address."""
-        known: dict[str, Details] = {}
-        return partial(self._probe, spec, known)
+    async def probe(self, spec: ClusterSpec) -> ClusterView:
+        return await self._probe(spec, {}, NO_LINKS)
 
     @traced_probe
-    async def _probe(self, spec: ClusterSpec, known: dict[str, Details]) -> ClusterView:
-        """`known`: each node's last details, which this round may use and updates."""
+    async def _probe(
+        self, spec: ClusterSpec, kept: dict[str, Kept], links: LinkStates
+    ) -> ClusterView:
+        """`kept`: each node's last reading, which this round may use and updates."""
         observed_at = datetime.now(UTC)
         login: ZooKeeperLogin | SecretUnavailable | None = None
         if spec.auth is not None:
@@ -52,23 +62,28 @@ class ZooKeeperAdapter(Adapter[ZooKeeperLogin]):
                 login = login_of(spec)
             except SecretUnavailable as error:
                 login = error
-        read = await asyncio.gather(
-            *(
-                probe_node(
-                    spec,
-                    n.node_id,
-                    partial(_read_member, n, spec.probe.timeout_s, login, known.get(n.node_id)),
-                    _error,
-                )
-                for n in spec.nodes
+        now = time.monotonic()
+
+        async def read(node: NodeSpec) -> _Reading:
+            stretch, last = links.serving(node.node_id), kept.get(node.node_id)
+            if last is not None and last.holds(stretch, login, now):
+                return last.reading
+            reading, details = await probe_node(
+                spec,
+                node.node_id,
+                partial(
+                    _read_member,
+                    node,
+                    spec.probe.timeout_s,
+                    login,
+                    last.details if last is not None else None,
+                ),
+                _error,
             )
-        )
-        for n, (_, details) in zip(spec.nodes, read, strict=True):
-            if details is None:
-                known.pop(n.node_id, None)
-            else:
-                known[n.node_id] = details
-        readings = [reading for reading, _ in read]
+            kept[node.node_id] = Kept(reading, details, login, stretch, time.monotonic())
+            return reading
+
+        readings = await asyncio.gather(*(read(n) for n in spec.nodes))
         nodes = tuple(r.status for r in readings)
         leaders = [r for r in readings if r.status.role in (Role.LEADER, Role.STANDALONE)]
         leader = leaders[0] if len(leaders) == 1 else None
@@ -104,10 +119,10 @@ class ZooKeeperAdapter(Adapter[ZooKeeperLogin]):
         )
 
     @contextmanager
-    def hold_links(self, spec: ClusterSpec, on_change: Callable[[], None]) -> Iterator[None]:
+    def hold_links(self, spec: ClusterSpec, on_change: Callable[[], None]) -> Iterator[LinkStates]:
         login = self.login_for_links(spec)
         if login is None:
-            yield
+            yield NO_LINKS
             return
         # One session per member, pinned to it: a multi-host client would fail over and hide
         # the very crash we hold the link to see. A link is for crashes, which close its
@@ -115,10 +130,10 @@ class ZooKeeperAdapter(Adapter[ZooKeeperLogin]):
         # interval and a timeout. So the session is as long as the hang bound: a session as
         # short as the probe's timeout pinged every 0.67 s, 4,500 pings a second for a
         # fleet of 1,000 specs, each woken on the worker and answered by a member.
-        session_s = 2 * spec.probe.interval_s + spec.probe.timeout_s
-        held = [hold(node, session_s, login, on_change) for node in spec.nodes]
+        states = LinkStates()
+        held = [hold(node, spec.probe, login, on_change, states) for node in spec.nodes]
         try:
-            yield
+            yield states
         finally:
             for link in held:
                 link.cancel()

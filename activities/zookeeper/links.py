@@ -9,10 +9,14 @@ session handshake, login and pings use kazoo's serialization, and nothing of kaz
 threads. Each spec's links are its own, opened by its watch and closed with it; only the
 loop that drives them is shared.
 
-A link tells `on_change` when its session is established, and when it is lost: the
+A link pings its member every probe interval and wants each answer within the probe's
+timeout: what a probe asks of a member, for a few bytes on a connection already open
+instead of a connection of its own. While that holds, after the login, the link serves
+(`LinkStates`), and the watch's rounds may keep what they read of the member. It tells
+`on_change` when its session is established, and when it is lost: the
 connection closed or reset (a SIGKILLed member's sockets are closed by the kernel at once),
-or no reply to a ping within 2/3 of the session timeout (a hung member), as kazoo counts;
-the adapter asks for a session as long as the spec's hang bound, so pings stay rare.
+or a ping unanswered (a hung member). The session is as long as the spec's hang bound, so
+that a ping or two lost in a busy worker does not end it on the member's side.
 A lost link is retried every 0.1 s, doubling to 1 s; a refused login ends it, as kazoo's
 AUTH_FAILED does (the probe then reports the refusal every round).
 """
@@ -38,8 +42,9 @@ from kazoo.protocol.serialization import (
     int_struct,
 )
 
+from activities.links import LinkStates
 from config.zookeeper import SASL_DIGEST_MD5, ZooKeeperLogin
-from models import NodeSpec
+from models import NodeSpec, ProbeSettings
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +77,16 @@ def links_loop() -> asyncio.AbstractEventLoop:
 
 
 def hold(
-    node: NodeSpec, session_s: float, login: ZooKeeperLogin, on_change: Callable[[], None]
+    node: NodeSpec,
+    probe: ProbeSettings,
+    login: ZooKeeperLogin,
+    on_change: Callable[[], None],
+    states: LinkStates,
 ) -> Future[None]:
-    """Hold a link to `node` on the links loop until the returned future is cancelled."""
+    """Hold a link to `node` on the links loop until the returned future is cancelled; it
+    tells `states` while it serves."""
     return asyncio.run_coroutine_threadsafe(
-        _Link(node, session_s, login, on_change).run(), links_loop()
+        _Link(node, probe, login, on_change, states).run(), links_loop()
     )
 
 
@@ -84,12 +94,15 @@ class _Link:
     def __init__(
         self,
         node: NodeSpec,
-        session_s: float,
+        probe: ProbeSettings,
         login: ZooKeeperLogin,
         on_change: Callable[[], None],
+        states: LinkStates,
     ) -> None:
-        self.node, self.session_ms, self.login = node, round(session_s * 1000), login
-        self.on_change = on_change
+        self.node, self.login = node, login
+        self.session_ms = round((2 * probe.interval_s + probe.timeout_s) * 1000)
+        self.ping_s, self.answer_s = probe.interval_s, probe.timeout_s
+        self.on_change, self.states = on_change, states
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
@@ -98,12 +111,12 @@ class _Link:
         while True:
             up = False
             try:
-                read_timeout = await self._connect()
+                session_s = await self._connect()
                 up = True
                 self._tell()
-                await self._log_in(read_timeout)
+                await self._log_in(self.answer_s)
                 delay = RETRY_FIRST_S
-                await self._ping(read_timeout)
+                await self._ping(session_s)
             except asyncio.CancelledError:
                 # The watch is done: end the session now rather than at its timeout.
                 self._close(polite=True)
@@ -121,10 +134,9 @@ class _Link:
             delay = min(2 * delay, RETRY_MAX_S)
 
     async def _connect(self) -> float:
-        """A new session; how long the member may stay silent before the link counts as
-        lost (2/3 of the negotiated session timeout, as kazoo counts)."""
-        timeout = self.session_ms / 1000
-        async with asyncio.timeout(timeout):
+        """A new session; its timeout as the member negotiated it (s). A hung member's kernel
+        still accepts: waiting a whole session for its answer keeps the retries rare."""
+        async with asyncio.timeout(self.session_ms / 1000):
             self.reader, self.writer = await asyncio.open_connection(self.node.host, self.node.port)
             self._send(Connect(0, 0, self.session_ms, 0, b"\x00" * 16, False).serialize())
             reply = await self._frame()
@@ -134,8 +146,8 @@ class _Link:
             raise _Lost("not a ZooKeeper session reply") from garbage
         if connected.time_out <= 0:
             raise _Lost("session refused")
-        read_timeout: float = connected.time_out * 2 / 3 / 1000
-        return read_timeout
+        session_s: float = connected.time_out / 1000
+        return session_s
 
     async def _log_in(self, timeout: float) -> None:
         if self.login.mechanism is None:
@@ -189,10 +201,14 @@ class _Link:
         body_after: bytes = reply[offset:]
         return body_after
 
-    async def _ping(self, read_timeout: float) -> None:
-        """Ping at half the read timeout, as kazoo does, until the link breaks: raises. The
-        replies are read all the while, so a closed connection is seen the moment it closes."""
+    async def _ping(self, session_s: float) -> None:
+        """Ping every interval, each answered within the timeout, until the link breaks:
+        raises. The link serves meanwhile. The replies are read all the while, so a closed
+        connection is seen the moment it closes. A member that negotiated a session shorter
+        than the interval is pinged at a third of it, as kazoo would, lest it end the session."""
         loop = asyncio.get_running_loop()
+        every = min(self.ping_s, session_s / 3)
+        answer = min(self.answer_s, every)
         heard = loop.time()
 
         async def listen() -> None:
@@ -201,18 +217,25 @@ class _Link:
                 await self._frame()
                 heard = loop.time()
 
+        async def until(seconds: float) -> None:
+            await asyncio.wait([listening], timeout=seconds)
+            if listening.done():
+                listening.result()  # raises what ended it
+                raise _Lost("stopped reading")
+
         listening = asyncio.ensure_future(listen())
         ping = int_struct.pack(PING_XID) + int_struct.pack(Ping.type)
+        self.states.began(self.node.node_id)
         try:
             while True:
+                sent = loop.time()
                 self._send(ping)
-                await asyncio.wait([listening], timeout=read_timeout / 2)
-                if listening.done():
-                    listening.result()  # raises what ended it
-                    raise _Lost("stopped reading")
-                if loop.time() - heard >= read_timeout:
-                    raise _Lost("no reply to a ping")
+                await until(answer)
+                if heard < sent:
+                    raise _Lost(f"no reply to a ping within {answer}s")
+                await until(every - answer)
         finally:
+            self.states.ended(self.node.node_id)
             listening.cancel()
 
     async def _frame(self) -> bytes:

@@ -117,6 +117,42 @@ class Details:
         return role is self.role and now - self.taken < DETAILS_MAX_AGE_S
 
 
+READING_MAX_AGE_S = 60.0
+"""How long a watch keeps a member's whole reading while its held link serves without a
+break (`LinkStates`): the link answers for the member every interval (a member that leaves
+the quorum or loses its leader drops its clients, and with them the link), and what else a
+reading holds (zxid, latency, membership) moves no finding of a watch's: it is read again
+this often, for the views the watch hands over."""
+
+
+@dataclass(frozen=True)
+class Kept:
+    """A member's last reading in one watch: the details it used, the login it was checked
+    with, and the stretch of the member's link it was taken in (None: it did not serve)."""
+
+    reading: _Reading
+    details: Details | None
+    login: ZooKeeperLogin | SecretUnavailable | None
+    stretch: int | None
+    taken: float
+
+    def holds(
+        self, stretch: int | None, login: ZooKeeperLogin | SecretUnavailable | None, now: float
+    ) -> bool:
+        """Whether the reading still stands for the member: it was good, with the login the
+        spec's secrets give now (a password changed since must be tried: the link logged in
+        with the old one), and the link has served since, without a break, for less than
+        READING_MAX_AGE_S."""
+        return (
+            stretch is not None
+            and stretch == self.stretch
+            and login == self.login
+            and self.reading.status.reachable
+            and self.reading.status.error is None
+            and now - self.taken < READING_MAX_AGE_S
+        )
+
+
 async def _read_details(node: NodeSpec, role: Role) -> Details:
     mntr_reply, conf_reply = await asyncio.gather(
         _ask_extra(node, "mntr"), _ask_extra(node, "conf")
