@@ -38,8 +38,8 @@ class ZooKeeperAdapter(Adapter[ZooKeeperLogin]):
         link has served without a break since, for less than READING_MAX_AGE_S), and
         otherwise srvr, with mntr and conf again only when its mode changed, it was
         unreachable, or they are older than DETAILS_MAX_AGE_S. A healthy member then costs
-        a ping per interval on its link, and three connections every 30 s, instead of
-        three connections a round. A spec that bounds lag (`expect.max_lag`) has srvr
+        a ping per interval on its link, and three connections every READING_MAX_AGE_S,
+        instead of one to three a round. A spec that bounds lag (`expect.max_lag`) has srvr
         asked every round: its zxids are what it watches. What the rounds keep is this
         watch's alone, keyed by node id, never by address."""
         kept: dict[str, Kept] = {}
@@ -125,11 +125,9 @@ class ZooKeeperAdapter(Adapter[ZooKeeperLogin]):
             yield NO_LINKS
             return
         # One session per member, pinned to it: a multi-host client would fail over and hide
-        # the very crash we hold the link to see. A link is for crashes, which close its
-        # socket at once; a hung (SIGSTOPped) member is the probe's to see, within an
-        # interval and a timeout. So the session is as long as the hang bound: a session as
-        # short as the probe's timeout pinged every 0.67 s, 4,500 pings a second for a
-        # fleet of 1,000 specs, each woken on the worker and answered by a member.
+        # the very crash we hold the link to see. It pings once an interval (zookeeper/links.py):
+        # a session as short as the probe's timeout pinged every 0.67 s, 4,500 pings a second
+        # for a fleet of 1,000 specs, each woken on the worker and answered by a member.
         states = LinkStates()
         held = [hold(node, spec.probe, login, on_change, states) for node in spec.nodes]
         try:
